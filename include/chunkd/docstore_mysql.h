@@ -1,0 +1,61 @@
+/* Users and documents in MySQL/MariaDB, through prepared statements only.
+ * One docstore per worker thread (a MYSQL handle is single-threaded). */
+#ifndef CHUNKD_DOCSTORE_MYSQL_H
+#define CHUNKD_DOCSTORE_MYSQL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunkd/config.h"
+#include "chunkd/msg.h"
+
+typedef struct user_row {
+    uint64_t id;
+    char credential_hash[65];
+    bool disabled;
+} user_row;
+
+#define DOC_TIME_MAX 32
+
+typedef struct doc_row {
+    uint64_t id;
+    uint64_t user_id;
+    int64_t filesize;
+    char filename[4 * MSG_FILENAME_MAX + 1]; /* utf8mb4: up to 4 bytes a character */
+    char declared_sha256[65]; /* empty when NULL */
+    char sha256[65];          /* empty when NULL */
+    char status[16];          /* uploading, completed, failed */
+    char file_path[513];      /* empty when NULL */
+    char failure_reason[256]; /* empty when NULL */
+    char created_at[DOC_TIME_MAX];   /* ISO 8601 UTC, e.g. 2026-11-30T10:00:00.123Z */
+    char updated_at[DOC_TIME_MAX];
+    char completed_at[DOC_TIME_MAX]; /* empty when NULL */
+} doc_row;
+
+typedef struct docstore docstore;
+
+/* Connects lazily; the config must outlive the handle. NULL when out of memory. */
+docstore *docstore_new(const chunkd_config *cfg);
+void docstore_free(docstore *ds); /* accepts NULL */
+
+/* All calls: 0 on success, -1 when the database could not be reached or
+ * failed (docstore_error() says why; the handle reconnects next time). */
+int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found);
+int docstore_insert_document(docstore *ds, uint64_t user_id, const char *filename,
+                             int64_t filesize, const char *declared_sha256_or_null,
+                             uint64_t *document_id);
+int docstore_get_document(docstore *ds, uint64_t document_id, doc_row *out, bool *found);
+/* Moves an 'uploading' row to 'completed'. *changed is false when the row
+ * was no longer uploading (someone else finished, failed or aborted it). */
+int docstore_complete_document(docstore *ds, uint64_t document_id, const char *sha256,
+                               const char *file_path, bool *changed);
+/* Moves an 'uploading' row to 'failed' with a reason; *changed as above. */
+int docstore_fail_document(docstore *ds, uint64_t document_id, const char *reason,
+                           bool *changed);
+/* Calls fn for each of the user's documents, newest first, at most limit. */
+int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
+                            int (*fn)(void *arg, const doc_row *row), void *arg);
+const char *docstore_error(const docstore *ds);
+
+#endif

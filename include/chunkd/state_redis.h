@@ -1,0 +1,46 @@
+/* Resume state of uploads in progress, kept in Redis (one hash per upload,
+ * see docs/OPERATIONS.md). One redis_state per worker thread: hiredis
+ * contexts are not thread-safe, and a per-thread handle needs no lock. */
+#ifndef CHUNKD_STATE_REDIS_H
+#define CHUNKD_STATE_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunkd/config.h"
+#include "chunkd/msg.h"
+#include "chunkd/storage.h"
+
+typedef struct upload_state {
+    uint64_t document_id;
+    uint64_t user_id;
+    int64_t filesize;
+    int64_t offset;
+    int64_t created_ms;
+    int64_t updated_ms;
+    char filename[MSG_FILENAME_MAX + 1];
+    char declared_sha256[65];    /* empty when none was declared */
+    char path[STORAGE_REL_PATH_MAX];
+    char node[CFG_STR_MAX];
+} upload_state;
+
+typedef struct redis_state redis_state;
+
+/* Connects lazily: creation never fails for an unreachable Redis. The config
+ * must outlive the handle. NULL only when out of memory. */
+redis_state *rstate_new(const chunkd_config *cfg);
+void rstate_free(redis_state *rs); /* accepts NULL */
+
+/* Every call returns 0 on success or -1 when Redis could not be reached or
+ * answered with an error; rstate_error() then says why. A failed connection
+ * is dropped and re-established on the next call. */
+int rstate_put(redis_state *rs, const upload_state *st);
+/* Saves st->offset and refreshes the TTL; rewrites the whole hash if the
+ * key had vanished (expired, or Redis lost it). */
+int rstate_save_offset(redis_state *rs, const upload_state *st);
+int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *found);
+int rstate_del(redis_state *rs, uint64_t document_id);
+const char *rstate_error(const redis_state *rs);
+
+#endif

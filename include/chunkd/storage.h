@@ -1,0 +1,53 @@
+/* Where uploaded bytes live on disk.
+ *
+ * Paths are generated from the document id alone: the user's filename never
+ * reaches the file system. A document's bytes stay at one path from the first
+ * chunk to completion (MySQL says whether they are complete), so no rename can
+ * leave a row and its file disagreeing. */
+#ifndef CHUNKD_STORAGE_H
+#define CHUNKD_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORAGE_REL_PATH_MAX 64
+#define STORAGE_FILE_MODE 0640
+#define STORAGE_DIR_MODE 0750
+
+/* Result of an I/O step: the errno-derived class decides the answer code. */
+typedef enum storage_result {
+    STORAGE_OK = 0,
+    STORAGE_NO_SPACE,  /* ENOSPC / EDQUOT: 507, keep what is there */
+    STORAGE_ERROR,     /* anything else: 500 with the reason */
+} storage_result;
+
+/* Checks that root exists (creating it) and is a writable directory. */
+int storage_init(const char *root, char *err, size_t errlen);
+
+/* "<bucket>/<id>.data", relative to the storage root. */
+void storage_rel_path(uint64_t document_id, char out[STORAGE_REL_PATH_MAX]);
+
+/* Creates (or truncates) the document's file, creating its bucket directory.
+ * Returns an fd the caller owns, or -1 with errno set. */
+int storage_create(const char *root, uint64_t document_id);
+
+/* Opens an existing document file for writing; -1 with errno (ENOENT when
+ * missing). The caller owns the fd. */
+int storage_open(const char *root, uint64_t document_id);
+
+/* Writes all of buf at off; on a short write of a full disk the bytes that
+ * did land are the caller's to cut off. */
+storage_result storage_pwrite_all(int fd, const void *buf, size_t len, int64_t off);
+
+/* Flushes file data and, for a new file, its directory entry. */
+storage_result storage_sync(int fd);
+int storage_sync_dir(const char *root, uint64_t document_id);
+
+int storage_remove(const char *root, uint64_t document_id);
+
+/* Reads the first len bytes of fd and returns their SHA-256 in hex. */
+int storage_sha256(int fd, int64_t len, char out[65]);
+
+storage_result storage_classify_errno(int e);
+
+#endif

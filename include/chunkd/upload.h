@@ -1,0 +1,89 @@
+/* The upload rules: create, chunk, complete, resume, status, list, abort.
+ *
+ * Socket-free: a connection feeds control lines and body bytes into its
+ * session, and the session emits answer lines through a callback. The
+ * session is where a connection's protocol state lives (who is signed in,
+ * which upload is open, how far the current chunk has got). */
+#ifndef CHUNKD_UPLOAD_H
+#define CHUNKD_UPLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "chunkd/config.h"
+#include "chunkd/docstore_mysql.h"
+#include "chunkd/msg.h"
+#include "chunkd/state_redis.h"
+#include "chunkd/storage.h"
+
+/* Counters kept per worker and summed only when read. */
+typedef struct upload_stats {
+    uint64_t uploads_started;
+    uint64_t uploads_completed;
+    uint64_t uploads_failed;
+    uint64_t uploads_resumed;
+    uint64_t chunks_received;
+    uint64_t bytes_received;
+    uint64_t errors_sent;
+    uint64_t backend_errors;
+} upload_stats;
+
+/* What a worker lends its sessions: configuration and its own backends. */
+typedef struct upload_env {
+    const chunkd_config *cfg;
+    const char *node_id;
+    redis_state *rs;
+    docstore *ds;
+    upload_stats *stats;
+} upload_env;
+
+/* The one upload a connection has open for writing. */
+typedef struct open_upload {
+    upload_state st;      /* mirrors the Redis hash; st.offset = acknowledged bytes */
+    int fd;
+    EVP_MD_CTX *hash;     /* running SHA-256 of [0, hashed); NULL when not continuous */
+    int64_t hashed;
+} open_upload;
+
+/* The chunk whose body is arriving. */
+typedef struct chunk_progress {
+    bool active;          /* a body is being consumed */
+    bool accepted;        /* false: the body is read and dropped */
+    int64_t offset;       /* where this chunk starts in the file */
+    int64_t length;
+    int64_t written;
+    storage_result io;    /* first write failure, if any */
+    int io_errno;
+} chunk_progress;
+
+typedef int (*session_emit_fn)(void *arg, const char *data, size_t len);
+
+typedef struct session {
+    uint64_t user_id;            /* authenticated user; 0 = nobody yet */
+    char credential_hash[65];    /* of the credential that authenticated user_id */
+    open_upload *up;             /* owned; NULL when none is open */
+    chunk_progress chunk;
+    bool close;                  /* close once the queued answers are sent */
+    char peer[64];
+    session_emit_fn emit;
+    void *emit_arg;
+} session;
+
+void session_init(session *s, const char *peer, session_emit_fn emit, void *emit_arg);
+/* Closes the open upload (its state stays in Redis for resume). */
+void session_release(session *s);
+
+/* One control line. Returns the number of body bytes that follow it and
+ * that the caller must feed to upload_on_body (0 for none). */
+uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t len);
+
+/* A slice of the current body; last is true for its final slice. */
+void upload_on_body(upload_env *env, session *s, const char *data, size_t len, bool last);
+
+/* Emits an error answer (and marks the session closing if err->close). */
+void upload_send_error(upload_env *env, session *s, const msg_error *err);
+
+#endif

@@ -1,0 +1,31 @@
+/* Worker threads. Each owns an epoll loop, its connections, and its own
+ * Redis and MySQL handles; the acceptor hands it connections through a small
+ * mutex-protected queue and an eventfd wake-up (the memcached pattern). */
+#ifndef CHUNKD_WORKER_H
+#define CHUNKD_WORKER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "chunkd/config.h"
+#include "chunkd/upload.h"
+
+typedef struct worker worker;
+
+/* Creates the worker's loop and queue, so connections can be dispatched to
+ * it before its thread runs. NULL with a reason in err. */
+worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
+                      atomic_long *open_total, char *err, size_t errlen);
+int worker_start(worker *w, char *err, size_t errlen);
+
+/* Hands a connected socket to the worker (ownership of fd passes on
+ * success; on -1 the caller still owns it). Thread-safe. */
+int worker_dispatch(worker *w, int fd, const char *peer);
+
+/* Asks the worker to close its connections and end. Thread-safe. */
+int worker_stop(worker *w);
+
+/* Waits for the thread (if started), adds its counters to *sum, frees. */
+void worker_join_and_free(worker *w, upload_stats *sum);
+
+#endif

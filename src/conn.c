@@ -1,0 +1,300 @@
+/* Connection I/O: read into a per-connection buffer, feed the framing parser
+ * and the session, queue answers, write them when the socket allows.
+ *
+ * Memory per connection stays small while idle: the input buffer is freed
+ * whenever it is empty and no upload is open, and grows only as far as a
+ * control line or a body slice needs. */
+#include "chunkd/conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "chunkd/log.h"
+#include "chunkd/util.h"
+
+enum {
+    LINE_BUF = 16 * 1024,    /* enough for any ordinary control line */
+    BODY_BUF = 256 * 1024,   /* several 64 KiB chunks per read while uploading */
+    OUT_KEEP = 64 * 1024,    /* output buffers larger than this are freed when drained */
+    READS_PER_EVENT = 16,    /* bounds one connection's turn so others get theirs */
+};
+
+static int conn_emit(void *arg, const char *data, size_t len);
+
+static void set_interest(conn *c, uint32_t events)
+{
+    if (events == c->events)
+        return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(c->owner->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+        /* Cannot happen for a registered fd; if it does the connection
+         * would hang, so say so loudly. */
+        log_error("event=epoll_mod_failed peer=%s error=\"%s\"", c->peer, strerror(errno));
+        return;
+    }
+    c->events = events;
+}
+
+conn *conn_open(conn_owner *owner, int fd, const char *peer)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->owner = owner;
+    c->fd = fd;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    proto_init(&c->parser, (size_t)owner->cfg->max_line);
+    session_init(&c->sess, c->peer, conn_emit, c);
+    c->last_active_ms = util_mono_ms();
+    c->events = EPOLLIN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(owner->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        log_error("event=epoll_add_failed peer=%s error=\"%s\"", peer, strerror(errno));
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    c->next = owner->head;
+    if (owner->head)
+        owner->head->prev = c;
+    owner->head = c;
+    owner->count++;
+    log_debug("event=conn_open peer=%s", peer);
+    return c;
+}
+
+static size_t pending_out(const conn *c)
+{
+    return c->out_len - c->out_off;
+}
+
+static int conn_emit(void *arg, const char *data, size_t len)
+{
+    conn *c = arg;
+    if (c->out_off > 0 && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    if (c->out_len + len > c->out_cap) {
+        /* Slide unsent bytes to the front before growing. */
+        if (c->out_off > 0) {
+            memmove(c->out, c->out + c->out_off, pending_out(c));
+            c->out_len -= c->out_off;
+            c->out_off = 0;
+        }
+        if (c->out_len + len > c->out_cap) {
+            size_t cap = c->out_cap ? c->out_cap : 4096;
+            while (cap < c->out_len + len)
+                cap *= 2;
+            char *p = realloc(c->out, cap);
+            if (!p)
+                return -1;
+            c->out = p;
+            c->out_cap = cap;
+        }
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+    return 0;
+}
+
+void conn_close(conn *c, const char *why, const char *goodbye_reason)
+{
+    conn_owner *o = c->owner;
+    if (goodbye_reason && pending_out(c) == 0) {
+        /* Best effort: one non-blocking send, so a client sees why. */
+        msg_error err;
+        msg_fail(&err, 503, goodbye_reason, "the server closed the connection: %s",
+                 goodbye_reason);
+        size_t len = 0;
+        json_t *j = msg_error_json(&err);
+        char *line = j ? msg_dump_line(j, &len) : NULL;
+        json_decref(j);
+        if (line && send(c->fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            log_debug("event=goodbye_not_sent peer=%s error=\"%s\"", c->peer, strerror(errno));
+        free(line);
+    }
+    log_debug("event=conn_close peer=%s why=%s", c->peer, why);
+    if (c->sess.up)
+        log_info("event=upload_detached doc=%llu peer=%s offset=%lld why=%s",
+                 (unsigned long long)c->sess.up->st.document_id, c->peer,
+                 (long long)c->sess.up->st.offset, why);
+    session_release(&c->sess);
+    /* close() also removes the fd from the epoll set. */
+    if (close(c->fd) != 0)
+        log_warn("event=close_failed peer=%s error=\"%s\"", c->peer, strerror(errno));
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        o->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    o->count--;
+    atomic_fetch_sub(o->open_total, 1);
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+/* Makes room to read into. -1 when out of memory. */
+static int reserve_input(conn *c)
+{
+    size_t want = c->in_cap;
+    size_t line_max = (size_t)c->owner->cfg->max_line + 2; /* the line, "\r\n" */
+    if (proto_in_body(&c->parser)) {
+        if (want < BODY_BUF)
+            want = BODY_BUF;
+    } else if (c->in_len == c->in_cap) {
+        /* A control line longer than the buffer: grow, up to the limit
+         * (the parser reports anything longer). */
+        want = c->in_cap < LINE_BUF ? LINE_BUF : c->in_cap * 2;
+        if (want > line_max && c->in_cap < line_max)
+            want = line_max;
+    }
+    if (want > c->in_cap) {
+        char *p = realloc(c->in, want);
+        if (!p)
+            return -1;
+        c->in = p;
+        c->in_cap = want;
+    }
+    return c->in_len < c->in_cap ? 0 : -1;
+}
+
+static void send_line_too_long(conn *c)
+{
+    msg_error err;
+    msg_fail(&err, 400, "line_too_long", "a control line exceeds %lld bytes",
+             (long long)c->owner->cfg->max_line);
+    err.close = true;
+    upload_send_error(&c->owner->env, &c->sess, &err);
+}
+
+/* Runs every complete item in the input buffer through the session. */
+static void process_input(conn *c)
+{
+    size_t pos = 0;
+    while (!c->sess.close) {
+        proto_item it;
+        size_t used = proto_next(&c->parser, c->in + pos, c->in_len - pos, &it);
+        if (it.kind == PROTO_NEED_MORE)
+            break;
+        if (it.kind == PROTO_ERROR) {
+            send_line_too_long(c);
+            break;
+        }
+        pos += used;
+        if (it.kind == PROTO_LINE) {
+            uint64_t body = upload_on_line(&c->owner->env, &c->sess, it.data, it.len);
+            if (body > 0)
+                proto_expect_body(&c->parser, body);
+        } else {
+            upload_on_body(&c->owner->env, &c->sess, it.data, it.len, it.body_done != 0);
+        }
+    }
+    if (pos > 0) {
+        memmove(c->in, c->in + pos, c->in_len - pos);
+        c->in_len -= pos;
+    }
+    if (c->in_len == 0 && !c->sess.up && c->in_cap > 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
+/* Returns false when the connection was closed. */
+static bool flush_output(conn *c)
+{
+    while (pending_out(c) > 0) {
+        ssize_t n = send(c->fd, c->out + c->out_off, pending_out(c), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            conn_close(c, "write_error", NULL);
+            return false;
+        }
+        c->out_off += (size_t)n;
+        c->last_active_ms = util_mono_ms();
+    }
+    if (pending_out(c) == 0) {
+        c->out_off = c->out_len = 0;
+        if (c->out_cap > OUT_KEEP) {
+            free(c->out);
+            c->out = NULL;
+            c->out_cap = 0;
+        }
+        if (c->sess.close) {
+            conn_close(c, "closed_by_protocol", NULL);
+            return false;
+        }
+    }
+    uint32_t want = 0;
+    if (!c->sess.close && pending_out(c) <= (size_t)c->owner->cfg->max_output_buffer)
+        want |= EPOLLIN;
+    if (pending_out(c) > 0)
+        want |= EPOLLOUT;
+    set_interest(c, want);
+    return true;
+}
+
+static void on_readable(conn *c)
+{
+    for (int i = 0; i < READS_PER_EVENT && !c->sess.close; i++) {
+        if (pending_out(c) > (size_t)c->owner->cfg->max_output_buffer)
+            break; /* the client is not reading its answers: stop reading it */
+        if (reserve_input(c) != 0) {
+            log_error("event=conn_oom peer=%s", c->peer);
+            c->sess.close = true;
+            break;
+        }
+        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_debug("event=read_error peer=%s error=\"%s\"", c->peer, strerror(errno));
+                c->sess.close = true;
+            }
+            break;
+        }
+        if (n == 0) {
+            /* The peer is done sending; answer what it sent, then close. A
+             * chunk cut short here never counts: its offset was not saved. */
+            c->sess.close = true;
+            break;
+        }
+        c->in_len += (size_t)n;
+        c->last_active_ms = util_mono_ms();
+        process_input(c);
+    }
+}
+
+void conn_handle_event(conn *c, uint32_t events)
+{
+    if (events & EPOLLERR) {
+        conn_close(c, "socket_error", NULL);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP))
+        on_readable(c);
+    flush_output(c);
+}
+
+void conn_sweep_idle(conn_owner *owner, int64_t now_ms)
+{
+    conn *c = owner->head;
+    while (c) {
+        conn *next = c->next;
+        if (now_ms - c->last_active_ms > owner->cfg->idle_timeout_ms)
+            conn_close(c, "idle_timeout", "idle_timeout");
+        c = next;
+    }
+}

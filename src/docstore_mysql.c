@@ -1,0 +1,424 @@
+/* MySQL/MariaDB access: a lazily opened connection per worker, statements
+ * prepared once per connection, every call checked. */
+#include "chunkd/docstore_mysql.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <errmsg.h>
+#include <mysql.h>
+
+#include "chunkd/log.h"
+
+enum stmt_id {
+    ST_GET_USER,
+    ST_INSERT_DOC,
+    ST_GET_DOC,
+    ST_COMPLETE_DOC,
+    ST_FAIL_DOC,
+    ST_LIST_DOCS,
+    ST_COUNT
+};
+
+#define DOC_COLUMNS                                                                        \
+    "id, user_id, filesize, filename, declared_sha256, sha256, status, file_path, "       \
+    "failure_reason, created_at, updated_at, completed_at"
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_GET_USER] = "SELECT id, credential_hash, disabled FROM users WHERE id = ?",
+    [ST_INSERT_DOC] = "INSERT INTO documents (user_id, filename, filesize, declared_sha256, "
+                      "status) VALUES (?, ?, ?, ?, 'uploading')",
+    [ST_GET_DOC] = "SELECT " DOC_COLUMNS " FROM documents WHERE id = ?",
+    [ST_COMPLETE_DOC] = "UPDATE documents SET status = 'completed', sha256 = ?, file_path = ?, "
+                        "completed_at = CURRENT_TIMESTAMP(3) WHERE id = ? AND status = 'uploading'",
+    [ST_FAIL_DOC] = "UPDATE documents SET status = 'failed', failure_reason = ? "
+                    "WHERE id = ? AND status = 'uploading'",
+    [ST_LIST_DOCS] = "SELECT " DOC_COLUMNS " FROM documents WHERE user_id = ? "
+                     "ORDER BY id DESC LIMIT ?",
+};
+
+struct docstore {
+    const chunkd_config *cfg;
+    MYSQL *db;
+    MYSQL_STMT *stmt[ST_COUNT];
+    char err[512];
+};
+
+docstore *docstore_new(const chunkd_config *cfg)
+{
+    docstore *ds = calloc(1, sizeof *ds);
+    if (ds)
+        ds->cfg = cfg;
+    return ds;
+}
+
+static void disconnect(docstore *ds)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (ds->stmt[i])
+            mysql_stmt_close(ds->stmt[i]);
+        ds->stmt[i] = NULL;
+    }
+    if (ds->db)
+        mysql_close(ds->db);
+    ds->db = NULL;
+}
+
+void docstore_free(docstore *ds)
+{
+    if (!ds)
+        return;
+    disconnect(ds);
+    free(ds);
+}
+
+const char *docstore_error(const docstore *ds)
+{
+    return ds->err;
+}
+
+/* Client-side error codes (2000 and up) mean the connection is unusable. */
+static bool connection_error(unsigned int code)
+{
+    return code >= CR_MIN_ERROR && code <= CR_MAX_ERROR;
+}
+
+static int db_fail(docstore *ds, const char *what)
+{
+    unsigned int code = ds->db ? mysql_errno(ds->db) : 0;
+    snprintf(ds->err, sizeof ds->err, "mysql %s: %s (%u)", what,
+             ds->db ? mysql_error(ds->db) : "no connection", code);
+    if (!ds->db || connection_error(code))
+        disconnect(ds);
+    return -1;
+}
+
+static int stmt_fail(docstore *ds, MYSQL_STMT *st, const char *what)
+{
+    unsigned int code = mysql_stmt_errno(st);
+    snprintf(ds->err, sizeof ds->err, "mysql %s: %s (%u)", what, mysql_stmt_error(st), code);
+    if (connection_error(code))
+        disconnect(ds);
+    return -1;
+}
+
+static int connect_db(docstore *ds)
+{
+    if (ds->db)
+        return 0;
+    const chunkd_config *cfg = ds->cfg;
+    ds->db = mysql_init(NULL);
+    if (!ds->db) {
+        snprintf(ds->err, sizeof ds->err, "mysql init: out of memory");
+        return -1;
+    }
+    unsigned int timeout_s = (unsigned int)((cfg->backend_timeout_ms + 999) / 1000);
+    if (mysql_options(ds->db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout_s) != 0 ||
+        mysql_options(ds->db, MYSQL_OPT_READ_TIMEOUT, &timeout_s) != 0 ||
+        mysql_options(ds->db, MYSQL_OPT_WRITE_TIMEOUT, &timeout_s) != 0 ||
+        mysql_options(ds->db, MYSQL_SET_CHARSET_NAME, "utf8mb4") != 0)
+        return db_fail(ds, "options");
+    const char *sock = cfg->mysql_socket[0] ? cfg->mysql_socket : NULL;
+    if (!mysql_real_connect(ds->db, sock ? NULL : cfg->mysql_host, cfg->mysql_user,
+                            cfg->mysql_password, cfg->mysql_database,
+                            (unsigned int)cfg->mysql_port, sock, 0)) {
+        unsigned int code = mysql_errno(ds->db);
+        snprintf(ds->err, sizeof ds->err, "mysql connect: %s (%u)", mysql_error(ds->db), code);
+        disconnect(ds);
+        return -1;
+    }
+    /* Timestamps leave the server as UTC; make the session agree. */
+    if (mysql_query(ds->db, "SET time_zone = '+00:00'") != 0)
+        return db_fail(ds, "set time_zone");
+    for (int i = 0; i < ST_COUNT; i++) {
+        ds->stmt[i] = mysql_stmt_init(ds->db);
+        if (!ds->stmt[i])
+            return db_fail(ds, "stmt init");
+        if (mysql_stmt_prepare(ds->stmt[i], stmt_sql[i], strlen(stmt_sql[i])) != 0) {
+            stmt_fail(ds, ds->stmt[i], "prepare");
+            disconnect(ds);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void bind_u64(MYSQL_BIND *b, uint64_t *v)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = v;
+    b->is_unsigned = 1;
+}
+
+static void bind_i64(MYSQL_BIND *b, int64_t *v)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = v;
+}
+
+/* Input string; NULL binds SQL NULL. */
+static void bind_in_str(MYSQL_BIND *b, const char *s, unsigned long *len)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_STRING;
+    if (!s) {
+        b->buffer_type = MYSQL_TYPE_NULL;
+        return;
+    }
+    *len = (unsigned long)strlen(s);
+    b->buffer = (void *)s;
+    b->buffer_length = *len;
+    b->length = len;
+}
+
+static void bind_out_str(MYSQL_BIND *b, char *buf, size_t size, unsigned long *len,
+                         my_bool *is_null)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = buf;
+    b->buffer_length = size - 1; /* room for the NUL we add */
+    b->length = len;
+    b->is_null = is_null;
+}
+
+static void bind_out_time(MYSQL_BIND *b, MYSQL_TIME *t, my_bool *is_null)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_DATETIME;
+    b->buffer = t;
+    b->is_null = is_null;
+}
+
+/* Executes a prepared statement with params bound. A statement that fails
+ * because an idle connection was closed under us (server restart,
+ * wait_timeout) is retried once on a fresh connection: the failure happened
+ * before the server saw it. */
+static MYSQL_STMT *execute(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (connect_db(ds) != 0)
+            return NULL;
+        MYSQL_STMT *st = ds->stmt[id];
+        if (params && mysql_stmt_bind_param(st, params) != 0) {
+            stmt_fail(ds, st, "bind");
+            return NULL;
+        }
+        if (mysql_stmt_execute(st) == 0)
+            return st;
+        unsigned int code = mysql_stmt_errno(st);
+        stmt_fail(ds, st, "execute");
+        if (attempt == 0 && code == CR_SERVER_GONE_ERROR) {
+            log_info("event=mysql_reconnect reason=\"%s\"", ds->err);
+            continue;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found)
+{
+    *found = false;
+    MYSQL_BIND p[1], r[3];
+    bind_u64(&p[0], &user_id);
+    MYSQL_STMT *st = execute(ds, ST_GET_USER, p);
+    if (!st)
+        return -1;
+    unsigned long hlen = 0;
+    my_bool hnull = 0;
+    int64_t disabled = 0;
+    memset(out, 0, sizeof *out);
+    bind_u64(&r[0], &out->id);
+    bind_out_str(&r[1], out->credential_hash, sizeof out->credential_hash, &hlen, &hnull);
+    bind_i64(&r[2], &disabled);
+    if (mysql_stmt_bind_result(st, r) != 0)
+        return stmt_fail(ds, st, "bind result");
+    int rc = mysql_stmt_fetch(st);
+    if (rc == 1) {
+        stmt_fail(ds, st, "fetch");
+        mysql_stmt_free_result(st);
+        return -1;
+    }
+    if (rc == 0 || rc == MYSQL_DATA_TRUNCATED) {
+        out->credential_hash[hlen < sizeof out->credential_hash ? hlen : 64] = '\0';
+        out->disabled = disabled != 0;
+        *found = true;
+    }
+    mysql_stmt_free_result(st);
+    return 0;
+}
+
+int docstore_insert_document(docstore *ds, uint64_t user_id, const char *filename,
+                             int64_t filesize, const char *declared_sha256_or_null,
+                             uint64_t *document_id)
+{
+    MYSQL_BIND p[4];
+    unsigned long flen = 0, slen = 0;
+    bind_u64(&p[0], &user_id);
+    bind_in_str(&p[1], filename, &flen);
+    bind_i64(&p[2], &filesize);
+    bind_in_str(&p[3], declared_sha256_or_null, &slen);
+    MYSQL_STMT *st = execute(ds, ST_INSERT_DOC, p);
+    if (!st)
+        return -1;
+    *document_id = (uint64_t)mysql_stmt_insert_id(st);
+    if (*document_id == 0) {
+        snprintf(ds->err, sizeof ds->err, "mysql insert: no document id returned");
+        return -1;
+    }
+    return 0;
+}
+
+static void format_time(const MYSQL_TIME *t, my_bool is_null, char out[DOC_TIME_MAX])
+{
+    if (is_null) {
+        out[0] = '\0';
+        return;
+    }
+    /* The modulos only bound the width for the compiler; DATETIME values
+     * are always in range. */
+    snprintf(out, DOC_TIME_MAX, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", t->year % 10000,
+             t->month % 100, t->day % 100, t->hour % 100, t->minute % 100, t->second % 100,
+             (unsigned)(t->second_part / 1000 % 1000));
+}
+
+/* Result binding shared by every query that selects DOC_COLUMNS. */
+typedef struct doc_binds {
+    MYSQL_BIND b[12];
+    unsigned long len[12];
+    my_bool null[12];
+    MYSQL_TIME created, updated, completed;
+} doc_binds;
+
+static void doc_bind_result(doc_binds *db, doc_row *row)
+{
+    memset(db, 0, sizeof *db);
+    bind_u64(&db->b[0], &row->id);
+    bind_u64(&db->b[1], &row->user_id);
+    bind_i64(&db->b[2], &row->filesize);
+    bind_out_str(&db->b[3], row->filename, sizeof row->filename, &db->len[3], &db->null[3]);
+    bind_out_str(&db->b[4], row->declared_sha256, sizeof row->declared_sha256, &db->len[4],
+                 &db->null[4]);
+    bind_out_str(&db->b[5], row->sha256, sizeof row->sha256, &db->len[5], &db->null[5]);
+    bind_out_str(&db->b[6], row->status, sizeof row->status, &db->len[6], &db->null[6]);
+    bind_out_str(&db->b[7], row->file_path, sizeof row->file_path, &db->len[7], &db->null[7]);
+    bind_out_str(&db->b[8], row->failure_reason, sizeof row->failure_reason, &db->len[8],
+                 &db->null[8]);
+    bind_out_time(&db->b[9], &db->created, &db->null[9]);
+    bind_out_time(&db->b[10], &db->updated, &db->null[10]);
+    bind_out_time(&db->b[11], &db->completed, &db->null[11]);
+}
+
+/* Terminates the fetched strings (libmariadb does not) and formats times. */
+static void doc_finish_row(doc_binds *db, doc_row *row)
+{
+    char *strs[] = {NULL, NULL, NULL, row->filename, row->declared_sha256, row->sha256,
+                    row->status, row->file_path, row->failure_reason};
+    for (int i = 3; i <= 8; i++) {
+        size_t cap = db->b[i].buffer_length;
+        size_t n = db->null[i] ? 0 : (db->len[i] < cap ? db->len[i] : cap);
+        strs[i][n] = '\0';
+    }
+    format_time(&db->created, db->null[9], row->created_at);
+    format_time(&db->updated, db->null[10], row->updated_at);
+    format_time(&db->completed, db->null[11], row->completed_at);
+}
+
+/* Fetches rows of a DOC_COLUMNS query, handing each to fn. */
+static int fetch_docs(docstore *ds, MYSQL_STMT *st, int (*fn)(void *, const doc_row *),
+                      void *arg)
+{
+    doc_row row;
+    doc_binds db;
+    memset(&row, 0, sizeof row);
+    doc_bind_result(&db, &row);
+    if (mysql_stmt_bind_result(st, db.b) != 0)
+        return stmt_fail(ds, st, "bind result");
+    int rc = 0;
+    for (;;) {
+        int f = mysql_stmt_fetch(st);
+        if (f == MYSQL_NO_DATA)
+            break;
+        if (f == 1) {
+            rc = stmt_fail(ds, st, "fetch");
+            break;
+        }
+        doc_finish_row(&db, &row);
+        if (fn(arg, &row) != 0) {
+            snprintf(ds->err, sizeof ds->err, "out of memory building the answer");
+            rc = -1;
+            break;
+        }
+    }
+    mysql_stmt_free_result(st);
+    return rc;
+}
+
+static int copy_row(void *arg, const doc_row *row)
+{
+    memcpy(arg, row, sizeof *row);
+    return 0;
+}
+
+int docstore_get_document(docstore *ds, uint64_t document_id, doc_row *out, bool *found)
+{
+    MYSQL_BIND p[1];
+    bind_u64(&p[0], &document_id);
+    MYSQL_STMT *st = execute(ds, ST_GET_DOC, p);
+    if (!st)
+        return -1;
+    out->id = 0;
+    if (fetch_docs(ds, st, copy_row, out) != 0)
+        return -1;
+    *found = out->id != 0;
+    return 0;
+}
+
+static int affected(docstore *ds, MYSQL_STMT *st, bool *changed)
+{
+    my_ulonglong n = mysql_stmt_affected_rows(st);
+    if (n == (my_ulonglong)-1)
+        return stmt_fail(ds, st, "affected rows");
+    *changed = n > 0;
+    return 0;
+}
+
+int docstore_complete_document(docstore *ds, uint64_t document_id, const char *sha256,
+                               const char *file_path, bool *changed)
+{
+    MYSQL_BIND p[3];
+    unsigned long slen = 0, plen = 0;
+    bind_in_str(&p[0], sha256, &slen);
+    bind_in_str(&p[1], file_path, &plen);
+    bind_u64(&p[2], &document_id);
+    MYSQL_STMT *st = execute(ds, ST_COMPLETE_DOC, p);
+    return st ? affected(ds, st, changed) : -1;
+}
+
+int docstore_fail_document(docstore *ds, uint64_t document_id, const char *reason,
+                           bool *changed)
+{
+    MYSQL_BIND p[2];
+    unsigned long rlen = 0;
+    bind_in_str(&p[0], reason, &rlen);
+    bind_u64(&p[1], &document_id);
+    MYSQL_STMT *st = execute(ds, ST_FAIL_DOC, p);
+    return st ? affected(ds, st, changed) : -1;
+}
+
+int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
+                            int (*fn)(void *arg, const doc_row *row), void *arg)
+{
+    MYSQL_BIND p[2];
+    bind_u64(&p[0], &user_id);
+    bind_i64(&p[1], &limit);
+    MYSQL_STMT *st = execute(ds, ST_LIST_DOCS, p);
+    if (!st)
+        return -1;
+    return fetch_docs(ds, st, fn, arg);
+}

@@ -1,0 +1,204 @@
+/* Document files on disk. */
+#include "chunkd/storage.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "chunkd/util.h"
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, mode) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+int storage_init(const char *root, char *err, size_t errlen)
+{
+    if (mkdir_p(root, STORAGE_DIR_MODE) != 0) {
+        snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "storage_dir %s is not a directory", root);
+        return -1;
+    }
+    if (access(root, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void storage_rel_path(uint64_t document_id, char out[STORAGE_REL_PATH_MAX])
+{
+    /* 256 buckets keep directories small without a deep tree. */
+    snprintf(out, STORAGE_REL_PATH_MAX, "%02x/%" PRIu64 ".data",
+             (unsigned)(document_id & 0xff), document_id);
+}
+
+static int full_path(const char *root, uint64_t document_id, char *out, size_t size)
+{
+    char rel[STORAGE_REL_PATH_MAX];
+    storage_rel_path(document_id, rel);
+    int n = snprintf(out, size, "%s/%s", root, rel);
+    if (n < 0 || (size_t)n >= size) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+static int bucket_path(const char *root, uint64_t document_id, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s/%02x", root, (unsigned)(document_id & 0xff));
+    if (n < 0 || (size_t)n >= size) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+int storage_create(const char *root, uint64_t document_id)
+{
+    char dir[PATH_MAX], path[PATH_MAX];
+    if (bucket_path(root, document_id, dir, sizeof dir) != 0 ||
+        full_path(root, document_id, path, sizeof path) != 0)
+        return -1;
+    if (mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST)
+        return -1;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
+    if (fd < 0)
+        return -1;
+    /* The umask may have narrowed the mode; the documented mode is 0640. */
+    if (fchmod(fd, STORAGE_FILE_MODE) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int storage_open(const char *root, uint64_t document_id)
+{
+    char path[PATH_MAX];
+    if (full_path(root, document_id, path, sizeof path) != 0)
+        return -1;
+    return open(path, O_RDWR | O_CLOEXEC);
+}
+
+storage_result storage_classify_errno(int e)
+{
+    return (e == ENOSPC || e == EDQUOT) ? STORAGE_NO_SPACE : STORAGE_ERROR;
+}
+
+storage_result storage_pwrite_all(int fd, const void *buf, size_t len, int64_t off)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return storage_classify_errno(errno);
+        }
+        if (n == 0) /* no progress and no error: treat as a full disk */
+            return STORAGE_NO_SPACE;
+        p += n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return STORAGE_OK;
+}
+
+storage_result storage_sync(int fd)
+{
+    if (fdatasync(fd) != 0)
+        return storage_classify_errno(errno);
+    return STORAGE_OK;
+}
+
+int storage_sync_dir(const char *root, uint64_t document_id)
+{
+    char dir[PATH_MAX];
+    if (bucket_path(root, document_id, dir, sizeof dir) != 0)
+        return -1;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+int storage_remove(const char *root, uint64_t document_id)
+{
+    char path[PATH_MAX];
+    if (full_path(root, document_id, path, sizeof path) != 0)
+        return -1;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -1;
+    return 0;
+}
+
+int storage_sha256(int fd, int64_t len, char out[65])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx)
+        return -1;
+    int rc = -1;
+    static _Thread_local unsigned char buf[1 << 17];
+    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        goto out;
+    int64_t off = 0;
+    while (off < len) {
+        size_t want = (size_t)(len - off < (int64_t)sizeof buf ? len - off : (int64_t)sizeof buf);
+        ssize_t n = pread(fd, buf, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* the file is shorter than it should be */
+            goto out;
+        }
+        if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
+            goto out;
+        off += n;
+    }
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32)
+        goto out;
+    util_hex(md, 32, out);
+    rc = 0;
+out:
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}

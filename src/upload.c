@@ -1,0 +1,737 @@
+/* Upload rules. Every request ends in exactly one answer line (a chunk's
+ * answer comes once its body has been read), so clients can pipeline.
+ *
+ * Order of effects, chosen so that a failure at any step leaves the three
+ * stores agreeing or reconcilable toward the file on disk:
+ *   upload:   MySQL row -> file -> Redis key
+ *   chunk:    file bytes -> Redis offset (the offset never runs ahead of bytes)
+ *   complete: sync + verify file -> MySQL 'completed' -> Redis key removed
+ *   fail:     MySQL 'failed' -> file removed -> Redis key removed */
+#include "chunkd/upload.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chunkd/auth.h"
+#include "chunkd/log.h"
+#include "chunkd/util.h"
+
+#define DEFAULT_LIST_LIMIT 100
+
+void session_init(session *s, const char *peer, session_emit_fn emit, void *emit_arg)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
+    s->emit = emit;
+    s->emit_arg = emit_arg;
+}
+
+static void open_upload_free(open_upload *up)
+{
+    if (!up)
+        return;
+    if (up->fd >= 0 && close(up->fd) != 0)
+        log_warn("event=close_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
+                 strerror(errno));
+    EVP_MD_CTX_free(up->hash);
+    free(up);
+}
+
+void session_release(session *s)
+{
+    open_upload_free(s->up);
+    s->up = NULL;
+}
+
+/* ---- answers ---------------------------------------------------------- */
+
+static void emit_line(session *s, const char *data, size_t len)
+{
+    if (s->emit(s->emit_arg, data, len) != 0)
+        s->close = true; /* cannot queue an answer: the stream is lost */
+}
+
+/* Takes ownership of answer. */
+static void send_json(session *s, json_t *answer)
+{
+    size_t len = 0;
+    char *line = answer ? msg_dump_line(answer, &len) : NULL;
+    json_decref(answer);
+    if (!line) {
+        log_error("event=answer_failed peer=%s reason=out_of_memory", s->peer);
+        s->close = true;
+        return;
+    }
+    emit_line(s, line, len);
+    free(line);
+}
+
+void upload_send_error(upload_env *env, session *s, const msg_error *err)
+{
+    env->stats->errors_sent++;
+    if (err->code >= 500 || err->code == 401)
+        log_info("event=request_error peer=%s user=%" PRIu64 " code=%d reason=%s msg=\"%s\"",
+                 s->peer, s->user_id, err->code, err->reason, err->message);
+    send_json(s, msg_error_json(err));
+    if (err->close)
+        s->close = true;
+}
+
+static void send_error(upload_env *env, session *s, int code, const char *reason,
+                       const char *message)
+{
+    msg_error err;
+    msg_fail(&err, code, reason, "%s", message);
+    err.close = code == 401;
+    upload_send_error(env, s, &err);
+}
+
+static void send_unavailable(upload_env *env, session *s, const char *why)
+{
+    env->stats->backend_errors++;
+    log_warn("event=backend_unavailable peer=%s reason=\"%s\"", s->peer, why);
+    send_error(env, s, 503, "unavailable", "storage backend unavailable, retry later");
+}
+
+static void send_storage_error(upload_env *env, session *s, uint64_t doc, storage_result r,
+                               int e, const char *what)
+{
+    if (r == STORAGE_NO_SPACE) {
+        log_warn("event=storage_full doc=%" PRIu64 " peer=%s op=%s", doc, s->peer, what);
+        send_error(env, s, 507, "insufficient_storage",
+                   "insufficient storage on the server; accepted bytes are kept, resume later");
+        return;
+    }
+    log_error("event=storage_error doc=%" PRIu64 " peer=%s op=%s error=\"%s\"", doc, s->peer,
+              what, strerror(e));
+    char msg[160];
+    snprintf(msg, sizeof msg, "storage error during %s: %s", what, strerror(e));
+    send_error(env, s, 500, "internal", msg);
+}
+
+static json_t *ok_answer(const char *action)
+{
+    return json_pack("{s:s, s:s}", "status", "ok", "action", action);
+}
+
+static json_t *nullable(const char *s)
+{
+    return s[0] ? json_string(s) : json_null();
+}
+
+/* A row as the protocol shows it; offset < 0 leaves the field out. */
+static json_t *doc_json(const doc_row *d, int64_t offset)
+{
+    json_t *o = json_pack("{s:I, s:s, s:I, s:s, s:o, s:o, s:o, s:o, s:s, s:s, s:o}",
+                          "document_id", (json_int_t)d->id, "filename", d->filename,
+                          "filesize", (json_int_t)d->filesize, "status", d->status,
+                          "sha256", nullable(d->sha256), "declared_sha256",
+                          nullable(d->declared_sha256), "failure_reason",
+                          nullable(d->failure_reason), "file_path", nullable(d->file_path),
+                          "created_at", d->created_at, "updated_at", d->updated_at,
+                          "completed_at", nullable(d->completed_at));
+    if (o && offset >= 0 && json_object_set_new(o, "offset", json_integer(offset)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* upload/resume answer: where to continue and how to chunk. */
+static json_t *position_answer(upload_env *env, const char *action, const upload_state *st)
+{
+    json_t *o = ok_answer(action);
+    if (!o)
+        return NULL;
+    if (json_object_set_new(o, "document_id", json_integer((json_int_t)st->document_id)) ||
+        json_object_set_new(o, "offset", json_integer(st->offset)) ||
+        json_object_set_new(o, "filesize", json_integer(st->filesize)) ||
+        json_object_set_new(o, "chunk_size", json_integer(env->cfg->chunk_size)) ||
+        json_object_set_new(o, "max_chunk_size", json_integer(env->cfg->max_chunk_size))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---- authentication and ownership ------------------------------------- */
+
+/* Establishes who is asking. 0 when the session's user may proceed;
+ * otherwise an answer has been sent. */
+static int authenticate(upload_env *env, session *s, const msg_request *req)
+{
+    uint64_t uid = req->user_id > 0 ? (uint64_t)req->user_id : s->user_id;
+    if (uid == 0) {
+        send_error(env, s, 401, "unauthorized", "user_id and credential are required");
+        return -1;
+    }
+    if (uid == s->user_id) {
+        if (!req->has_credential)
+            return 0;
+        if (auth_credential_matches(req->credential, strlen(req->credential),
+                                    s->credential_hash))
+            return 0;
+    } else if (!req->has_credential) {
+        send_error(env, s, 401, "unauthorized", "a credential is required for this user");
+        return -1;
+    }
+    user_row u;
+    bool found = false;
+    if (docstore_get_user(env->ds, uid, &u, &found) != 0) {
+        send_unavailable(env, s, docstore_error(env->ds));
+        return -1;
+    }
+    size_t clen = strlen(req->credential);
+    bool ok = found && !u.disabled && auth_credential_matches(req->credential, clen,
+                                                              u.credential_hash);
+    if (!ok) {
+        /* One answer for all three causes, so the reply does not reveal
+         * which user ids exist. The log says which, for the operator. */
+        log_info("event=auth_failed peer=%s user=%" PRIu64 " cause=%s", s->peer, uid,
+                 !found ? "unknown_user" : u.disabled ? "disabled" : "bad_credential");
+        send_error(env, s, 401, "unauthorized", "unknown user or wrong credential");
+        return -1;
+    }
+    s->user_id = uid;
+    memcpy(s->credential_hash, u.credential_hash, sizeof s->credential_hash);
+    return 0;
+}
+
+/* Loads the document and checks that the session's user owns it. */
+static int load_owned_document(upload_env *env, session *s, int64_t document_id, doc_row *d)
+{
+    bool found = false;
+    if (docstore_get_document(env->ds, (uint64_t)document_id, d, &found) != 0) {
+        send_unavailable(env, s, docstore_error(env->ds));
+        return -1;
+    }
+    if (!found) {
+        send_error(env, s, 404, "not_found", "no such document");
+        return -1;
+    }
+    if (d->user_id != s->user_id) {
+        send_error(env, s, 403, "forbidden", "the document belongs to another user");
+        return -1;
+    }
+    return 0;
+}
+
+static void send_not_resumable(upload_env *env, session *s, const doc_row *d)
+{
+    msg_error err;
+    msg_fail(&err, 409, "not_resumable", "the document is %s, not uploading", d->status);
+    err.document_status = d->status;
+    upload_send_error(env, s, &err);
+}
+
+/* ---- opening uploads -------------------------------------------------- */
+
+static EVP_MD_CTX *new_hash(void)
+{
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    if (h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(h);
+        h = NULL;
+    }
+    return h; /* NULL only costs a re-read of the file at completion */
+}
+
+/* Makes up the session's open upload, closing any previous one.
+ * Takes ownership of fd. */
+static int set_open_upload(session *s, const upload_state *st, int fd)
+{
+    open_upload *up = calloc(1, sizeof *up);
+    if (!up) {
+        close(fd);
+        return -1;
+    }
+    up->st = *st;
+    up->fd = fd;
+    if (st->offset == 0)
+        up->hash = new_hash();
+    session_release(s);
+    s->up = up;
+    return 0;
+}
+
+static void drop_open_upload_if(session *s, uint64_t document_id)
+{
+    if (s->up && s->up->st.document_id == document_id)
+        session_release(s);
+}
+
+/* Marks the row failed and removes what belonged to the upload. */
+static void fail_document(upload_env *env, session *s, uint64_t doc, const char *reason)
+{
+    bool changed = false;
+    if (docstore_fail_document(env->ds, doc, reason, &changed) != 0)
+        log_error("event=fail_document_failed doc=%" PRIu64 " reason=%s error=\"%s\"", doc,
+                  reason, docstore_error(env->ds));
+    else if (changed)
+        env->stats->uploads_failed++;
+    drop_open_upload_if(s, doc);
+    if (storage_remove(env->cfg->storage_dir, doc) != 0)
+        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
+    if (rstate_del(env->rs, doc) != 0)
+        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc,
+                 rstate_error(env->rs));
+    log_info("event=upload_failed doc=%" PRIu64 " user=%" PRIu64 " peer=%s reason=%s", doc,
+             s->user_id, s->peer, reason);
+}
+
+static void handle_upload(upload_env *env, session *s, const msg_request *req)
+{
+    if (authenticate(env, s, req) != 0)
+        return;
+    if (req->filesize > env->cfg->max_file_size) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "filesize %" PRId64 " exceeds the limit of %" PRId64 " bytes",
+                 req->filesize, (int64_t)env->cfg->max_file_size);
+        send_error(env, s, 413, "file_too_large", msg);
+        return;
+    }
+    uint64_t doc = 0;
+    if (docstore_insert_document(env->ds, s->user_id, req->filename, req->filesize,
+                                 req->has_sha256 ? req->sha256 : NULL, &doc) != 0) {
+        send_unavailable(env, s, docstore_error(env->ds));
+        return;
+    }
+    int fd = storage_create(env->cfg->storage_dir, doc);
+    if (fd < 0) {
+        int e = errno;
+        storage_result r = storage_classify_errno(e);
+        fail_document(env, s, doc, r == STORAGE_NO_SPACE ? "insufficient_storage" : "storage_error");
+        send_storage_error(env, s, doc, r, e, "create");
+        return;
+    }
+    upload_state st;
+    memset(&st, 0, sizeof st);
+    st.document_id = doc;
+    st.user_id = s->user_id;
+    st.filesize = req->filesize;
+    st.created_ms = st.updated_ms = util_wall_ms();
+    snprintf(st.filename, sizeof st.filename, "%s", req->filename);
+    if (req->has_sha256)
+        memcpy(st.declared_sha256, req->sha256, sizeof st.declared_sha256);
+    storage_rel_path(doc, st.path);
+    snprintf(st.node, sizeof st.node, "%s", env->node_id);
+    if (rstate_put(env->rs, &st) != 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", rstate_error(env->rs));
+        close(fd);
+        fail_document(env, s, doc, "unavailable");
+        send_unavailable(env, s, why);
+        return;
+    }
+    if (set_open_upload(s, &st, fd) != 0) {
+        fail_document(env, s, doc, "internal");
+        send_error(env, s, 500, "internal", "out of memory");
+        return;
+    }
+    env->stats->uploads_started++;
+    log_info("event=upload_started doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64,
+             doc, s->user_id, s->peer, req->filesize);
+    send_json(s, position_answer(env, "upload", &st));
+}
+
+/* Brings an uploading document back to a consistent, writable state: the
+ * offset is the smaller of what Redis saved and what the file holds, and
+ * anything in the file past it (an unacknowledged chunk) is cut off. A lost
+ * Redis key is rebuilt from the row and the file. */
+static void handle_resume(upload_env *env, session *s, const msg_request *req)
+{
+    if (authenticate(env, s, req) != 0)
+        return;
+    doc_row d;
+    if (load_owned_document(env, s, req->document_id, &d) != 0)
+        return;
+    if (strcmp(d.status, "uploading") != 0) {
+        send_not_resumable(env, s, &d);
+        return;
+    }
+    uint64_t doc = d.id;
+    upload_state st;
+    bool found = false;
+    if (rstate_get(env->rs, doc, &st, &found) != 0) {
+        send_unavailable(env, s, rstate_error(env->rs));
+        return;
+    }
+    if (!found) {
+        memset(&st, 0, sizeof st);
+        st.document_id = doc;
+        st.user_id = d.user_id;
+        st.filesize = d.filesize;
+        st.offset = d.filesize; /* bounded below by the file's size */
+        st.created_ms = util_wall_ms();
+        util_strlcpy(st.filename, d.filename, sizeof st.filename);
+        snprintf(st.declared_sha256, sizeof st.declared_sha256, "%s", d.declared_sha256);
+        storage_rel_path(doc, st.path);
+        log_warn("event=resume_rebuilt_state doc=%" PRIu64 " peer=%s", doc, s->peer);
+    }
+    /* The file may be open on this very session; its descriptor is replaced. */
+    drop_open_upload_if(s, doc);
+    int fd = storage_open(env->cfg->storage_dir, doc);
+    if (fd < 0 && errno == ENOENT) {
+        log_warn("event=resume_file_missing doc=%" PRIu64 " restarting_at=0", doc);
+        fd = storage_create(env->cfg->storage_dir, doc);
+    }
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        send_storage_error(env, s, doc, storage_classify_errno(e), e, "open");
+        return;
+    }
+    int64_t offset = st.offset;
+    if (sb.st_size < offset)
+        offset = sb.st_size;
+    if (offset > st.filesize)
+        offset = st.filesize;
+    if (sb.st_size > offset && ftruncate(fd, (off_t)offset) != 0) {
+        int e = errno;
+        close(fd);
+        send_storage_error(env, s, doc, storage_classify_errno(e), e, "truncate");
+        return;
+    }
+    st.offset = offset;
+    st.updated_ms = util_wall_ms();
+    snprintf(st.node, sizeof st.node, "%s", env->node_id);
+    if (rstate_put(env->rs, &st) != 0) {
+        close(fd);
+        send_unavailable(env, s, rstate_error(env->rs));
+        return;
+    }
+    if (set_open_upload(s, &st, fd) != 0) {
+        send_error(env, s, 500, "internal", "out of memory");
+        return;
+    }
+    env->stats->uploads_resumed++;
+    log_info("event=upload_resumed doc=%" PRIu64 " user=%" PRIu64 " peer=%s offset=%" PRId64,
+             doc, s->user_id, s->peer, offset);
+    send_json(s, position_answer(env, "resume", &st));
+}
+
+/* ---- chunks ----------------------------------------------------------- */
+
+static uint64_t begin_chunk(upload_env *env, session *s, const msg_request *req)
+{
+    chunk_progress *c = &s->chunk;
+    memset(c, 0, sizeof *c);
+    c->active = true;
+    c->length = req->length;
+    open_upload *up = s->up;
+    msg_error err;
+    if (req->length > env->cfg->max_chunk_size) {
+        /* Reading that many bytes just to drop them would let anyone make
+         * us read without bound; the connection ends here instead. */
+        msg_fail(&err, 413, "chunk_too_large", "chunk of %" PRId64 " bytes exceeds the limit of %" PRId64,
+                 req->length, (int64_t)env->cfg->max_chunk_size);
+        err.close = true;
+        c->active = false;
+        upload_send_error(env, s, &err);
+        return 0;
+    }
+    if (!up || up->st.document_id != (uint64_t)req->document_id) {
+        msg_fail(&err, 409, "upload_not_open",
+                 "document %" PRId64 " is not open on this connection; send upload or resume first",
+                 req->document_id);
+    } else if (req->offset != up->st.offset) {
+        msg_fail(&err, 409, "offset_mismatch",
+                 "chunk offset %" PRId64 " does not match the upload's offset %" PRId64,
+                 req->offset, up->st.offset);
+        err.expected_offset = up->st.offset;
+    } else if (req->length > up->st.filesize - req->offset) {
+        msg_fail(&err, 413, "chunk_past_end",
+                 "chunk ends at %" PRId64 ", past the declared filesize %" PRId64,
+                 req->offset + req->length, up->st.filesize);
+    } else {
+        c->accepted = true;
+        c->offset = req->offset;
+        return (uint64_t)req->length;
+    }
+    /* The answer goes out now; the body is still read, and dropped. */
+    upload_send_error(env, s, &err);
+    return (uint64_t)req->length;
+}
+
+void upload_on_body(upload_env *env, session *s, const char *data, size_t len, bool last)
+{
+    chunk_progress *c = &s->chunk;
+    open_upload *up = s->up;
+    if (c->accepted && up && c->io == STORAGE_OK) {
+        int64_t at = c->offset + c->written;
+        c->io = storage_pwrite_all(up->fd, data, len, at);
+        if (c->io != STORAGE_OK)
+            c->io_errno = errno;
+        else if (up->hash && up->hashed == at &&
+                 EVP_DigestUpdate(up->hash, data, len) == 1)
+            up->hashed += (int64_t)len;
+    }
+    c->written += (int64_t)len;
+    if (!last)
+        return;
+    c->active = false;
+    if (!c->accepted)
+        return; /* answered when the header arrived */
+    if (!up) {
+        send_error(env, s, 409, "upload_not_open", "the upload was closed during the chunk");
+        return;
+    }
+    uint64_t doc = up->st.document_id;
+    if (c->io == STORAGE_OK) {
+        int64_t before = up->st.offset;
+        up->st.offset = c->offset + c->length;
+        up->st.updated_ms = util_wall_ms();
+        if (rstate_save_offset(env->rs, &up->st) == 0) {
+            env->stats->chunks_received++;
+            env->stats->bytes_received += (uint64_t)c->length;
+            char line[256];
+            int n = msg_progress_line(line, sizeof line, (int64_t)doc, up->st.offset,
+                                      up->st.filesize);
+            if (n > 0)
+                emit_line(s, line, (size_t)n);
+            else
+                s->close = true;
+            return;
+        }
+        /* Redis did not take the offset: undo the chunk everywhere so the
+         * saved state, the file and this session agree on `before`. */
+        up->st.offset = before;
+        c->io = STORAGE_ERROR;
+        c->io_errno = 0;
+    }
+    if (ftruncate(up->fd, (off_t)up->st.offset) != 0)
+        log_error("event=truncate_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
+    if (up->hash && up->hashed > up->st.offset) {
+        EVP_MD_CTX_free(up->hash);
+        up->hash = NULL;
+    }
+    if (c->io_errno == 0)
+        send_unavailable(env, s, rstate_error(env->rs));
+    else
+        send_storage_error(env, s, doc, c->io, c->io_errno, "write");
+}
+
+/* ---- completion ------------------------------------------------------- */
+
+static void handle_complete(upload_env *env, session *s, const msg_request *req)
+{
+    open_upload *up = s->up;
+    if (!up || up->st.document_id != (uint64_t)req->document_id) {
+        send_error(env, s, 409, "upload_not_open",
+                   "the document is not open on this connection; resume it first");
+        return;
+    }
+    uint64_t doc = up->st.document_id;
+    if (up->st.offset != up->st.filesize) {
+        msg_error err;
+        msg_fail(&err, 409, "incomplete", "received %" PRId64 " of %" PRId64 " bytes",
+                 up->st.offset, up->st.filesize);
+        err.expected_offset = up->st.offset;
+        upload_send_error(env, s, &err);
+        return;
+    }
+    /* Durable before anyone is told it is complete. */
+    storage_result r = storage_sync(up->fd);
+    if (r == STORAGE_OK && storage_sync_dir(env->cfg->storage_dir, doc) != 0)
+        r = storage_classify_errno(errno);
+    if (r != STORAGE_OK) {
+        send_storage_error(env, s, doc, r, errno, "sync");
+        return;
+    }
+    struct stat sb;
+    if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
+        (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0) {
+        fail_document(env, s, doc, "file_invalid");
+        send_error(env, s, 422, "file_invalid",
+                   "the stored file is missing or does not have the expected size or mode");
+        return;
+    }
+    char sha[65];
+    int hrc = -1;
+    if (up->hash && up->hashed == up->st.filesize) {
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+        if (EVP_DigestFinal_ex(up->hash, md, &mdlen) == 1 && mdlen == 32) {
+            util_hex(md, 32, sha);
+            hrc = 0;
+        }
+        EVP_MD_CTX_free(up->hash); /* finalised: a retry must re-read the file */
+        up->hash = NULL;
+    }
+    if (hrc != 0 && storage_sha256(up->fd, up->st.filesize, sha) != 0) {
+        send_storage_error(env, s, doc, STORAGE_ERROR, errno, "hash");
+        return;
+    }
+    if (up->st.declared_sha256[0] && strcmp(sha, up->st.declared_sha256) != 0) {
+        fail_document(env, s, doc, "checksum_mismatch");
+        char msg[200];
+        snprintf(msg, sizeof msg, "received bytes hash to %s, not the declared sha256", sha);
+        send_error(env, s, 422, "checksum_mismatch", msg);
+        return;
+    }
+    bool changed = false;
+    if (docstore_complete_document(env->ds, doc, sha, up->st.path, &changed) != 0) {
+        send_unavailable(env, s, docstore_error(env->ds));
+        return;
+    }
+    if (!changed) {
+        doc_row d;
+        bool found = false;
+        if (docstore_get_document(env->ds, doc, &d, &found) != 0 || !found)
+            snprintf(d.status, sizeof d.status, "unknown");
+        drop_open_upload_if(s, doc);
+        send_not_resumable(env, s, &d);
+        return;
+    }
+    if (rstate_del(env->rs, doc) != 0) /* harmless: the key expires on its own */
+        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc,
+                 rstate_error(env->rs));
+    env->stats->uploads_completed++;
+    int64_t size = up->st.filesize;
+    char path[STORAGE_REL_PATH_MAX];
+    memcpy(path, up->st.path, sizeof path);
+    session_release(s);
+    log_info("event=upload_completed doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64
+             " sha256=%s",
+             doc, s->user_id, s->peer, size, sha);
+    send_json(s, json_pack("{s:s, s:I, s:I, s:s, s:s}", "status", "SUCCESS", "document_id",
+                           (json_int_t)doc, "filesize", (json_int_t)size, "sha256", sha,
+                           "file_path", path));
+}
+
+/* ---- status, list, abort ---------------------------------------------- */
+
+static void handle_status(upload_env *env, session *s, const msg_request *req)
+{
+    if (authenticate(env, s, req) != 0)
+        return;
+    doc_row d;
+    if (load_owned_document(env, s, req->document_id, &d) != 0)
+        return;
+    int64_t offset = -1;
+    if (strcmp(d.status, "uploading") == 0) {
+        upload_state st;
+        bool found = false;
+        if (rstate_get(env->rs, d.id, &st, &found) != 0) {
+            send_unavailable(env, s, rstate_error(env->rs));
+            return;
+        }
+        offset = found ? st.offset : 0;
+    }
+    json_t *o = ok_answer("status");
+    json_t *dj = doc_json(&d, offset);
+    if (!o || !dj || json_object_set_new(o, "document", dj) != 0) {
+        json_decref(o);
+        send_error(env, s, 500, "internal", "out of memory");
+        return;
+    }
+    send_json(s, o);
+}
+
+static int append_doc(void *arg, const doc_row *row)
+{
+    json_t *dj = doc_json(row, -1);
+    return dj ? json_array_append_new(arg, dj) : -1;
+}
+
+static void handle_list(upload_env *env, session *s, const msg_request *req)
+{
+    if (authenticate(env, s, req) != 0)
+        return;
+    int64_t limit = req->limit > 0 ? req->limit : DEFAULT_LIST_LIMIT;
+    if (limit > env->cfg->list_limit_max) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "limit must be 1 to %" PRId64, (int64_t)env->cfg->list_limit_max);
+        send_error(env, s, 400, "invalid_limit", msg);
+        return;
+    }
+    json_t *docs = json_array();
+    if (!docs) {
+        send_error(env, s, 500, "internal", "out of memory");
+        return;
+    }
+    if (docstore_list_documents(env->ds, s->user_id, limit, append_doc, docs) != 0) {
+        json_decref(docs);
+        send_unavailable(env, s, docstore_error(env->ds));
+        return;
+    }
+    json_t *o = ok_answer("list");
+    if (!o || json_object_set_new(o, "documents", docs) != 0) {
+        json_decref(o);
+        send_error(env, s, 500, "internal", "out of memory");
+        return;
+    }
+    send_json(s, o);
+}
+
+static void handle_abort(upload_env *env, session *s, const msg_request *req)
+{
+    if (authenticate(env, s, req) != 0)
+        return;
+    doc_row d;
+    if (load_owned_document(env, s, req->document_id, &d) != 0)
+        return;
+    bool changed = false;
+    if (docstore_fail_document(env->ds, d.id, "aborted", &changed) != 0) {
+        send_unavailable(env, s, docstore_error(env->ds));
+        return;
+    }
+    if (!changed) {
+        send_not_resumable(env, s, &d);
+        return;
+    }
+    env->stats->uploads_failed++;
+    drop_open_upload_if(s, d.id);
+    if (storage_remove(env->cfg->storage_dir, d.id) != 0)
+        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", d.id, strerror(errno));
+    if (rstate_del(env->rs, d.id) != 0)
+        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", d.id,
+                 rstate_error(env->rs));
+    log_info("event=upload_aborted doc=%" PRIu64 " user=%" PRIu64 " peer=%s", d.id, s->user_id,
+             s->peer);
+    json_t *o = ok_answer("abort");
+    if (o && json_object_set_new(o, "document_id", json_integer((json_int_t)d.id)) != 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    send_json(s, o);
+}
+
+/* ---- entry point ------------------------------------------------------ */
+
+uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t len)
+{
+    msg_request req;
+    msg_error err;
+    if (msg_parse(line, len, &req, &err) != 0) {
+        if (req.action == ACT_CHUNK && req.length > env->cfg->max_chunk_size)
+            return begin_chunk(env, s, &req); /* answers chunk_too_large */
+        upload_send_error(env, s, &err);
+        /* A chunk whose header was bad but whose length is known: its bytes
+         * still follow and must be skipped to stay in step. */
+        if (req.action == ACT_CHUNK && !err.close && req.length > 0) {
+            memset(&s->chunk, 0, sizeof s->chunk);
+            s->chunk.active = true;
+            s->chunk.length = req.length;
+            return (uint64_t)req.length;
+        }
+        return 0;
+    }
+    switch (req.action) {
+    case ACT_UPLOAD: handle_upload(env, s, &req); break;
+    case ACT_CHUNK: return begin_chunk(env, s, &req);
+    case ACT_COMPLETE: handle_complete(env, s, &req); break;
+    case ACT_RESUME: handle_resume(env, s, &req); break;
+    case ACT_STATUS: handle_status(env, s, &req); break;
+    case ACT_LIST: handle_list(env, s, &req); break;
+    case ACT_ABORT: handle_abort(env, s, &req); break;
+    }
+    return 0;
+}

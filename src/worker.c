@@ -1,0 +1,232 @@
+/* Worker thread: queue of new connections, epoll loop, idle sweeps. */
+#include "chunkd/worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <mysql.h>
+
+#include "chunkd/conn.h"
+#include "chunkd/log.h"
+#include "chunkd/util.h"
+
+enum { MAX_EVENTS = 256, LOOP_TICK_MS = 1000 };
+
+typedef struct queue_item {
+    int fd;               /* -1: the stop message */
+    char peer[64];
+    struct queue_item *next;
+} queue_item;
+
+struct worker {
+    int id;
+    pthread_t thread;
+    bool started;
+    int wakefd;
+    conn_owner owner;
+    upload_stats stats;
+    redis_state *rs;
+    docstore *ds;
+    /* qlock guards only the queue; it is never held while taking another lock. */
+    pthread_mutex_t qlock;
+    queue_item *qhead, *qtail;
+};
+
+worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
+                      atomic_long *open_total, char *err, size_t errlen)
+{
+    worker *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "worker %d: out of memory", id);
+        return NULL;
+    }
+    w->id = id;
+    w->wakefd = -1;
+    w->owner.epfd = -1;
+    int prc = pthread_mutex_init(&w->qlock, NULL);
+    if (prc != 0) {
+        snprintf(err, errlen, "worker %d: mutex: %s", id, strerror(prc));
+        free(w);
+        return NULL;
+    }
+    w->owner.cfg = cfg;
+    w->owner.open_total = open_total;
+    w->owner.epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->rs = rstate_new(cfg);
+    w->ds = docstore_new(cfg);
+    if (w->owner.epfd < 0 || w->wakefd < 0 || !w->rs || !w->ds) {
+        snprintf(err, errlen, "worker %d: %s", id, errno ? strerror(errno) : "out of memory");
+        worker_join_and_free(w, NULL);
+        return NULL;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(w->owner.epfd, EPOLL_CTL_ADD, w->wakefd, &ev) != 0) {
+        snprintf(err, errlen, "worker %d: epoll_ctl: %s", id, strerror(errno));
+        worker_join_and_free(w, NULL);
+        return NULL;
+    }
+    w->owner.env = (upload_env){.cfg = cfg, .node_id = node_id, .rs = w->rs, .ds = w->ds,
+                                .stats = &w->stats};
+    return w;
+}
+
+static int enqueue(worker *w, int fd, const char *peer)
+{
+    queue_item *it = malloc(sizeof *it);
+    if (!it)
+        return -1;
+    it->fd = fd;
+    snprintf(it->peer, sizeof it->peer, "%s", peer ? peer : "");
+    it->next = NULL;
+    pthread_mutex_lock(&w->qlock);
+    if (w->qtail)
+        w->qtail->next = it;
+    else
+        w->qhead = it;
+    w->qtail = it;
+    pthread_mutex_unlock(&w->qlock);
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the worker wakes anyway. */
+    if (write(w->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_error("event=wake_failed worker=%d error=\"%s\"", w->id, strerror(errno));
+    return 0;
+}
+
+int worker_dispatch(worker *w, int fd, const char *peer)
+{
+    return enqueue(w, fd, peer);
+}
+
+int worker_stop(worker *w)
+{
+    return enqueue(w, -1, NULL);
+}
+
+/* Takes everything queued; returns true when a stop message was among it. */
+static bool drain_queue(worker *w)
+{
+    uint64_t n;
+    if (read(w->wakefd, &n, sizeof n) < 0 && errno != EAGAIN)
+        log_error("event=wake_read_failed worker=%d error=\"%s\"", w->id, strerror(errno));
+    pthread_mutex_lock(&w->qlock);
+    queue_item *it = w->qhead;
+    w->qhead = w->qtail = NULL;
+    pthread_mutex_unlock(&w->qlock);
+    bool stop = false;
+    while (it) {
+        queue_item *next = it->next;
+        if (it->fd < 0) {
+            stop = true;
+        } else if (stop || !conn_open(&w->owner, it->fd, it->peer)) {
+            /* After the stop message, or no memory: the socket is closed
+             * (conn_open closes it on failure) and no longer counts. */
+            if (stop)
+                close(it->fd);
+            atomic_fetch_sub(w->owner.open_total, 1);
+        }
+        free(it);
+        it = next;
+    }
+    return stop;
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    if (mysql_thread_init() != 0)
+        log_error("event=mysql_thread_init_failed worker=%d", w->id);
+    struct epoll_event events[MAX_EVENTS];
+    int64_t last_sweep = util_mono_ms();
+    bool stop = false;
+    while (!stop) {
+        int n = epoll_wait(w->owner.epfd, events, MAX_EVENTS, LOOP_TICK_MS);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("event=epoll_wait_failed worker=%d error=\"%s\"", w->id, strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.ptr == NULL)
+                stop |= drain_queue(w);
+            else
+                conn_handle_event(events[i].data.ptr, events[i].events);
+        }
+        int64_t now = util_mono_ms();
+        if (now - last_sweep >= LOOP_TICK_MS) {
+            conn_sweep_idle(&w->owner, now);
+            last_sweep = now;
+        }
+    }
+    while (w->owner.head)
+        conn_close(w->owner.head, "shutdown", "shutting_down");
+    /* Backend handles belong to this thread; end them here. */
+    rstate_free(w->rs);
+    w->rs = NULL;
+    docstore_free(w->ds);
+    w->ds = NULL;
+    mysql_thread_end();
+    return NULL;
+}
+
+int worker_start(worker *w, char *err, size_t errlen)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0) {
+        snprintf(err, errlen, "worker %d: pthread_create: %s", w->id, strerror(rc));
+        return -1;
+    }
+    w->started = true;
+    return 0;
+}
+
+static void add_stats(upload_stats *sum, const upload_stats *s)
+{
+    sum->uploads_started += s->uploads_started;
+    sum->uploads_completed += s->uploads_completed;
+    sum->uploads_failed += s->uploads_failed;
+    sum->uploads_resumed += s->uploads_resumed;
+    sum->chunks_received += s->chunks_received;
+    sum->bytes_received += s->bytes_received;
+    sum->errors_sent += s->errors_sent;
+    sum->backend_errors += s->backend_errors;
+}
+
+void worker_join_and_free(worker *w, upload_stats *sum)
+{
+    if (!w)
+        return;
+    if (w->started) {
+        int rc = pthread_join(w->thread, NULL);
+        if (rc != 0)
+            log_error("event=join_failed worker=%d error=\"%s\"", w->id, strerror(rc));
+    }
+    if (sum)
+        add_stats(sum, &w->stats);
+    /* Connections still queued were never opened. */
+    for (queue_item *it = w->qhead, *next; it; it = next) {
+        next = it->next;
+        if (it->fd >= 0) {
+            close(it->fd);
+            atomic_fetch_sub(w->owner.open_total, 1);
+        }
+        free(it);
+    }
+    rstate_free(w->rs);
+    docstore_free(w->ds);
+    if (w->wakefd >= 0)
+        close(w->wakefd);
+    if (w->owner.epfd >= 0)
+        close(w->owner.epfd);
+    pthread_mutex_destroy(&w->qlock);
+    free(w);
+}
