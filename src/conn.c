@@ -51,7 +51,7 @@ conn *conn_open(conn_owner *owner, int fd, const char *peer)
     c->fd = fd;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     proto_init(&c->parser, (size_t)owner->cfg->max_line);
-    session_init(&c->sess, c->peer, conn_emit, c);
+    session_init(&c->sess, owner->env.node_id, c->peer, conn_emit, c);
     c->last_active_ms = util_mono_ms();
     c->events = EPOLLIN;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -124,7 +124,7 @@ void conn_close(conn *c, const char *why, const char *goodbye_reason)
         log_info("event=upload_detached doc=%llu peer=%s offset=%lld why=%s",
                  (unsigned long long)c->sess.up->st.document_id, c->peer,
                  (long long)c->sess.up->st.offset, why);
-    session_release(&c->sess);
+    session_release(&o->env, &c->sess);
     /* close() also removes the fd from the epoll set. */
     if (close(c->fd) != 0)
         log_warn("event=close_failed peer=%s error=\"%s\"", c->peer, strerror(errno));

@@ -25,6 +25,7 @@ int msg_fail(msg_error *err, int code, const char *reason, const char *fmt, ...)
     err->code = code;
     err->reason = reason;
     err->expected_offset = -1;
+    err->retry_after_ms = 0;
     err->document_status = NULL;
     err->close = false;
     va_list ap;
@@ -247,6 +248,9 @@ json_t *msg_error_json(const msg_error *err)
         return NULL;
     if (err->expected_offset >= 0 &&
         json_object_set_new(o, "expected_offset", json_integer(err->expected_offset)) != 0)
+        goto fail;
+    if (err->retry_after_ms > 0 &&
+        json_object_set_new(o, "retry_after_ms", json_integer(err->retry_after_ms)) != 0)
         goto fail;
     if (err->document_status &&
         json_object_set_new(o, "document_status", json_string(err->document_status)) != 0)

@@ -3,6 +3,7 @@
 #include "chunkd/state_redis.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,28 +164,112 @@ int rstate_put(redis_state *rs, const upload_state *st)
     return collect_replies(rs, 4, "HSET upload", NULL);
 }
 
-int rstate_save_offset(redis_state *rs, const upload_state *st)
+/* KEYS: upload hash, lease. ARGV: token, lease ms, offset, updated_ms, node,
+ * key ttl s. Returns -1 when the lease is not ours, else how many fields
+ * HSET created (non-zero means the hash had vanished). */
+static const char save_offset_lua[] =
+    "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end "
+    "redis.call('PEXPIRE', KEYS[2], ARGV[2]) "
+    "local added = redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'updated_ms', ARGV[4], "
+    "'node', ARGV[5]) "
+    "redis.call('EXPIRE', KEYS[1], ARGV[6]) "
+    "return added";
+
+/* KEYS: lease. ARGV: token. */
+static const char release_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "return 0";
+
+/* KEYS: lease. ARGV: token, lease ms. Returns 1 when the lease is ours now,
+ * else the holder's remaining time in ms (negated, at most -1). */
+static const char acquire_lua[] =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
+    "local t = redis.call('PTTL', KEYS[1]) if t < 1 then t = 1 end return -t";
+
+static void lease_key(const redis_state *rs, uint64_t document_id, char *out, size_t size)
+{
+    snprintf(out, size, "%slease:%" PRIu64, rs->cfg->redis_prefix, document_id);
+}
+
+/* Runs a script that returns an integer. */
+static int eval_int(redis_state *rs, const char *what, long long *out, const char *fmt, ...)
 {
     if (connect_redis(rs) != 0)
         return -1;
-    char key[128];
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rs->ctx, fmt, ap);
+    va_end(ap);
+    int rc = reply_ok(rs, r, what);
+    if (rc == 0 && r->type != REDIS_REPLY_INTEGER) {
+        snprintf(rs->err, sizeof rs->err, "redis %s: unexpected reply type %d", what, r->type);
+        rc = -1;
+    }
+    if (rc == 0)
+        *out = r->integer;
+    freeReplyObject(r);
+    return rc;
+}
+
+int rstate_save_offset(redis_state *rs, const upload_state *st, const char *lease,
+                       bool *lease_lost)
+{
+    *lease_lost = false;
+    char key[128], lkey[128];
     upload_key(rs, st->document_id, key, sizeof key);
-    if (redisAppendCommand(rs->ctx, "HSET %s offset %" PRId64 " updated_ms %" PRId64 " node %s",
-                           key, st->offset, st->updated_ms, st->node) != REDIS_OK ||
-        redisAppendCommand(rs->ctx, "EXPIRE %s %lld", key, (long long)rs->cfg->upload_ttl_s) !=
-            REDIS_OK)
-        return append_failed(rs);
+    lease_key(rs, st->document_id, lkey, sizeof lkey);
     long long added = 0;
-    if (collect_replies(rs, 2, "HSET offset", &added) != 0)
+    if (eval_int(rs, "save offset", &added,
+                 "EVAL %s 2 %s %s %s %lld %" PRId64 " %" PRId64 " %s %lld", save_offset_lua, key,
+                 lkey, lease, (long long)rs->cfg->lease_ttl_ms, st->offset, st->updated_ms,
+                 st->node, (long long)rs->cfg->upload_ttl_s) != 0)
         return -1;
-    /* HSET counts fields it created: any at all means the key had gone and
-     * now holds only these three, so write the full state back. */
+    if (added < 0) {
+        *lease_lost = true;
+        return 0;
+    }
     if (added > 0) {
         log_warn("event=redis_state_rebuilt doc=%" PRIu64 " reason=key_missing",
                  st->document_id);
         return rstate_put(rs, st);
     }
     return 0;
+}
+
+int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
+                         bool *acquired, int64_t *retry_after_ms)
+{
+    char lkey[128];
+    lease_key(rs, document_id, lkey, sizeof lkey);
+    long long v = 0;
+    if (eval_int(rs, "lease acquire", &v, "EVAL %s 1 %s %s %lld", acquire_lua, lkey, token,
+                 (long long)rs->cfg->lease_ttl_ms) != 0)
+        return -1;
+    *acquired = v == 1;
+    *retry_after_ms = v < 0 ? -v : 0;
+    return 0;
+}
+
+int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token)
+{
+    char lkey[128];
+    lease_key(rs, document_id, lkey, sizeof lkey);
+    long long v = 0;
+    return eval_int(rs, "lease release", &v, "EVAL %s 1 %s %s", release_lua, lkey, token);
+}
+
+int rstate_lease_break(redis_state *rs, uint64_t document_id)
+{
+    if (connect_redis(rs) != 0)
+        return -1;
+    char lkey[128];
+    lease_key(rs, document_id, lkey, sizeof lkey);
+    redisReply *r = redisCommand(rs->ctx, "DEL %s", lkey);
+    int rc = reply_ok(rs, r, "DEL lease");
+    freeReplyObject(r);
+    return rc;
 }
 
 static int field_i64(const char *v, int64_t *out)

@@ -17,18 +17,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "chunkd/auth.h"
 #include "chunkd/log.h"
 #include "chunkd/util.h"
 
 #define DEFAULT_LIST_LIMIT 100
 
-void session_init(session *s, const char *peer, session_emit_fn emit, void *emit_arg)
+void session_init(session *s, const char *node_id, const char *peer, session_emit_fn emit,
+                  void *emit_arg)
 {
     memset(s, 0, sizeof *s);
     snprintf(s->peer, sizeof s->peer, "%s", peer);
     s->emit = emit;
     s->emit_arg = emit_arg;
+    /* Unique across sessions, processes and restarts: a lease taken by a
+     * session that no longer exists must never look like ours. */
+    unsigned char rnd[12];
+    char hex[2 * sizeof rnd + 1];
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        static _Atomic uint64_t fallback;
+        uint64_t n = ++fallback;
+        memcpy(rnd, &n, sizeof n);
+        int64_t t = util_mono_ms();
+        memcpy(rnd + sizeof n, &t, sizeof rnd - sizeof n);
+    }
+    util_hex(rnd, sizeof rnd, hex);
+    snprintf(s->lease_token, sizeof s->lease_token, "%s/%s", node_id, hex);
 }
 
 static void open_upload_free(open_upload *up)
@@ -42,10 +58,20 @@ static void open_upload_free(open_upload *up)
     free(up);
 }
 
-void session_release(session *s)
+/* Forgets the open upload without touching its lease: for when the lease
+ * is already someone else's. */
+static void forget_open_upload(session *s)
 {
     open_upload_free(s->up);
     s->up = NULL;
+}
+
+void session_release(upload_env *env, session *s)
+{
+    if (s->up && rstate_lease_release(env->rs, s->up->st.document_id, s->lease_token) != 0)
+        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"",
+                 s->up->st.document_id, rstate_error(env->rs));
+    forget_open_upload(s);
 }
 
 /* ---- answers ---------------------------------------------------------- */
@@ -241,9 +267,9 @@ static EVP_MD_CTX *new_hash(void)
     return h; /* NULL only costs a re-read of the file at completion */
 }
 
-/* Makes up the session's open upload, closing any previous one.
- * Takes ownership of fd. */
-static int set_open_upload(session *s, const upload_state *st, int fd)
+/* Makes st the session's open upload, closing any previous one. The caller
+ * holds st's lease. Takes ownership of fd. */
+static int set_open_upload(upload_env *env, session *s, const upload_state *st, int fd)
 {
     open_upload *up = calloc(1, sizeof *up);
     if (!up) {
@@ -254,15 +280,48 @@ static int set_open_upload(session *s, const upload_state *st, int fd)
     up->fd = fd;
     if (st->offset == 0)
         up->hash = new_hash();
-    session_release(s);
+    if (s->up && s->up->st.document_id == st->document_id)
+        forget_open_upload(s); /* same document: the lease carries over */
+    else
+        session_release(env, s);
     s->up = up;
     return 0;
 }
 
-static void drop_open_upload_if(session *s, uint64_t document_id)
+static void drop_open_upload_if(upload_env *env, session *s, uint64_t document_id)
 {
     if (s->up && s->up->st.document_id == document_id)
-        session_release(s);
+        session_release(env, s);
+}
+
+/* Takes the upload's lease for this session; on refusal the answer
+ * (409 locked, or 503) has been sent. */
+static int take_lease(upload_env *env, session *s, uint64_t doc)
+{
+    bool acquired = false;
+    int64_t retry_after = 0;
+    if (rstate_lease_acquire(env->rs, doc, s->lease_token, &acquired, &retry_after) != 0) {
+        send_unavailable(env, s, rstate_error(env->rs));
+        return -1;
+    }
+    if (!acquired) {
+        msg_error err;
+        msg_fail(&err, 409, "locked",
+                 "the upload is being written by another connection; retry in %" PRId64 " ms",
+                 retry_after);
+        err.retry_after_ms = retry_after;
+        upload_send_error(env, s, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static void send_lease_lost(upload_env *env, session *s, uint64_t doc)
+{
+    log_warn("event=lease_lost doc=%" PRIu64 " peer=%s", doc, s->peer);
+    forget_open_upload(s);
+    send_error(env, s, 409, "lease_lost",
+               "another connection took over this upload; resume to continue");
 }
 
 /* Marks the row failed and removes what belonged to the upload. */
@@ -274,10 +333,10 @@ static void fail_document(upload_env *env, session *s, uint64_t doc, const char 
                   reason, docstore_error(env->ds));
     else if (changed)
         env->stats->uploads_failed++;
-    drop_open_upload_if(s, doc);
+    drop_open_upload_if(env, s, doc);
     if (storage_remove(env->cfg->storage_dir, doc) != 0)
         log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
-    if (rstate_del(env->rs, doc) != 0)
+    if (rstate_del(env->rs, doc) != 0 || rstate_lease_break(env->rs, doc) != 0)
         log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc,
                  rstate_error(env->rs));
     log_info("event=upload_failed doc=%" PRIu64 " user=%" PRIu64 " peer=%s reason=%s", doc,
@@ -320,15 +379,18 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
         memcpy(st.declared_sha256, req->sha256, sizeof st.declared_sha256);
     storage_rel_path(doc, st.path);
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
-    if (rstate_put(env->rs, &st) != 0) {
+    bool leased = false;
+    int64_t retry_after = 0;
+    if (rstate_lease_acquire(env->rs, doc, s->lease_token, &leased, &retry_after) != 0 ||
+        !leased || rstate_put(env->rs, &st) != 0) {
         char why[256];
-        snprintf(why, sizeof why, "%s", rstate_error(env->rs));
+        snprintf(why, sizeof why, "%s", leased ? rstate_error(env->rs) : "lease refused");
         close(fd);
         fail_document(env, s, doc, "unavailable");
         send_unavailable(env, s, why);
         return;
     }
-    if (set_open_upload(s, &st, fd) != 0) {
+    if (set_open_upload(env, s, &st, fd) != 0) {
         fail_document(env, s, doc, "internal");
         send_error(env, s, 500, "internal", "out of memory");
         return;
@@ -355,11 +417,14 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         return;
     }
     uint64_t doc = d.id;
+    /* The lease first: nobody else may write while the file is reconciled. */
+    if (take_lease(env, s, doc) != 0)
+        return;
     upload_state st;
     bool found = false;
     if (rstate_get(env->rs, doc, &st, &found) != 0) {
         send_unavailable(env, s, rstate_error(env->rs));
-        return;
+        goto release;
     }
     if (!found) {
         memset(&st, 0, sizeof st);
@@ -373,8 +438,6 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         storage_rel_path(doc, st.path);
         log_warn("event=resume_rebuilt_state doc=%" PRIu64 " peer=%s", doc, s->peer);
     }
-    /* The file may be open on this very session; its descriptor is replaced. */
-    drop_open_upload_if(s, doc);
     int fd = storage_open(env->cfg->storage_dir, doc);
     if (fd < 0 && errno == ENOENT) {
         log_warn("event=resume_file_missing doc=%" PRIu64 " restarting_at=0", doc);
@@ -386,7 +449,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         if (fd >= 0)
             close(fd);
         send_storage_error(env, s, doc, storage_classify_errno(e), e, "open");
-        return;
+        goto release;
     }
     int64_t offset = st.offset;
     if (sb.st_size < offset)
@@ -397,7 +460,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         int e = errno;
         close(fd);
         send_storage_error(env, s, doc, storage_classify_errno(e), e, "truncate");
-        return;
+        goto release;
     }
     st.offset = offset;
     st.updated_ms = util_wall_ms();
@@ -405,16 +468,24 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     if (rstate_put(env->rs, &st) != 0) {
         close(fd);
         send_unavailable(env, s, rstate_error(env->rs));
-        return;
+        goto release;
     }
-    if (set_open_upload(s, &st, fd) != 0) {
+    if (set_open_upload(env, s, &st, fd) != 0) {
         send_error(env, s, 500, "internal", "out of memory");
-        return;
+        goto release;
     }
     env->stats->uploads_resumed++;
     log_info("event=upload_resumed doc=%" PRIu64 " user=%" PRIu64 " peer=%s offset=%" PRId64,
              doc, s->user_id, s->peer, offset);
     send_json(s, position_answer(env, "resume", &st));
+    return;
+release:
+    /* Nothing of this document stays open here; if it was open on this
+     * session before, it is closed too, since its state was just in doubt. */
+    drop_open_upload_if(env, s, doc);
+    if (rstate_lease_release(env->rs, doc, s->lease_token) != 0)
+        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", doc,
+                 rstate_error(env->rs));
 }
 
 /* ---- chunks ----------------------------------------------------------- */
@@ -488,7 +559,14 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
         int64_t before = up->st.offset;
         up->st.offset = c->offset + c->length;
         up->st.updated_ms = util_wall_ms();
-        if (rstate_save_offset(env->rs, &up->st) == 0) {
+        bool lost = false;
+        int src = rstate_save_offset(env->rs, &up->st, s->lease_token, &lost);
+        if (src == 0 && lost) {
+            /* Someone else writes this upload now: touch nothing more. */
+            send_lease_lost(env, s, doc);
+            return;
+        }
+        if (src == 0) {
             env->stats->chunks_received++;
             env->stats->bytes_received += (uint64_t)c->length;
             char line[256];
@@ -535,6 +613,17 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
                  up->st.offset, up->st.filesize);
         err.expected_offset = up->st.offset;
         upload_send_error(env, s, &err);
+        return;
+    }
+    /* Only the lease holder may declare the bytes final. */
+    bool held = false;
+    int64_t retry_after = 0;
+    if (rstate_lease_acquire(env->rs, doc, s->lease_token, &held, &retry_after) != 0) {
+        send_unavailable(env, s, rstate_error(env->rs));
+        return;
+    }
+    if (!held) {
+        send_lease_lost(env, s, doc);
         return;
     }
     /* Durable before anyone is told it is complete. */
@@ -586,7 +675,7 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         bool found = false;
         if (docstore_get_document(env->ds, doc, &d, &found) != 0 || !found)
             snprintf(d.status, sizeof d.status, "unknown");
-        drop_open_upload_if(s, doc);
+        drop_open_upload_if(env, s, doc);
         send_not_resumable(env, s, &d);
         return;
     }
@@ -597,7 +686,7 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
     int64_t size = up->st.filesize;
     char path[STORAGE_REL_PATH_MAX];
     memcpy(path, up->st.path, sizeof path);
-    session_release(s);
+    session_release(env, s);
     log_info("event=upload_completed doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64
              " sha256=%s",
              doc, s->user_id, s->peer, size, sha);
@@ -688,10 +777,10 @@ static void handle_abort(upload_env *env, session *s, const msg_request *req)
         return;
     }
     env->stats->uploads_failed++;
-    drop_open_upload_if(s, d.id);
+    drop_open_upload_if(env, s, d.id);
     if (storage_remove(env->cfg->storage_dir, d.id) != 0)
         log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", d.id, strerror(errno));
-    if (rstate_del(env->rs, d.id) != 0)
+    if (rstate_del(env->rs, d.id) != 0 || rstate_lease_break(env->rs, d.id) != 0)
         log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", d.id,
                  rstate_error(env->rs));
     log_info("event=upload_aborted doc=%" PRIu64 " user=%" PRIu64 " peer=%s", d.id, s->user_id,

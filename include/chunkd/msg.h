@@ -46,6 +46,7 @@ typedef struct msg_error {
     const char *reason;
     char message[256];
     int64_t expected_offset;   /* >= 0: sent as expected_offset */
+    int64_t retry_after_ms;    /* > 0: sent as retry_after_ms */
     const char *document_status; /* non-NULL: sent as document_status */
     bool close;                /* the connection closes after the answer */
 } msg_error;

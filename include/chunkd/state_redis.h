@@ -36,9 +36,27 @@ void rstate_free(redis_state *rs); /* accepts NULL */
  * answered with an error; rstate_error() then says why. A failed connection
  * is dropped and re-established on the next call. */
 int rstate_put(redis_state *rs, const upload_state *st);
-/* Saves st->offset and refreshes the TTL; rewrites the whole hash if the
- * key had vanished (expired, or Redis lost it). */
-int rstate_save_offset(redis_state *rs, const upload_state *st);
+
+/* Saves st->offset and refreshes the key's TTL, but only while `lease` is
+ * still the holder of the upload's lease (which it also renews), so a writer
+ * that lost its lease can never move the offset. Rewrites the whole hash if
+ * the key had vanished (expired, or Redis lost it). *lease_lost says whether
+ * the lease had passed to someone else (nothing was saved then). */
+int rstate_save_offset(redis_state *rs, const upload_state *st, const char *lease,
+                       bool *lease_lost);
+
+/* Leases: at most one session writes an upload at a time. A lease is a
+ * Redis key holding the writer's token, with a TTL of lease_ttl_ms renewed
+ * by every chunk; a crashed writer's lease lapses on its own.
+ * rstate_lease_acquire sets *acquired, and when someone else holds it,
+ * *retry_after_ms (the lease's remaining time). Taking a lease already held
+ * under the same token succeeds. */
+int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
+                         bool *acquired, int64_t *retry_after_ms);
+/* Deletes the lease only if `token` holds it. */
+int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token);
+/* Deletes the lease whoever holds it (abort, fail). */
+int rstate_lease_break(redis_state *rs, uint64_t document_id);
 int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *found);
 int rstate_del(redis_state *rs, uint64_t document_id);
 const char *rstate_error(const redis_state *rs);

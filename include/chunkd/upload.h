@@ -61,8 +61,11 @@ typedef struct chunk_progress {
 
 typedef int (*session_emit_fn)(void *arg, const char *data, size_t len);
 
+#define SESSION_TOKEN_MAX (CFG_STR_MAX + 40)
+
 typedef struct session {
     uint64_t user_id;            /* authenticated user; 0 = nobody yet */
+    char lease_token[SESSION_TOKEN_MAX]; /* node id + random: names this session's leases */
     char credential_hash[65];    /* of the credential that authenticated user_id */
     open_upload *up;             /* owned; NULL when none is open */
     chunk_progress chunk;
@@ -72,9 +75,11 @@ typedef struct session {
     void *emit_arg;
 } session;
 
-void session_init(session *s, const char *peer, session_emit_fn emit, void *emit_arg);
-/* Closes the open upload (its state stays in Redis for resume). */
-void session_release(session *s);
+void session_init(session *s, const char *node_id, const char *peer, session_emit_fn emit,
+                  void *emit_arg);
+/* Closes the open upload and gives up its lease (its state stays in Redis
+ * for resume). */
+void session_release(upload_env *env, session *s);
 
 /* One control line. Returns the number of body bytes that follow it and
  * that the caller must feed to upload_on_body (0 for none). */
