@@ -1,6 +1,8 @@
 /* Option table and its three sources (file, environment, argv). */
 #include "chunkd/config.h"
 
+#include "chunkd/util.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -338,7 +340,8 @@ int config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
     if (hlen == 0 || hlen >= hostlen)
         return -1;
     int64_t p;
-    if (parse_int(colon + 1, &p) != 0 || p < 0 || p > 65535)
+    /* Plain digits only: the size suffixes of parse_int make no sense here. */
+    if (util_parse_i64(colon + 1, &p) != 0 || colon[1] < '0' || colon[1] > '9' || p > 65535)
         return -1;
     memcpy(host, h, hlen);
     host[hlen] = '\0';

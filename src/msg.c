@@ -100,7 +100,7 @@ static int parse_auth(json_t *obj, msg_request *req, msg_error *err)
     return 0;
 }
 
-static int parse_upload(json_t *obj, msg_request *req, msg_error *err)
+static int parse_upload(json_t *obj, int64_t max_file_size, msg_request *req, msg_error *err)
 {
     json_t *fn = json_object_get(obj, "filename");
     if (!json_is_string(fn))
@@ -120,6 +120,10 @@ static int parse_upload(json_t *obj, msg_request *req, msg_error *err)
     req->filesize = json_integer_value(fs);
     if (req->filesize < 0)
         return msg_fail(err, 400, "invalid_filesize", "filesize must not be negative");
+    if (req->filesize > max_file_size)
+        return msg_fail(err, 413, "file_too_large",
+                        "filesize %" PRId64 " exceeds the limit of %" PRId64 " bytes",
+                        req->filesize, max_file_size);
 
     json_t *sha = json_object_get(obj, "sha256");
     if (sha && !json_is_null(sha)) {
@@ -152,17 +156,21 @@ static int parse_chunk(json_t *obj, msg_request *req, msg_error *err)
     return 0;
 }
 
-static int lookup_action(const char *name, msg_action *out)
+static int lookup_action(json_t *name, msg_action *out)
 {
+    /* Compare lengths too: a name may carry a NUL ("list\u0000junk"). */
+    const char *s = json_string_value(name);
+    size_t n = json_string_length(name);
     for (size_t i = 0; i < sizeof action_names / sizeof action_names[0]; i++)
-        if (strcmp(name, action_names[i]) == 0) {
+        if (strlen(action_names[i]) == n && memcmp(s, action_names[i], n) == 0) {
             *out = (msg_action)i;
             return 0;
         }
     return -1;
 }
 
-int msg_parse(const char *line, size_t len, msg_request *req, msg_error *err)
+int msg_parse(const char *line, size_t len, int64_t max_file_size, msg_request *req,
+              msg_error *err)
 {
     memset(req, 0, sizeof *req);
     req->document_id = -1;
@@ -189,7 +197,7 @@ int msg_parse(const char *line, size_t len, msg_request *req, msg_error *err)
         msg_fail(err, 400, "invalid_request", "action must be a string");
         goto out;
     }
-    if (lookup_action(json_string_value(act), &req->action) != 0) {
+    if (lookup_action(act, &req->action) != 0) {
         msg_fail(err, 400, "unknown_action", "unknown action");
         goto out;
     }
@@ -198,7 +206,7 @@ int msg_parse(const char *line, size_t len, msg_request *req, msg_error *err)
         rc = parse_chunk(obj, req, err);
         goto out; /* chunks carry no credentials */
     case ACT_UPLOAD:
-        rc = parse_upload(obj, req, err);
+        rc = parse_upload(obj, max_file_size, req, err);
         break;
     case ACT_COMPLETE:
     case ACT_RESUME:

@@ -344,6 +344,24 @@ out:
     return rc;
 }
 
+int rstate_get_offset(redis_state *rs, uint64_t document_id, int64_t *offset, bool *found)
+{
+    *found = false;
+    if (connect_redis(rs) != 0)
+        return -1;
+    char key[128];
+    upload_key(rs, document_id, key, sizeof key);
+    redisReply *r = redisCommand(rs->ctx, "HGET %s offset", key);
+    if (reply_ok(rs, r, "HGET offset") != 0) {
+        freeReplyObject(r);
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_STRING && util_parse_i64(r->str, offset) == 0 && *offset >= 0)
+        *found = true;
+    freeReplyObject(r);
+    return 0;
+}
+
 int rstate_del(redis_state *rs, uint64_t document_id)
 {
     if (connect_redis(rs) != 0)

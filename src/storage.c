@@ -168,6 +168,15 @@ int storage_remove(const char *root, uint64_t document_id)
     return 0;
 }
 
+int64_t storage_file_size(const char *root, uint64_t document_id)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (full_path(root, document_id, path, sizeof path) != 0 || stat(path, &st) != 0)
+        return -1;
+    return (int64_t)st.st_size;
+}
+
 int storage_sha256(int fd, int64_t len, char out[65])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();

@@ -347,13 +347,6 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
 {
     if (authenticate(env, s, req) != 0)
         return;
-    if (req->filesize > env->cfg->max_file_size) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "filesize %" PRId64 " exceeds the limit of %" PRId64 " bytes",
-                 req->filesize, (int64_t)env->cfg->max_file_size);
-        send_error(env, s, 413, "file_too_large", msg);
-        return;
-    }
     uint64_t doc = 0;
     if (docstore_insert_document(env->ds, s->user_id, req->filename, req->filesize,
                                  req->has_sha256 ? req->sha256 : NULL, &doc) != 0) {
@@ -697,6 +690,22 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
 
 /* ---- status, list, abort ---------------------------------------------- */
 
+/* The offset a resume would start from, for status and list: the saved one,
+ * or (key gone) what the file holds. -1 when Redis cannot be asked. */
+static int current_offset(upload_env *env, const doc_row *d, int64_t *offset)
+{
+    bool found = false;
+    if (rstate_get_offset(env->rs, d->id, offset, &found) != 0)
+        return -1;
+    if (!found) {
+        int64_t size = storage_file_size(env->cfg->storage_dir, d->id);
+        *offset = size < 0 ? 0 : size;
+    }
+    if (*offset > d->filesize)
+        *offset = d->filesize;
+    return 0;
+}
+
 static void handle_status(upload_env *env, session *s, const msg_request *req)
 {
     if (authenticate(env, s, req) != 0)
@@ -705,14 +714,9 @@ static void handle_status(upload_env *env, session *s, const msg_request *req)
     if (load_owned_document(env, s, req->document_id, &d) != 0)
         return;
     int64_t offset = -1;
-    if (strcmp(d.status, "uploading") == 0) {
-        upload_state st;
-        bool found = false;
-        if (rstate_get(env->rs, d.id, &st, &found) != 0) {
-            send_unavailable(env, s, rstate_error(env->rs));
-            return;
-        }
-        offset = found ? st.offset : 0;
+    if (strcmp(d.status, "uploading") == 0 && current_offset(env, &d, &offset) != 0) {
+        send_unavailable(env, s, rstate_error(env->rs));
+        return;
     }
     json_t *o = ok_answer("status");
     json_t *dj = doc_json(&d, offset);
@@ -724,10 +728,22 @@ static void handle_status(upload_env *env, session *s, const msg_request *req)
     send_json(s, o);
 }
 
+typedef struct list_ctx {
+    upload_env *env;
+    json_t *docs;
+    bool redis_failed;
+} list_ctx;
+
 static int append_doc(void *arg, const doc_row *row)
 {
-    json_t *dj = doc_json(row, -1);
-    return dj ? json_array_append_new(arg, dj) : -1;
+    list_ctx *lc = arg;
+    int64_t offset = -1;
+    if (strcmp(row->status, "uploading") == 0 && current_offset(lc->env, row, &offset) != 0) {
+        lc->redis_failed = true;
+        return -1;
+    }
+    json_t *dj = doc_json(row, offset);
+    return dj ? json_array_append_new(lc->docs, dj) : -1;
 }
 
 static void handle_list(upload_env *env, session *s, const msg_request *req)
@@ -741,18 +757,18 @@ static void handle_list(upload_env *env, session *s, const msg_request *req)
         send_error(env, s, 400, "invalid_limit", msg);
         return;
     }
-    json_t *docs = json_array();
-    if (!docs) {
+    list_ctx lc = {.env = env, .docs = json_array()};
+    if (!lc.docs) {
         send_error(env, s, 500, "internal", "out of memory");
         return;
     }
-    if (docstore_list_documents(env->ds, s->user_id, limit, append_doc, docs) != 0) {
-        json_decref(docs);
-        send_unavailable(env, s, docstore_error(env->ds));
+    if (docstore_list_documents(env->ds, s->user_id, limit, append_doc, &lc) != 0) {
+        json_decref(lc.docs);
+        send_unavailable(env, s, lc.redis_failed ? rstate_error(env->rs) : docstore_error(env->ds));
         return;
     }
     json_t *o = ok_answer("list");
-    if (!o || json_object_set_new(o, "documents", docs) != 0) {
+    if (!o || json_object_set_new(o, "documents", lc.docs) != 0) {
         json_decref(o);
         send_error(env, s, 500, "internal", "out of memory");
         return;
@@ -799,7 +815,7 @@ uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t le
 {
     msg_request req;
     msg_error err;
-    if (msg_parse(line, len, &req, &err) != 0) {
+    if (msg_parse(line, len, env->cfg->max_file_size, &req, &err) != 0) {
         if (req.action == ACT_CHUNK && req.length > env->cfg->max_chunk_size)
             return begin_chunk(env, s, &req); /* answers chunk_too_large */
         upload_send_error(env, s, &err);

@@ -55,10 +55,13 @@ typedef struct msg_error {
 int msg_fail(msg_error *err, int code, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Parses one control line. On success returns 0. On failure returns -1 with
+/* Parses one control line; an upload's filesize is checked against
+ * max_file_size here so that errors come in the documented order. On
+ * success returns 0. On failure returns -1 with
  * *err filled; for a chunk whose length was readable, req->length is set so
  * the caller can skip the body (err->close is false then). */
-int msg_parse(const char *line, size_t len, msg_request *req, msg_error *err);
+int msg_parse(const char *line, size_t len, int64_t max_file_size, msg_request *req,
+              msg_error *err);
 
 /* True when name is acceptable as a document's filename (see PROTOCOL.md). */
 bool msg_filename_valid(const char *name, size_t len);

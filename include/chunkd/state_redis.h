@@ -58,6 +58,8 @@ int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *toke
 /* Deletes the lease whoever holds it (abort, fail). */
 int rstate_lease_break(redis_state *rs, uint64_t document_id);
 int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *found);
+/* Just the saved offset; *found is false when the key is gone. */
+int rstate_get_offset(redis_state *rs, uint64_t document_id, int64_t *offset, bool *found);
 int rstate_del(redis_state *rs, uint64_t document_id);
 const char *rstate_error(const redis_state *rs);
 
