@@ -1,0 +1,345 @@
+/* Document files: generated paths, modes, writes, hashing, removal. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "chunkd/storage.h"
+
+#define SHA_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+#define SHA_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+static char root[64];
+
+/* A mkdtemp template: the prefix and six 'X' for mkdtemp to replace. */
+static void tmp_template(char *out, size_t size, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    assert_true(n + 7 <= size);
+    memcpy(out, prefix, n);
+    memset(out + n, 'X', 6);
+    out[n + 6] = '\0';
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    tmp_template(root, sizeof root, "/tmp/chunkd-storage-");
+    return mkdtemp(root) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void file_path(char *out, size_t size, const char *rel)
+{
+    int n = snprintf(out, size, "%s/%s", root, rel);
+    assert_true(n > 0 && (size_t)n < size);
+}
+
+static void test_rel_path(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t id;
+        const char *want;
+    } rows[] = {
+        {1, "01/1.data"},
+        {42, "2a/42.data"},
+        {255, "ff/255.data"},
+        {256, "00/256.data"},
+        {0x1ff, "ff/511.data"},
+        {UINT64_MAX, "ff/18446744073709551615.data"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char out[STORAGE_REL_PATH_MAX];
+        storage_rel_path(rows[i].id, out);
+        assert_string_equal(out, rows[i].want);
+    }
+}
+
+/* The documented mode holds whatever the process umask is. */
+static void test_create_mode_under_umask(void **state)
+{
+    (void)state;
+    mode_t old = umask(077);
+    int fd = storage_create(root, 42);
+    int e = errno;
+    umask(old);
+    if (fd < 0)
+        print_error("storage_create: %s\n", strerror(e));
+    assert_true(fd >= 0);
+
+    char p[256];
+    struct stat st;
+    file_path(p, sizeof p, "2a");
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    file_path(p, sizeof p, "2a/42.data");
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0640);
+    assert_int_equal(st.st_size, 0);
+    assert_true((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+    assert_int_equal(close(fd), 0);
+}
+
+/* A second create of the same document starts it again from nothing. */
+static void test_create_truncates(void **state)
+{
+    (void)state;
+    int fd = storage_create(root, 7);
+    assert_true(fd >= 0);
+    assert_int_equal(storage_pwrite_all(fd, "hello", 5, 0), STORAGE_OK);
+    assert_int_equal(close(fd), 0);
+    fd = storage_create(root, 7);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    assert_int_equal(close(fd), 0);
+}
+
+static void test_write_and_hash(void **state)
+{
+    (void)state;
+    int fd = storage_create(root, 1);
+    assert_true(fd >= 0);
+    char hex[65];
+    assert_int_equal(storage_sha256(fd, 0, hex), 0);
+    assert_string_equal(hex, SHA_EMPTY);
+
+    /* Out of order, at their offsets, the bytes make "abc". */
+    assert_int_equal(storage_pwrite_all(fd, "bc", 2, 1), STORAGE_OK);
+    assert_int_equal(storage_pwrite_all(fd, "a", 1, 0), STORAGE_OK);
+    assert_int_equal(storage_pwrite_all(fd, "", 0, 3), STORAGE_OK);
+    assert_int_equal(storage_sync(fd), STORAGE_OK);
+    assert_int_equal(storage_sync_dir(root, 1), 0);
+    assert_int_equal(storage_sha256(fd, 3, hex), 0);
+    assert_string_equal(hex, SHA_ABC);
+    /* Only the first len bytes count. */
+    assert_int_equal(storage_pwrite_all(fd, "zz", 2, 3), STORAGE_OK);
+    assert_int_equal(storage_sha256(fd, 3, hex), 0);
+    assert_string_equal(hex, SHA_ABC);
+
+    /* Asking for more than the file holds is an error, not a short hash. */
+    errno = 0;
+    int rc = storage_sha256(fd, 6, hex);
+    int e = errno;
+    assert_int_equal(rc, -1);
+    assert_int_equal(e, EIO);
+
+    char p[256];
+    file_path(p, sizeof p, "01/1.data");
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    char got[8] = {0};
+    assert_int_equal(fread(got, 1, sizeof got, f), 5);
+    assert_memory_equal(got, "abczz", 5);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(close(fd), 0);
+}
+
+/* Larger than the hashing buffer, so the read loop runs several times. */
+static void test_hash_large_file(void **state)
+{
+    (void)state;
+    size_t n = 3 * (1u << 17) + 12345;
+    unsigned char *data = malloc(n);
+    assert_non_null(data);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data[i] = (unsigned char)x;
+    }
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    assert_int_equal(EVP_Digest(data, n, md, &mdlen, EVP_sha256(), NULL), 1);
+    char want[65];
+    for (size_t i = 0; i < 32; i++)
+        snprintf(want + 2 * i, 3, "%02x", md[i]);
+
+    int fd = storage_create(root, 300);
+    assert_true(fd >= 0);
+    size_t half = n / 2;
+    assert_int_equal(storage_pwrite_all(fd, data, half, 0), STORAGE_OK);
+    assert_int_equal(storage_pwrite_all(fd, data + half, n - half, (int64_t)half), STORAGE_OK);
+    char hex[65];
+    assert_int_equal(storage_sha256(fd, (int64_t)n, hex), 0);
+    assert_string_equal(hex, want);
+    assert_int_equal(close(fd), 0);
+    free(data);
+}
+
+static void test_open(void **state)
+{
+    (void)state;
+    errno = 0;
+    int fd = storage_open(root, 99);
+    int e = errno;
+    assert_int_equal(fd, -1);
+    assert_int_equal(e, ENOENT);
+
+    fd = storage_create(root, 99);
+    assert_true(fd >= 0);
+    assert_int_equal(storage_pwrite_all(fd, "ab", 2, 0), STORAGE_OK);
+    assert_int_equal(close(fd), 0);
+
+    fd = storage_open(root, 99);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 2); /* opening does not truncate */
+    assert_int_equal(storage_pwrite_all(fd, "c", 1, 2), STORAGE_OK);
+    char hex[65];
+    assert_int_equal(storage_sha256(fd, 3, hex), 0);
+    assert_string_equal(hex, SHA_ABC);
+    assert_int_equal(close(fd), 0);
+}
+
+static void test_remove_idempotent(void **state)
+{
+    (void)state;
+    assert_int_equal(storage_remove(root, 5), 0); /* not even a bucket yet */
+    int fd = storage_create(root, 5);
+    assert_true(fd >= 0);
+    assert_int_equal(close(fd), 0);
+    assert_int_equal(storage_remove(root, 5), 0);
+    char p[256];
+    file_path(p, sizeof p, "05/5.data");
+    assert_int_equal(access(p, F_OK), -1);
+    assert_int_equal(storage_remove(root, 5), 0);
+    errno = 0;
+    fd = storage_open(root, 5);
+    int e = errno;
+    assert_int_equal(fd, -1);
+    assert_int_equal(e, ENOENT);
+}
+
+static void test_errors_classified(void **state)
+{
+    (void)state;
+    assert_int_equal(storage_classify_errno(ENOSPC), STORAGE_NO_SPACE);
+    assert_int_equal(storage_classify_errno(EDQUOT), STORAGE_NO_SPACE);
+    assert_int_equal(storage_classify_errno(EIO), STORAGE_ERROR);
+    assert_int_equal(storage_classify_errno(EACCES), STORAGE_ERROR);
+    assert_int_equal(storage_classify_errno(EBADF), STORAGE_ERROR);
+
+    errno = 0;
+    storage_result r = storage_pwrite_all(-1, "x", 1, 0);
+    int e = errno;
+    assert_int_equal(r, STORAGE_ERROR);
+    assert_int_equal(e, EBADF);
+    assert_int_equal(storage_sync(-1), STORAGE_ERROR);
+
+    char p[256];
+    file_path(p, sizeof p, "ro");
+    int w = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(w >= 0);
+    assert_int_equal(close(w), 0);
+    int ro = open(p, O_RDONLY | O_CLOEXEC);
+    assert_true(ro >= 0);
+    assert_int_equal(storage_pwrite_all(ro, "x", 1, 0), STORAGE_ERROR);
+    assert_int_equal(close(ro), 0);
+
+    /* No bucket directory to sync. */
+    errno = 0;
+    int rc = storage_sync_dir(root, 77);
+    e = errno;
+    assert_int_equal(rc, -1);
+    assert_int_equal(e, ENOENT);
+}
+
+static void test_init(void **state)
+{
+    (void)state;
+    char p[256], e[256];
+    file_path(p, sizeof p, "a/b/c");
+    assert_int_equal(storage_init(p, e, sizeof e), 0);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(storage_init(p, e, sizeof e), 0); /* again: already there */
+
+    file_path(p, sizeof p, "x/y/");
+    assert_int_equal(storage_init(p, e, sizeof e), 0);
+    file_path(p, sizeof p, "x/y");
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+
+    /* A regular file where the directory should be. */
+    file_path(p, sizeof p, "plain");
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(close(fd), 0);
+    e[0] = '\0';
+    assert_int_equal(storage_init(p, e, sizeof e), -1);
+    assert_non_null(strstr(e, p));
+    assert_non_null(strstr(e, "not a directory"));
+
+    file_path(p, sizeof p, "plain/sub");
+    e[0] = '\0';
+    assert_int_equal(storage_init(p, e, sizeof e), -1);
+    assert_non_null(strstr(e, p));
+
+    assert_int_equal(storage_init("", e, sizeof e), -1);
+}
+
+/* Files land where the rel path says, inside the root and nowhere else. */
+static void test_create_follows_rel_path(void **state)
+{
+    (void)state;
+    static const uint64_t ids[] = {1, 256, 0x1ff, 1000000007};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        int fd = storage_create(root, ids[i]);
+        assert_true(fd >= 0);
+        assert_int_equal(close(fd), 0);
+        char rel[STORAGE_REL_PATH_MAX], p[256];
+        storage_rel_path(ids[i], rel);
+        file_path(p, sizeof p, rel);
+        assert_int_equal(access(p, F_OK), 0);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rel_path),
+        cmocka_unit_test_setup_teardown(test_create_mode_under_umask, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_truncates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_and_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_large_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors_classified, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_init, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_follows_rel_path, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
