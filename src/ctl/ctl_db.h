@@ -1,0 +1,28 @@
+/* chunkctl's MySQL access: one connection, prepared statements only. */
+#ifndef CHUNKCTL_DB_H
+#define CHUNKCTL_DB_H
+
+#include <stddef.h>
+
+#include <mysql.h>
+
+#include "chunkd/config.h"
+
+/* Connects with the mysql_* settings of cfg: over cfg->mysql_socket when it
+ * is set, else over TCP to mysql_host:mysql_port (never a default socket).
+ * Affected-row counts are matched rows (CLIENT_FOUND_ROWS), so an UPDATE
+ * that changes nothing still tells whether the row exists.
+ * NULL with a reason in err on failure; close with mysql_close. */
+MYSQL *ctl_db_connect(const chunkd_config *cfg, char *err, size_t errlen);
+
+/* Prepares sql, binds params (NULL when it has none) and executes it.
+ * Returns the statement, which the caller closes with mysql_stmt_close, or
+ * NULL with the server's error number in *errnum (0 for a local failure)
+ * and a reason in err. what names the operation in the reason. */
+MYSQL_STMT *ctl_db_run(MYSQL *db, const char *what, const char *sql, MYSQL_BIND *params,
+                       unsigned int *errnum, char *err, size_t errlen);
+
+/* Formats the reason of a failed call on stmt into err. */
+void ctl_db_stmt_error(MYSQL_STMT *stmt, const char *what, char *err, size_t errlen);
+
+#endif
