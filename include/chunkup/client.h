@@ -22,6 +22,7 @@ typedef struct cu_error {
     char reason[64];       /* server's machine-readable reason, or a local one */
     char message[512];     /* for people */
     int64_t expected_offset; /* from 409 answers, else -1 */
+    int64_t retry_after_ms;  /* from 409 locked answers: when to try again, else 0 */
 } cu_error;
 
 typedef struct cu_conn cu_conn;
