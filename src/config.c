@@ -58,6 +58,8 @@ static const opt_def opts[] = {
     INT(idle_timeout_ms, 100, INT64_C(86400000), "300000", "close idle connections after"),
     INT(backend_timeout_ms, 50, 600000, "5000", "Redis and MySQL connect/IO timeout"),
     INT(upload_ttl_s, 1, INT64_C(31536000), "86400", "lifetime of an idle upload's Redis key"),
+    INT(sync_interval_bytes, 0, 4 * GiB, "16m",
+        "bytes written between fdatasync checkpoints (0: every chunk)"),
     INT(lease_ttl_ms, 500, 600000, "10000",
         "a writer's lease on an upload; a crashed writer's lapses after this"),
     INT(list_limit_max, 1, 100000, "1000", "most documents one list answers with"),

@@ -152,10 +152,12 @@ int rstate_put(redis_state *rs, const upload_state *st)
     if (redisAppendCommand(rs->ctx, "MULTI") != REDIS_OK ||
         redisAppendCommand(rs->ctx,
                        "HSET %s user_id %" PRIu64 " filename %s filesize %" PRId64
-                       " offset %" PRId64 " declared_sha256 %s path %s node %s"
+                       " offset %" PRId64 " synced_offset %" PRId64
+                       " declared_sha256 %s path %s node %s boot_id %s"
                        " created_ms %" PRId64 " updated_ms %" PRId64,
                        key, st->user_id, st->filename, st->filesize, st->offset,
-                       st->declared_sha256, st->path, st->node, st->created_ms,
+                       st->synced_offset, st->declared_sha256, st->path, st->node, st->boot_id,
+                       st->created_ms,
                            st->updated_ms) != REDIS_OK ||
         redisAppendCommand(rs->ctx, "EXPIRE %s %lld", key, (long long)rs->cfg->upload_ttl_s) !=
             REDIS_OK ||
@@ -165,13 +167,13 @@ int rstate_put(redis_state *rs, const upload_state *st)
 }
 
 /* KEYS: upload hash, lease. ARGV: token, lease ms, offset, updated_ms, node,
- * key ttl s. Returns -1 when the lease is not ours, else how many fields
+ * key ttl s, synced offset. Returns -1 when the lease is not ours, else how many fields
  * HSET created (non-zero means the hash had vanished). */
 static const char save_offset_lua[] =
     "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end "
     "redis.call('PEXPIRE', KEYS[2], ARGV[2]) "
     "local added = redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'updated_ms', ARGV[4], "
-    "'node', ARGV[5]) "
+    "'node', ARGV[5], 'synced_offset', ARGV[7]) "
     "redis.call('EXPIRE', KEYS[1], ARGV[6]) "
     "return added";
 
@@ -222,9 +224,9 @@ int rstate_save_offset(redis_state *rs, const upload_state *st, const char *leas
     lease_key(rs, st->document_id, lkey, sizeof lkey);
     long long added = 0;
     if (eval_int(rs, "save offset", &added,
-                 "EVAL %s 2 %s %s %s %lld %" PRId64 " %" PRId64 " %s %lld", save_offset_lua, key,
-                 lkey, lease, (long long)rs->cfg->lease_ttl_ms, st->offset, st->updated_ms,
-                 st->node, (long long)rs->cfg->upload_ttl_s) != 0)
+                 "EVAL %s 2 %s %s %s %lld %" PRId64 " %" PRId64 " %s %lld %" PRId64, save_offset_lua,
+                 key, lkey, lease, (long long)rs->cfg->lease_ttl_ms, st->offset, st->updated_ms,
+                 st->node, (long long)rs->cfg->upload_ttl_s, st->synced_offset) != 0)
         return -1;
     if (added < 0) {
         *lease_lost = true;
@@ -318,6 +320,10 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
             field_i64(val, &st->offset);
         else if (strcmp(name, "filesize") == 0)
             field_i64(val, &st->filesize);
+        else if (strcmp(name, "synced_offset") == 0)
+            field_i64(val, &st->synced_offset);
+        else if (strcmp(name, "boot_id") == 0)
+            field_str(val, st->boot_id, sizeof st->boot_id);
         else if (strcmp(name, "created_ms") == 0)
             field_i64(val, &st->created_ms);
         else if (strcmp(name, "updated_ms") == 0)

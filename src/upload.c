@@ -372,6 +372,7 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
         memcpy(st.declared_sha256, req->sha256, sizeof st.declared_sha256);
     storage_rel_path(doc, st.path);
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
+    util_strlcpy(st.boot_id, env->boot_id, sizeof st.boot_id);
     bool leased = false;
     int64_t retry_after = 0;
     if (rstate_lease_acquire(env->rs, doc, s->lease_token, &leased, &retry_after) != 0 ||
@@ -424,7 +425,11 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         st.document_id = doc;
         st.user_id = d.user_id;
         st.filesize = d.filesize;
-        st.offset = d.filesize; /* bounded below by the file's size */
+        /* Only the file is left to ask: its size bounds the offset below.
+         * See docs/DURABILITY.md for why a file's size can be trusted. */
+        st.offset = d.filesize;
+        st.synced_offset = d.filesize;
+        util_strlcpy(st.boot_id, env->boot_id, sizeof st.boot_id);
         st.created_ms = util_wall_ms();
         util_strlcpy(st.filename, d.filename, sizeof st.filename);
         snprintf(st.declared_sha256, sizeof st.declared_sha256, "%s", d.declared_sha256);
@@ -444,18 +449,38 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         send_storage_error(env, s, doc, storage_classify_errno(e), e, "open");
         goto release;
     }
-    int64_t offset = st.offset;
+    /* Bytes written since the last checkpoint are still good if they were
+     * written during this boot of this machine: the page cache has them
+     * even if the writer died. After a reboot only synced bytes count. */
+    bool same_boot = st.boot_id[0] && env->boot_id[0] && strcmp(st.boot_id, env->boot_id) == 0;
+    int64_t offset = same_boot ? st.offset : st.synced_offset;
     if (sb.st_size < offset)
         offset = sb.st_size;
     if (offset > st.filesize)
         offset = st.filesize;
+    if (offset < 0)
+        offset = 0;
+    storage_result r = STORAGE_OK;
+    int e = 0;
     if (sb.st_size > offset && ftruncate(fd, (off_t)offset) != 0) {
-        int e = errno;
+        e = errno;
+        r = storage_classify_errno(e);
+    }
+    /* The offset handed out must be durable: sync before answering. */
+    if (r == STORAGE_OK && (r = storage_sync(fd)) != STORAGE_OK)
+        e = errno;
+    if (r != STORAGE_OK) {
         close(fd);
-        send_storage_error(env, s, doc, storage_classify_errno(e), e, "truncate");
+        send_storage_error(env, s, doc, r, e, "reconcile");
         goto release;
     }
+    if (offset != st.offset)
+        log_info("event=resume_reconciled doc=%" PRIu64 " saved_offset=%" PRId64
+                 " synced_offset=%" PRId64 " file_size=%lld same_boot=%d offset=%" PRId64,
+                 doc, st.offset, st.synced_offset, (long long)sb.st_size, same_boot, offset);
     st.offset = offset;
+    st.synced_offset = offset;
+    util_strlcpy(st.boot_id, env->boot_id, sizeof st.boot_id);
     st.updated_ms = util_wall_ms();
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
     if (rstate_put(env->rs, &st) != 0) {
@@ -548,9 +573,24 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
         return;
     }
     uint64_t doc = up->st.document_id;
+    int64_t end = c->offset + c->length;
+    int64_t keep = up->st.offset; /* where the upload stands if this chunk fails */
+    if (c->io == STORAGE_OK &&
+        (end - up->st.synced_offset >= env->cfg->sync_interval_bytes || end == up->st.filesize)) {
+        /* Checkpoint: the bytes reach stable storage before an offset
+         * covering them is saved as synced (docs/DURABILITY.md). */
+        c->io = storage_sync(up->fd);
+        if (c->io == STORAGE_OK) {
+            up->st.synced_offset = end;
+        } else {
+            /* After a failed sync the page cache cannot be trusted either:
+             * everything since the last checkpoint is in doubt. */
+            c->io_errno = errno;
+            keep = up->st.synced_offset;
+        }
+    }
     if (c->io == STORAGE_OK) {
-        int64_t before = up->st.offset;
-        up->st.offset = c->offset + c->length;
+        up->st.offset = end;
         up->st.updated_ms = util_wall_ms();
         bool lost = false;
         int src = rstate_save_offset(env->rs, &up->st, s->lease_token, &lost);
@@ -572,16 +612,24 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
             return;
         }
         /* Redis did not take the offset: undo the chunk everywhere so the
-         * saved state, the file and this session agree on `before`. */
-        up->st.offset = before;
+         * saved state, the file and this session agree on `keep`. */
         c->io = STORAGE_ERROR;
         c->io_errno = 0;
     }
-    if (ftruncate(up->fd, (off_t)up->st.offset) != 0)
+    bool lowered = keep < up->st.offset && c->io_errno != 0;
+    up->st.offset = keep;
+    if (up->st.synced_offset > keep)
+        up->st.synced_offset = keep;
+    if (ftruncate(up->fd, (off_t)keep) != 0)
         log_error("event=truncate_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
-    if (up->hash && up->hashed > up->st.offset) {
+    if (up->hash && up->hashed > keep) {
         EVP_MD_CTX_free(up->hash);
         up->hash = NULL;
+    }
+    if (lowered) {
+        bool lost = false;
+        if (rstate_save_offset(env->rs, &up->st, s->lease_token, &lost) != 0 || lost)
+            log_warn("event=offset_not_lowered doc=%" PRIu64 " offset=%" PRId64, doc, keep);
     }
     if (c->io_errno == 0)
         send_unavailable(env, s, rstate_error(env->rs));

@@ -1,6 +1,7 @@
 #include "chunkd/util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,4 +63,19 @@ void util_strlcpy(char *dst, const char *src, size_t size)
     size_t n = strnlen(src, size - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+int util_boot_id(char out[40])
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (!f)
+        return -1;
+    char buf[64];
+    int rc = fgets(buf, sizeof buf, f) ? 0 : -1;
+    fclose(f);
+    if (rc != 0)
+        return -1;
+    buf[strcspn(buf, "\n")] = '\0';
+    util_strlcpy(out, buf, 40);
+    return out[0] ? 0 : -1;
 }

@@ -41,7 +41,7 @@ struct worker {
 };
 
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
-                      atomic_long *open_total, char *err, size_t errlen)
+                      const char *boot_id, atomic_long *open_total, char *err, size_t errlen)
 {
     worker *w = calloc(1, sizeof *w);
     if (!w) {
@@ -74,7 +74,7 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
         worker_join_and_free(w, NULL);
         return NULL;
     }
-    w->owner.env = (upload_env){.cfg = cfg, .node_id = node_id, .rs = w->rs, .ds = w->ds,
+    w->owner.env = (upload_env){.cfg = cfg, .node_id = node_id, .boot_id = boot_id, .rs = w->rs, .ds = w->ds,
                                 .stats = &w->stats};
     return w;
 }

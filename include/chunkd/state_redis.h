@@ -16,13 +16,15 @@ typedef struct upload_state {
     uint64_t document_id;
     uint64_t user_id;
     int64_t filesize;
-    int64_t offset;
+    int64_t offset;          /* bytes written and acknowledged */
+    int64_t synced_offset;   /* bytes known to be on stable storage (<= offset) */
     int64_t created_ms;
     int64_t updated_ms;
     char filename[MSG_FILENAME_MAX + 1];
     char declared_sha256[65];    /* empty when none was declared */
     char path[STORAGE_REL_PATH_MAX];
     char node[CFG_STR_MAX];
+    char boot_id[40];        /* kernel boot of the writer: see docs/DURABILITY.md */
 } upload_state;
 
 typedef struct redis_state redis_state;
@@ -37,7 +39,7 @@ void rstate_free(redis_state *rs); /* accepts NULL */
  * is dropped and re-established on the next call. */
 int rstate_put(redis_state *rs, const upload_state *st);
 
-/* Saves st->offset and refreshes the key's TTL, but only while `lease` is
+/* Saves st->offset and st->synced_offset and refreshes the key's TTL, but only while `lease` is
  * still the holder of the upload's lease (which it also renews), so a writer
  * that lost its lease can never move the offset. Rewrites the whole hash if
  * the key had vanished (expired, or Redis lost it). *lease_lost says whether

@@ -35,6 +35,7 @@ typedef struct upload_stats {
 typedef struct upload_env {
     const chunkd_config *cfg;
     const char *node_id;
+    const char *boot_id;       /* this machine's current kernel boot */
     redis_state *rs;
     docstore *ds;
     upload_stats *stats;

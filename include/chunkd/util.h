@@ -20,6 +20,9 @@ int util_parse_sha256_hex(const char *s, char out[65]);
  * sign where not allowed, or overflow. */
 int util_parse_i64(const char *s, int64_t *out);
 
+/* The kernel's boot id (changes at every boot) into out[40]; -1 if unknown. */
+int util_boot_id(char out[40]);
+
 /* Copies src into dst[size], cutting it short if needed; always terminated. */
 void util_strlcpy(char *dst, const char *src, size_t size);
 

@@ -15,7 +15,7 @@ typedef struct worker worker;
 /* Creates the worker's loop and queue, so connections can be dispatched to
  * it before its thread runs. NULL with a reason in err. */
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
-                      atomic_long *open_total, char *err, size_t errlen);
+                      const char *boot_id, atomic_long *open_total, char *err, size_t errlen);
 int worker_start(worker *w, char *err, size_t errlen);
 
 /* Hands a connected socket to the worker (ownership of fd passes on
