@@ -62,6 +62,8 @@ static const opt_def opts[] = {
         "bytes written between fdatasync checkpoints (0: every chunk)"),
     INT(lease_ttl_ms, 500, 600000, "10000",
         "a writer's lease on an upload; a crashed writer's lapses after this"),
+    INT(shutdown_grace_ms, 0, 600000, "5000",
+        "at shutdown, how long chunks in flight may take to finish"),
     INT(list_limit_max, 1, 100000, "1000", "most documents one list answers with"),
 };
 

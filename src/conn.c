@@ -288,6 +288,26 @@ void conn_handle_event(conn *c, uint32_t events)
     flush_output(c);
 }
 
+size_t conn_close_unbusy(conn_owner *owner)
+{
+    size_t busy = 0;
+    conn *c = owner->head;
+    while (c) {
+        conn *next = c->next;
+        if (c->sess.chunk.active && !c->sess.close) {
+            busy++;
+        } else {
+            /* Answers already queued go first, if the socket takes them. */
+            if (pending_out(c) > 0 && send(c->fd, c->out + c->out_off, pending_out(c),
+                                           MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)pending_out(c))
+                c->out_off = c->out_len;
+            conn_close(c, "shutdown", "shutting_down");
+        }
+        c = next;
+    }
+    return busy;
+}
+
 void conn_sweep_idle(conn_owner *owner, int64_t now_ms)
 {
     conn *c = owner->head;

@@ -147,8 +147,16 @@ static void *worker_main(void *arg)
     struct epoll_event events[MAX_EVENTS];
     int64_t last_sweep = util_mono_ms();
     bool stop = false;
-    while (!stop) {
-        int n = epoll_wait(w->owner.epfd, events, MAX_EVENTS, LOOP_TICK_MS);
+    int64_t drain_deadline = 0; /* non-zero once stopping: chunks in flight may finish */
+    for (;;) {
+        if (stop) {
+            int64_t now = util_mono_ms();
+            if (drain_deadline == 0)
+                drain_deadline = now + w->owner.cfg->shutdown_grace_ms;
+            if (conn_close_unbusy(&w->owner) == 0 || now >= drain_deadline)
+                break;
+        }
+        int n = epoll_wait(w->owner.epfd, events, MAX_EVENTS, stop ? 50 : LOOP_TICK_MS);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -167,6 +175,8 @@ static void *worker_main(void *arg)
             last_sweep = now;
         }
     }
+    /* Past the grace period: whatever is still mid-chunk is cut short; its
+     * offset was never saved, so the client resumes before that chunk. */
     while (w->owner.head)
         conn_close(w->owner.head, "shutdown", "shutting_down");
     /* Backend handles belong to this thread; end them here. */

@@ -44,7 +44,8 @@ typedef struct chunkd_config {
     int64_t backend_timeout_ms;        /* Redis and MySQL connect/IO */
     int64_t upload_ttl_s;              /* Redis key TTL, refreshed on activity */
     int64_t sync_interval_bytes;       /* fdatasync at least this often (0: every chunk) */
-    int64_t lease_ttl_ms;              /* a writer's lease; lapses this long after a crash */
+    int64_t lease_ttl_ms;
+    int64_t shutdown_grace_ms;         /* how long a chunk in flight may take to finish at shutdown */              /* a writer's lease; lapses this long after a crash */
     int64_t list_limit_max;
 } chunkd_config;
 

@@ -48,6 +48,11 @@ void conn_handle_event(conn *c, uint32_t events);
  * reason (may be NULL) is a protocol reason such as "idle_timeout". */
 void conn_close(conn *c, const char *why, const char *goodbye_reason);
 
+/* Shutdown: closes (with a 503 shutting_down line) every connection that is
+ * not in the middle of a chunk's bytes, so no accepted chunk is cut short.
+ * Returns how many are still busy. */
+size_t conn_close_unbusy(conn_owner *owner);
+
 /* Closes connections idle for longer than the configured timeout. */
 void conn_sweep_idle(conn_owner *owner, int64_t now_ms);
 
