@@ -64,6 +64,9 @@ static const opt_def opts[] = {
         "a writer's lease on an upload; a crashed writer's lapses after this"),
     INT(shutdown_grace_ms, 0, 600000, "5000",
         "at shutdown, how long chunks in flight may take to finish"),
+    INT(upload_expiry_s, 1, INT64_C(31536000), "86400",
+        "uploads idle this long are failed with reason 'expired'"),
+    INT(sweep_interval_s, 0, 86400, "60", "how often to sweep expired uploads (0: never)"),
     INT(list_limit_max, 1, 100000, "1000", "most documents one list answers with"),
 };
 

@@ -19,6 +19,7 @@ enum stmt_id {
     ST_COMPLETE_DOC,
     ST_FAIL_DOC,
     ST_LIST_DOCS,
+    ST_STALE_DOCS,
     ST_COUNT
 };
 
@@ -37,6 +38,9 @@ static const char *const stmt_sql[ST_COUNT] = {
                     "WHERE id = ? AND status = 'uploading'",
     [ST_LIST_DOCS] = "SELECT " DOC_COLUMNS " FROM documents WHERE user_id = ? "
                      "ORDER BY id DESC LIMIT ?",
+    [ST_STALE_DOCS] = "SELECT " DOC_COLUMNS " FROM documents WHERE status = 'uploading' "
+                      "AND created_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND "
+                      "ORDER BY id LIMIT ?",
 };
 
 struct docstore {
@@ -418,6 +422,18 @@ int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
     bind_u64(&p[0], &user_id);
     bind_i64(&p[1], &limit);
     MYSQL_STMT *st = execute(ds, ST_LIST_DOCS, p);
+    if (!st)
+        return -1;
+    return fetch_docs(ds, st, fn, arg);
+}
+
+int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, int64_t limit,
+                                int (*fn)(void *arg, const doc_row *row), void *arg)
+{
+    MYSQL_BIND p[2];
+    bind_i64(&p[0], &older_than_s);
+    bind_i64(&p[1], &limit);
+    MYSQL_STMT *st = execute(ds, ST_STALE_DOCS, p);
     if (!st)
         return -1;
     return fetch_docs(ds, st, fn, arg);

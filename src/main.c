@@ -21,6 +21,7 @@
 #include "chunkd/log.h"
 #include "chunkd/net.h"
 #include "chunkd/storage.h"
+#include "chunkd/sweeper.h"
 #include "chunkd/util.h"
 #include "chunkd/worker.h"
 
@@ -116,6 +117,7 @@ int main(int argc, char **argv)
     int exit_code = 1;
     int started = 0;
     listener *acceptor = NULL;
+    sweeper *sweep = NULL;
     for (; started < nworkers; started++) {
         workers[started] = worker_create(started, &cfg, cfg.node_id, boot_id, &open_total, err,
                                          sizeof err);
@@ -132,6 +134,11 @@ int main(int argc, char **argv)
         goto shutdown;
     }
     lfd = -1; /* the acceptor owns it now */
+    sweep = sweeper_start(&cfg, cfg.node_id, err, sizeof err);
+    if (!sweep) {
+        log_error("event=startup_failed reason=\"%s\"", err);
+        goto shutdown;
+    }
     if (cfg.ready_file[0] && write_ready_file(cfg.ready_file, bound) != 0) {
         log_error("event=startup_failed reason=\"ready file %s: %s\"", cfg.ready_file,
                   strerror(errno));
@@ -156,6 +163,7 @@ int main(int argc, char **argv)
 
 shutdown:
     listener_stop(acceptor);
+    sweeper_stop(sweep);
     if (lfd >= 0)
         close(lfd);
     for (int i = 0; i < started; i++)

@@ -250,7 +250,9 @@ int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *toke
                  (long long)rs->cfg->lease_ttl_ms) != 0)
         return -1;
     *acquired = v == 1;
-    *retry_after_ms = v < 0 ? -v : 0;
+    /* Capped: a live holder may let go any moment (its connection closing
+     * releases the lease), so waiting out the whole TTL would be too long. */
+    *retry_after_ms = v < 0 ? (-v < 2000 ? -v : 2000) : 0;
     return 0;
 }
 

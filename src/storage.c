@@ -177,6 +177,15 @@ int64_t storage_file_size(const char *root, uint64_t document_id)
     return (int64_t)st.st_size;
 }
 
+int64_t storage_file_mtime_ms(const char *root, uint64_t document_id)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (full_path(root, document_id, path, sizeof path) != 0 || stat(path, &st) != 0)
+        return -1;
+    return (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+}
+
 int storage_sha256(int fd, int64_t len, char out[65])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();

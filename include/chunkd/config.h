@@ -45,7 +45,9 @@ typedef struct chunkd_config {
     int64_t upload_ttl_s;              /* Redis key TTL, refreshed on activity */
     int64_t sync_interval_bytes;       /* fdatasync at least this often (0: every chunk) */
     int64_t lease_ttl_ms;
-    int64_t shutdown_grace_ms;         /* how long a chunk in flight may take to finish at shutdown */              /* a writer's lease; lapses this long after a crash */
+    int64_t shutdown_grace_ms;
+    int64_t upload_expiry_s;           /* uploads idle this long are failed as 'expired' */
+    int64_t sweep_interval_s;          /* how often to look for them (0: never) */         /* how long a chunk in flight may take to finish at shutdown */              /* a writer's lease; lapses this long after a crash */
     int64_t list_limit_max;
 } chunkd_config;
 

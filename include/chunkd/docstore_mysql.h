@@ -56,6 +56,10 @@ int docstore_fail_document(docstore *ds, uint64_t document_id, const char *reaso
 /* Calls fn for each of the user's documents, newest first, at most limit. */
 int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
                             int (*fn)(void *arg, const doc_row *row), void *arg);
+/* Uploads still 'uploading' that were created more than older_than_s ago,
+ * oldest first: candidates for the expiry sweep. */
+int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, int64_t limit,
+                                int (*fn)(void *arg, const doc_row *row), void *arg);
 const char *docstore_error(const docstore *ds);
 
 #endif

@@ -47,6 +47,8 @@ int storage_remove(const char *root, uint64_t document_id);
 
 /* Size of the document's file; -1 with errno when it cannot be read. */
 int64_t storage_file_size(const char *root, uint64_t document_id);
+/* Last modification of the document's file in Unix ms; -1 with errno. */
+int64_t storage_file_mtime_ms(const char *root, uint64_t document_id);
 
 /* Reads the first len bytes of fd and returns their SHA-256 in hex. */
 int storage_sha256(int fd, int64_t len, char out[65]);

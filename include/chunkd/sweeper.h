@@ -1,0 +1,32 @@
+/* The expiry sweep: uploads idle past upload_expiry_s are failed with reason
+ * 'expired', their files removed and their Redis state deleted.
+ *
+ * Runs on its own thread with its own Redis and MySQL handles, so a sweep
+ * never delays a connection. Safe with several instances sweeping at once:
+ * the sweeper takes an upload's lease before expiring it (an upload being
+ * written is never touched), and only the instance whose conditional UPDATE
+ * moved the row to 'failed' removes anything. */
+#ifndef CHUNKD_SWEEPER_H
+#define CHUNKD_SWEEPER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunkd/config.h"
+#include "chunkd/docstore_mysql.h"
+#include "chunkd/state_redis.h"
+
+typedef struct sweeper sweeper;
+
+/* Starts the thread (or does nothing useful when sweep_interval_s is 0).
+ * NULL with a reason in err. */
+sweeper *sweeper_start(const chunkd_config *cfg, const char *node_id, char *err, size_t errlen);
+
+/* Stops and joins the thread; accepts NULL. */
+void sweeper_stop(sweeper *sw);
+
+/* One pass: returns how many uploads were expired, or -1 when a backend
+ * failed (the reason is logged). token names the sweeper's leases. */
+int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds);
+
+#endif

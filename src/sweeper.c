@@ -1,0 +1,193 @@
+/* Expiry sweep of abandoned uploads. See sweeper.h for the safety argument. */
+#include "chunkd/sweeper.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <mysql.h>
+#include <openssl/rand.h>
+
+#include "chunkd/log.h"
+#include "chunkd/storage.h"
+#include "chunkd/util.h"
+
+enum { SWEEP_BATCH = 500 };
+
+struct sweeper {
+    const chunkd_config *cfg;
+    pthread_t thread;
+    int stopfd;
+    char token[CFG_STR_MAX + 40];
+};
+
+typedef struct candidates {
+    uint64_t ids[SWEEP_BATCH];
+    size_t n;
+} candidates;
+
+static int collect(void *arg, const doc_row *row)
+{
+    candidates *c = arg;
+    if (c->n < SWEEP_BATCH)
+        c->ids[c->n++] = row->id;
+    return 0;
+}
+
+/* Latest sign of life: the last chunk saved in Redis or the file's mtime
+ * (a chunk being written touches the file before Redis hears of it). */
+static int last_activity_ms(const chunkd_config *cfg, redis_state *rs, uint64_t id,
+                            int64_t *out)
+{
+    upload_state st;
+    bool found = false;
+    if (rstate_get(rs, id, &st, &found) != 0)
+        return -1;
+    int64_t act = found ? st.updated_ms : 0;
+    int64_t mtime = storage_file_mtime_ms(cfg->storage_dir, id);
+    if (mtime > act)
+        act = mtime;
+    *out = act;
+    return 0;
+}
+
+/* Returns 1 when expired here, 0 when skipped, -1 on a backend failure. */
+static int expire_one(const chunkd_config *cfg, const char *token, redis_state *rs,
+                      docstore *ds, uint64_t id)
+{
+    bool leased = false;
+    int64_t retry = 0;
+    if (rstate_lease_acquire(rs, id, token, &leased, &retry) != 0)
+        return -1;
+    if (!leased)
+        return 0; /* someone is writing it right now */
+    int rc = 0;
+    int64_t act = 0;
+    if (last_activity_ms(cfg, rs, id, &act) != 0) {
+        rc = -1;
+    } else if (util_wall_ms() - act >= cfg->upload_expiry_s * 1000) {
+        bool changed = false;
+        if (docstore_fail_document(ds, id, "expired", &changed) != 0) {
+            rc = -1;
+        } else if (changed) {
+            /* Only the instance that moved the row removes anything. */
+            if (storage_remove(cfg->storage_dir, id) != 0)
+                log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", id,
+                          strerror(errno));
+            if (rstate_del(rs, id) != 0)
+                log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", id,
+                         rstate_error(rs));
+            log_info("event=upload_expired doc=%" PRIu64 " idle_ms=%" PRId64, id,
+                     util_wall_ms() - act);
+            rc = 1;
+        }
+    }
+    if (rstate_lease_release(rs, id, token) != 0)
+        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", id, rstate_error(rs));
+    return rc;
+}
+
+int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds)
+{
+    static _Thread_local candidates c;
+    c.n = 0;
+    /* Rows are listed first and handled after: a MySQL connection cannot run
+     * an UPDATE while a SELECT's rows are still being fetched. */
+    if (docstore_list_stale_uploads(ds, cfg->upload_expiry_s, SWEEP_BATCH, collect, &c) != 0) {
+        log_warn("event=sweep_failed error=\"%s\"", docstore_error(ds));
+        return -1;
+    }
+    int expired = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        int r = expire_one(cfg, token, rs, ds, c.ids[i]);
+        if (r < 0) {
+            log_warn("event=sweep_failed doc=%" PRIu64 " redis=\"%s\" mysql=\"%s\"", c.ids[i],
+                     rstate_error(rs), docstore_error(ds));
+            return -1;
+        }
+        expired += r;
+    }
+    if (expired > 0)
+        log_info("event=sweep_done expired=%d candidates=%zu", expired, c.n);
+    return expired;
+}
+
+static void *sweeper_main(void *arg)
+{
+    sweeper *sw = arg;
+    if (mysql_thread_init() != 0)
+        log_error("event=mysql_thread_init_failed thread=sweeper");
+    redis_state *rs = rstate_new(sw->cfg);
+    docstore *ds = docstore_new(sw->cfg);
+    struct pollfd pfd = {.fd = sw->stopfd, .events = POLLIN};
+    int interval_ms = (int)(sw->cfg->sweep_interval_s * 1000);
+    for (;;) {
+        int n = poll(&pfd, 1, interval_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != 0)
+            break; /* stop requested (or poll failed: nothing sane to do but end) */
+        if (rs && ds)
+            sweeper_run_once(sw->cfg, sw->token, rs, ds);
+    }
+    rstate_free(rs);
+    docstore_free(ds);
+    mysql_thread_end();
+    return NULL;
+}
+
+sweeper *sweeper_start(const chunkd_config *cfg, const char *node_id, char *err, size_t errlen)
+{
+    sweeper *sw = calloc(1, sizeof *sw);
+    if (!sw) {
+        snprintf(err, errlen, "sweeper: out of memory");
+        return NULL;
+    }
+    sw->cfg = cfg;
+    unsigned char rnd[8];
+    char hex[17];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        memset(rnd, 0, sizeof rnd);
+    util_hex(rnd, sizeof rnd, hex);
+    snprintf(sw->token, sizeof sw->token, "%s/sweeper-%s", node_id, hex);
+    if (cfg->sweep_interval_s == 0) {
+        sw->stopfd = -1;
+        return sw; /* disabled: nothing to start */
+    }
+    sw->stopfd = eventfd(0, EFD_CLOEXEC);
+    if (sw->stopfd < 0) {
+        snprintf(err, errlen, "sweeper: eventfd: %s", strerror(errno));
+        free(sw);
+        return NULL;
+    }
+    int rc = pthread_create(&sw->thread, NULL, sweeper_main, sw);
+    if (rc != 0) {
+        snprintf(err, errlen, "sweeper: pthread_create: %s", strerror(rc));
+        close(sw->stopfd);
+        free(sw);
+        return NULL;
+    }
+    return sw;
+}
+
+void sweeper_stop(sweeper *sw)
+{
+    if (!sw)
+        return;
+    if (sw->stopfd >= 0) {
+        uint64_t one = 1;
+        if (write(sw->stopfd, &one, sizeof one) < 0)
+            log_error("event=sweeper_stop_failed error=\"%s\"", strerror(errno));
+        int rc = pthread_join(sw->thread, NULL);
+        if (rc != 0)
+            log_error("event=sweeper_join_failed error=\"%s\"", strerror(rc));
+        close(sw->stopfd);
+    }
+    free(sw);
+}
