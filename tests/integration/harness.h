@@ -1,0 +1,310 @@
+/* Integration test harness: real chunkd processes against the real Redis and
+ * MySQL of the test stack (CHUNKD_TEST_STACK_ENV), plus the probes the tests
+ * assert with (documents rows, Redis upload keys, raw sockets, files).
+ *
+ * Every test program starts its own servers on port 0 with their own storage
+ * directories and creates its own users, so programs run in parallel against
+ * one stack. Functions return 0 on success and -1 after printing why on
+ * stderr; the it_assert_* helpers fail the current cmocka test instead. */
+#ifndef CHUNKD_IT_HARNESS_H
+#define CHUNKD_IT_HARNESS_H
+
+/* cmocka.h needs these first */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "chunkup/client.h"
+
+#define IT_PATH_MAX 1024
+/* a folder that still leaves room for names inside it */
+#define IT_DIR_MAX 512
+#define IT_KiB INT64_C(1024)
+#define IT_MiB (INT64_C(1024) * 1024)
+
+/* Generous: the same tests run against a ThreadSanitizer build. */
+#define IT_REPLY_TIMEOUT_MS 20000
+
+/* ---- process-wide set-up ---------------------------------------------- */
+
+/* Loads the stack env file into this process's environment (children
+ * inherit it), ignores SIGPIPE, connects to MySQL and Redis. Call once from
+ * the group setup, before any thread starts. */
+int it_init(const char *program);
+void it_shutdown(void);
+
+/* getenv with a default. */
+const char *it_env(const char *key, const char *def);
+/* Path of a built program from CHUNKD_BIN / CHUNKUP_BIN / CHUNKCTL_BIN. */
+const char *it_bin(const char *env_key);
+
+/* ---- per-test bookkeeping ---------------------------------------------- */
+
+/* A test calls it_pass() as its last statement; a teardown that finds the
+ * flag unset knows the test failed and prints the server log since
+ * it_test_begin(). */
+struct it_server;
+void it_test_begin(struct it_server *s);
+void it_pass(void);
+void it_test_end(struct it_server *s);
+
+/* ---- temporary directories --------------------------------------------- */
+
+/* Creates a fresh directory under CHUNKD_IT_TMPDIR (or TMPDIR, or /tmp). */
+int it_tmpdir(const char *tag, char *out, size_t outlen);
+/* Removes a tree; keeps it when CHUNKD_IT_KEEP is set. */
+int it_rmtree(const char *path);
+
+/* ---- chunkd ------------------------------------------------------------ */
+
+typedef struct it_server_opts {
+    const char *storage_dir;     /* NULL: <dir>/storage */
+    const char *const *args;     /* extra flags, NULL-terminated */
+    const char *const *env;      /* extra KEY=value, override the stack env */
+} it_server_opts;
+
+typedef struct it_server {
+    pid_t pid;                   /* 0 when not running */
+    int port;
+    char port_str[8];
+    char node_id[128];
+    char dir[IT_DIR_MAX];
+    char storage_dir[IT_PATH_MAX];
+    char log_path[IT_PATH_MAX];
+    off_t log_mark;              /* log size when the current test began */
+} it_server;
+
+/* Starts chunkd on 127.0.0.1:0 and waits for its ready file. opts may be
+ * NULL. On failure prints the server log and leaves nothing running. */
+int it_server_start(it_server *s, const it_server_opts *opts);
+/* SIGTERM, bounded wait, then SIGKILL. Returns the wait status (or -1 when
+ * the server was not running) and removes its directory. Accepts a server
+ * that never started. */
+int it_server_stop(it_server *s);
+/* Stops the server and fails the test unless it exited 0 on SIGTERM (a
+ * sanitizer report or a crash during shutdown shows up here). */
+void it_assert_server_stops_cleanly(it_server *s);
+/* Prints the last `lines` lines of the log written since `from`. */
+void it_server_log_tail(const it_server *s, off_t from, int lines);
+
+/* ---- other processes (chunkup, chunkctl) ------------------------------- */
+
+/* fork/exec in its own process group; stdout to out_path, stderr to
+ * err_path (NULL: /dev/null). extra_env entries are KEY=value. */
+int it_spawn(const char *const *argv, const char *const *extra_env, const char *out_path,
+             const char *err_path, pid_t *pid);
+/* Waits up to timeout_ms. 0 with *wstatus, or -1 on timeout (the process
+ * group is then killed and reaped). */
+int it_wait(pid_t pid, int timeout_ms, int *wstatus);
+/* Runs to completion, returning exit code (or -1) and stdout (malloc'd,
+ * NUL-terminated) in *out; stderr goes to err_path. */
+int it_run(const char *const *argv, const char *const *extra_env, const char *err_path,
+           int timeout_ms, char **out);
+/* Prints a file's content to stderr (a failed command's stderr). */
+void it_print_file(const char *label, const char *path);
+
+/* ---- users --------------------------------------------------------------- */
+
+typedef struct it_user {
+    int64_t id;
+    char name[64];
+    char credential[65];
+} it_user;
+
+/* Inserts a user with a random credential (its SHA-256 hex is stored). */
+int it_user_create(it_user *u);
+int it_user_set_disabled(int64_t id, bool disabled);
+
+typedef struct it_user_row {
+    char name[65];
+    char credential_hash[65];
+    bool disabled;
+} it_user_row;
+
+/* 1 found, 0 no such user, -1 error. */
+int it_user_get(int64_t id, it_user_row *r);
+
+/* ---- MySQL probes -------------------------------------------------------- */
+
+typedef struct it_doc {
+    int64_t id;
+    int64_t user_id;
+    char filename[256];
+    int64_t filesize;
+    char status[16];
+    bool sha256_null, declared_sha256_null, file_path_null, failure_reason_null,
+        completed_at_null;
+    char sha256[65];
+    char declared_sha256[65];
+    char file_path[513];
+    char failure_reason[256];
+} it_doc;
+
+/* 1 found, 0 no such row, -1 error. */
+int it_doc_get(int64_t id, it_doc *d);
+/* Number of this user's rows, with the given status or any when NULL; -1 on
+ * error. */
+int64_t it_doc_count(int64_t user_id, const char *status);
+/* The user's newest document id, 0 when none, -1 on error. */
+int64_t it_doc_newest(int64_t user_id);
+/* Fails the test unless the row exists with this status. */
+void it_assert_doc_status(int64_t id, const char *status, it_doc *out);
+
+/* ---- Redis probes -------------------------------------------------------- */
+
+typedef struct it_rkey {
+    bool exists;
+    long long ttl;               /* seconds, -1 no TTL, -2 no key */
+    int64_t offset;
+    int64_t filesize;
+    int64_t user_id;
+    char path[IT_PATH_MAX];
+    char node[128];
+    char filename[256];
+    char declared_sha256[65];
+    int nfields;
+} it_rkey;
+
+/* HGETALL and TTL of <prefix>upload:<id>. */
+int it_redis_upload(int64_t id, it_rkey *k);
+/* 1 when the key exists, 0 when not, -1 on error. */
+int it_redis_exists(int64_t id);
+int it_redis_del_upload(int64_t id);
+
+/* ---- raw sockets --------------------------------------------------------- */
+
+typedef struct it_sock {
+    int fd;
+    char *buf;
+    size_t len, cap;
+} it_sock;
+
+enum it_read {
+    IT_READ_OK,
+    IT_READ_EOF,       /* the server closed (FIN or RST) */
+    IT_READ_TIMEOUT,
+    IT_READ_ERROR,
+    IT_READ_BADJSON,   /* a line arrived but was not a JSON object */
+};
+
+int it_sock_connect(it_sock *s, int port);
+void it_sock_close(it_sock *s);
+/* Sends everything (MSG_NOSIGNAL); -1 when the peer is gone. */
+int it_sock_send(it_sock *s, const void *p, size_t n);
+int it_sock_send_str(it_sock *s, const char *str);
+/* Reads one line as a JSON object (new reference in *out). */
+enum it_read it_sock_read_json(it_sock *s, int timeout_ms, json_t **out);
+
+/* Sends `line` plus '\n' and returns the answer; fails the test when none
+ * arrives. */
+json_t *it_sock_req(it_sock *s, const char *line);
+/* Same with a jansson object (stolen). */
+json_t *it_sock_req_json(it_sock *s, json_t *req);
+/* Sends a chunk control line (header, without '\n') and n payload bytes
+ * (payload NULL: n filler bytes). */
+int it_sock_send_chunk(it_sock *s, const char *header, const void *payload, size_t n);
+/* Same, then reads one answer; fails the test when none arrives. */
+json_t *it_sock_chunk(it_sock *s, const char *header, const void *payload, size_t n);
+/* json_dumps compact plus '\n'; malloc'd. Borrows req. */
+char *it_json_line(const json_t *req);
+
+/* snprintf that fails the test when the text does not fit. */
+void it_line(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Sends an upload (on a connection already authenticated) and returns the
+ * new document_id; fails the test unless the answer is ok. */
+int64_t it_sock_upload(it_sock *s, const char *name, int64_t size);
+/* Sends one chunk (payload NULL: filler bytes) and fails the test unless
+ * the answer is its progress event. */
+void it_sock_chunk_ok(it_sock *s, int64_t id, int64_t off, const void *p, size_t n);
+/* An error answer after which the connection is still open and in step. */
+void it_expect_error_open(it_sock *s, const char *line, int code, const char *reason);
+void it_expect_chunk_error_open(it_sock *s, const char *hdr, size_t n, int code,
+                                const char *reason);
+
+/* Fails unless reply is {"v":1,"status":"error","code":code,"reason":reason,
+ * "message":"..."} . */
+void it_assert_error(json_t *reply, int code, const char *reason);
+/* Fails unless reply is {"v":1,"status":"ok","action":action}. */
+void it_assert_ok(json_t *reply, const char *action);
+/* Fails unless the connection is still open and in step: a probe request
+ * gets its own answer (not the answer to stray bytes). */
+void it_assert_open(it_sock *s);
+/* Fails unless the server closes the connection without further answers. */
+void it_assert_closed(it_sock *s);
+/* Fails unless a fresh connection authenticates as u and lists documents. */
+void it_assert_serves(int port, const it_user *u);
+/* Authenticates a raw connection as u with a list request. */
+void it_sock_auth(it_sock *s, const it_user *u);
+
+/* ---- the client library --------------------------------------------------- */
+
+/* Connects with the library; fails the test on error. */
+struct it_server;
+cu_conn *it_cu_connect(const struct it_server *s);
+void it_print_cu_error(const char *what, const cu_error *e);
+/* cu_resume, tried again while another connection still holds the upload's
+ * lease (409 locked): a connection that just closed gives its lease back
+ * only once the server has seen the close. Thread-safe; no assertions. */
+int it_cu_resume(cu_conn *c, const cu_auth *auth, int64_t id, cu_upload_info *info,
+                 cu_error *err);
+/* Fails the test, printing the library's error, unless call returns 0. */
+#define IT_CU_OK(call, err)                                                  \
+    do {                                                                     \
+        if ((call) != 0) {                                                   \
+            it_print_cu_error(#call, &(err));                                \
+            fail_msg("%s failed: %d %s", #call, (err).code, (err).reason);   \
+        }                                                                    \
+    } while (0)
+/* Fails the test unless call fails with this server error. */
+#define IT_CU_ERR(call, err, want_code, want_reason)                         \
+    do {                                                                     \
+        memset(&(err), 0, sizeof(err));                                      \
+        if ((call) == 0)                                                     \
+            fail_msg("%s succeeded, expected %d %s", #call, want_code,       \
+                     want_reason);                                           \
+        if ((err).code != (want_code) || strcmp((err).reason, want_reason)) { \
+            it_print_cu_error(#call, &(err));                                \
+            fail_msg("%s: expected %d %s, got %d %s", #call, want_code,      \
+                     want_reason, (err).code, (err).reason);                 \
+        }                                                                    \
+    } while (0)
+
+/* ---- JSON accessors that fail the test ----------------------------------- */
+
+int64_t it_json_int(json_t *obj, const char *key);
+const char *it_json_str(json_t *obj, const char *key);
+bool it_json_is_null(json_t *obj, const char *key);
+
+/* ---- files ---------------------------------------------------------------- */
+
+void it_random_bytes(void *buf, size_t n);
+void it_sha256_hex(const void *p, size_t n, char out[65]);
+int it_sha256_file(const char *path, char out[65]);
+/* Writes `size` random bytes to path and returns their SHA-256. */
+int it_make_file(const char *path, int64_t size, char sha_out[65]);
+/* Anonymous file (memfd) with `size` random bytes, positioned at 0. */
+int it_make_memfd(int64_t size, char sha_out[65]);
+/* "<bucket>/<id>.data" as the server names it (docs/PROTOCOL.md): one path
+ * from the first byte to completion. */
+void it_data_rel_path(int64_t id, char *out, size_t outlen);
+/* The same under the server's storage directory. */
+void it_upload_path(const it_server *s, int64_t id, char *out, size_t outlen);
+/* Fails unless the completed upload is stored as documented: row completed
+ * with path/sha/completed_at, the .data file with mode 0640, this size and
+ * SHA-256, no other file of that document in its bucket, no Redis key. */
+void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *sha);
+
+/* Milliseconds on the monotonic clock; sleeping. */
+int64_t it_now_ms(void);
+void it_sleep_ms(int ms);
+
+#endif

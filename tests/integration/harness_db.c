@@ -1,0 +1,485 @@
+/* Harness: users and documents in MySQL, upload keys in Redis. Used from the
+ * test program's main thread only. */
+#include "harness.h"
+#include "harness_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <hiredis.h>
+#include <mysql.h>
+
+static MYSQL *db;
+static redisContext *rc;
+
+static int env_port(const char *key, const char *def, unsigned *out)
+{
+    const char *v = it_env(key, def);
+    char *end;
+    errno = 0;
+    long p = strtol(v, &end, 10);
+    if (errno != 0 || *end != '\0' || p <= 0 || p > 65535) {
+        fprintf(stderr, "it: %s=%s is not a port\n", key, v);
+        return -1;
+    }
+    *out = (unsigned)p;
+    return 0;
+}
+
+int it_db_connect(void)
+{
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        fprintf(stderr, "it: mysql_library_init failed\n");
+        return -1;
+    }
+    unsigned port;
+    if (env_port("CHUNKD_MYSQL_PORT", "3306", &port) != 0)
+        return -1;
+    db = mysql_init(NULL);
+    if (!db) {
+        fprintf(stderr, "it: mysql_init: out of memory\n");
+        return -1;
+    }
+    unsigned timeout = 10;
+    if (mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout) != 0 ||
+        mysql_options(db, MYSQL_OPT_READ_TIMEOUT, &timeout) != 0 ||
+        mysql_options(db, MYSQL_OPT_WRITE_TIMEOUT, &timeout) != 0) {
+        fprintf(stderr, "it: mysql_options: %s\n", mysql_error(db));
+        it_db_disconnect();
+        return -1;
+    }
+    const char *sock = it_env("CHUNKD_MYSQL_SOCKET", NULL);
+    if (!mysql_real_connect(db, it_env("CHUNKD_MYSQL_HOST", "127.0.0.1"),
+                            it_env("CHUNKD_MYSQL_USER", "chunkd"),
+                            it_env("CHUNKD_MYSQL_PASSWORD", ""),
+                            it_env("CHUNKD_MYSQL_DATABASE", "chunkd"), port, sock, 0)) {
+        fprintf(stderr, "it: MySQL connect %s:%u: %s\n", it_env("CHUNKD_MYSQL_HOST", "127.0.0.1"),
+                port, mysql_error(db));
+        it_db_disconnect();
+        return -1;
+    }
+    return 0;
+}
+
+void it_db_disconnect(void)
+{
+    if (db) {
+        mysql_close(db);
+        db = NULL;
+        mysql_library_end();
+    }
+}
+
+int it_redis_connect(void)
+{
+    unsigned port;
+    if (env_port("CHUNKD_REDIS_PORT", "6379", &port) != 0)
+        return -1;
+    const char *host = it_env("CHUNKD_REDIS_HOST", "127.0.0.1");
+    struct timeval tv = {10, 0};
+    rc = redisConnectWithTimeout(host, (int)port, tv);
+    if (!rc || rc->err) {
+        fprintf(stderr, "it: Redis connect %s:%u: %s\n", host, port,
+                rc ? rc->errstr : "out of memory");
+        it_redis_disconnect();
+        return -1;
+    }
+    if (redisSetTimeout(rc, tv) != REDIS_OK) {
+        fprintf(stderr, "it: Redis timeout: %s\n", rc->errstr);
+        it_redis_disconnect();
+        return -1;
+    }
+    const char *pw = it_env("CHUNKD_REDIS_PASSWORD", NULL);
+    const char *dbn = it_env("CHUNKD_REDIS_DB", "0");
+    redisReply *r = NULL;
+    if (pw) {
+        r = redisCommand(rc, "AUTH %s", pw);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "it: Redis AUTH: %s\n", r ? r->str : rc->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (strcmp(dbn, "0") != 0) {
+        r = redisCommand(rc, "SELECT %s", dbn);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "it: Redis SELECT %s: %s\n", dbn, r ? r->str : rc->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return 0;
+fail:
+    if (r)
+        freeReplyObject(r);
+    it_redis_disconnect();
+    return -1;
+}
+
+void it_redis_disconnect(void)
+{
+    if (rc) {
+        redisFree(rc);
+        rc = NULL;
+    }
+}
+
+/* ---- MySQL helpers ------------------------------------------------------- */
+
+static MYSQL_STMT *stmt_exec(const char *sql, MYSQL_BIND *params)
+{
+    MYSQL_STMT *st = mysql_stmt_init(db);
+    if (!st) {
+        fprintf(stderr, "it: mysql_stmt_init: %s\n", mysql_error(db));
+        return NULL;
+    }
+    if (mysql_stmt_prepare(st, sql, (unsigned long)strlen(sql)) != 0 ||
+        (params && mysql_stmt_bind_param(st, params) != 0) || mysql_stmt_execute(st) != 0) {
+        fprintf(stderr, "it: SQL \"%s\": %s\n", sql, mysql_stmt_error(st));
+        mysql_stmt_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+static void bind_i64(MYSQL_BIND *b, int64_t *v)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = v;
+}
+
+static void bind_str(MYSQL_BIND *b, const char *s, unsigned long *len)
+{
+    memset(b, 0, sizeof *b);
+    *len = (unsigned long)strlen(s);
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = (void *)s;
+    b->buffer_length = *len;
+    b->length = len;
+}
+
+static void bind_out_str(MYSQL_BIND *b, char *buf, size_t cap, unsigned long *len,
+                         my_bool *is_null)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = buf;
+    b->buffer_length = (unsigned long)(cap - 1);
+    b->length = len;
+    b->is_null = is_null;
+}
+
+/* Executes a one-column BIGINT query; 1 with *out, 0 no row, -1 error. */
+static int query_i64(const char *sql, MYSQL_BIND *params, int64_t *out)
+{
+    MYSQL_STMT *st = stmt_exec(sql, params);
+    if (!st)
+        return -1;
+    MYSQL_BIND res;
+    bind_i64(&res, out);
+    my_bool is_null = 0;
+    res.is_null = &is_null;
+    int r = -1;
+    if (mysql_stmt_bind_result(st, &res) != 0) {
+        fprintf(stderr, "it: bind result: %s\n", mysql_stmt_error(st));
+    } else {
+        int f = mysql_stmt_fetch(st);
+        if (f == 0)
+            r = is_null ? 0 : 1;
+        else if (f == MYSQL_NO_DATA)
+            r = 0;
+        else
+            fprintf(stderr, "it: fetch \"%s\": %s\n", sql, mysql_stmt_error(st));
+    }
+    mysql_stmt_close(st);
+    return r;
+}
+
+/* ---- users ---------------------------------------------------------------- */
+
+int it_user_create(it_user *u)
+{
+    static unsigned seq;
+    unsigned char rnd[32];
+    memset(u, 0, sizeof *u);
+    it_random_bytes(rnd, sizeof rnd);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(u->credential + 2 * i, 3, "%02x", rnd[i]);
+    snprintf(u->name, sizeof u->name, "it-%d-%u-%02x%02x%02x", (int)getpid(), seq++, rnd[0],
+             rnd[1], rnd[2]);
+    char hash[65];
+    it_sha256_hex(u->credential, strlen(u->credential), hash);
+
+    MYSQL_BIND p[2];
+    unsigned long l0, l1;
+    bind_str(&p[0], u->name, &l0);
+    bind_str(&p[1], hash, &l1);
+    MYSQL_STMT *st = stmt_exec("INSERT INTO users (name, credential_hash) VALUES (?, ?)", p);
+    if (!st)
+        return -1;
+    u->id = (int64_t)mysql_stmt_insert_id(st);
+    mysql_stmt_close(st);
+    if (u->id <= 0) {
+        fprintf(stderr, "it: no id for the new user %s\n", u->name);
+        return -1;
+    }
+    return 0;
+}
+
+int it_user_set_disabled(int64_t id, bool disabled)
+{
+    int64_t flag = disabled ? 1 : 0;
+    MYSQL_BIND p[2];
+    bind_i64(&p[0], &flag);
+    bind_i64(&p[1], &id);
+    MYSQL_STMT *st = stmt_exec("UPDATE users SET disabled = ? WHERE id = ?", p);
+    if (!st)
+        return -1;
+    my_ulonglong n = mysql_stmt_affected_rows(st);
+    mysql_stmt_close(st);
+    if (n != 1) {
+        fprintf(stderr, "it: user %lld not updated\n", (long long)id);
+        return -1;
+    }
+    return 0;
+}
+
+int it_user_get(int64_t id, it_user_row *u)
+{
+    memset(u, 0, sizeof *u);
+    MYSQL_BIND p[1];
+    bind_i64(&p[0], &id);
+    MYSQL_STMT *st =
+        stmt_exec("SELECT name, credential_hash, disabled FROM users WHERE id = ?", p);
+    if (!st)
+        return -1;
+    MYSQL_BIND r[3];
+    unsigned long len[2] = {0};
+    my_bool nul[2] = {0};
+    int64_t disabled = 0;
+    bind_out_str(&r[0], u->name, sizeof u->name, &len[0], &nul[0]);
+    bind_out_str(&r[1], u->credential_hash, sizeof u->credential_hash, &len[1], &nul[1]);
+    bind_i64(&r[2], &disabled);
+    int ret = -1;
+    if (mysql_stmt_bind_result(st, r) != 0) {
+        fprintf(stderr, "it: bind result: %s\n", mysql_stmt_error(st));
+    } else {
+        int f = mysql_stmt_fetch(st);
+        if (f == 0) {
+            u->disabled = disabled != 0;
+            ret = 1;
+        } else if (f == MYSQL_NO_DATA) {
+            ret = 0;
+        } else {
+            fprintf(stderr, "it: fetch user %lld: %s\n", (long long)id, mysql_stmt_error(st));
+        }
+    }
+    mysql_stmt_close(st);
+    return ret;
+}
+
+/* ---- documents -------------------------------------------------------------- */
+
+int it_doc_get(int64_t id, it_doc *d)
+{
+    memset(d, 0, sizeof *d);
+    MYSQL_BIND p[1];
+    bind_i64(&p[0], &id);
+    MYSQL_STMT *st = stmt_exec(
+        "SELECT id, user_id, filename, filesize, status, declared_sha256, sha256, "
+        "file_path, failure_reason, completed_at IS NULL FROM documents WHERE id = ?",
+        p);
+    if (!st)
+        return -1;
+    MYSQL_BIND r[10];
+    unsigned long len[10] = {0};
+    my_bool nul[10] = {0};
+    int64_t completed_null = 0;
+    bind_i64(&r[0], &d->id);
+    bind_i64(&r[1], &d->user_id);
+    bind_out_str(&r[2], d->filename, sizeof d->filename, &len[2], &nul[2]);
+    bind_i64(&r[3], &d->filesize);
+    bind_out_str(&r[4], d->status, sizeof d->status, &len[4], &nul[4]);
+    bind_out_str(&r[5], d->declared_sha256, sizeof d->declared_sha256, &len[5], &nul[5]);
+    bind_out_str(&r[6], d->sha256, sizeof d->sha256, &len[6], &nul[6]);
+    bind_out_str(&r[7], d->file_path, sizeof d->file_path, &len[7], &nul[7]);
+    bind_out_str(&r[8], d->failure_reason, sizeof d->failure_reason, &len[8], &nul[8]);
+    bind_i64(&r[9], &completed_null);
+    int ret = -1;
+    if (mysql_stmt_bind_result(st, r) != 0) {
+        fprintf(stderr, "it: bind result: %s\n", mysql_stmt_error(st));
+        goto out;
+    }
+    int f = mysql_stmt_fetch(st);
+    if (f == MYSQL_NO_DATA) {
+        ret = 0;
+        goto out;
+    }
+    if (f != 0) {
+        fprintf(stderr, "it: fetch document %lld: %s\n", (long long)id,
+                f == MYSQL_DATA_TRUNCATED ? "a column is longer than expected"
+                                          : mysql_stmt_error(st));
+        goto out;
+    }
+    /* the buffers were zeroed and one byte longer than bound: terminated */
+    d->declared_sha256_null = nul[5];
+    d->sha256_null = nul[6];
+    d->file_path_null = nul[7];
+    d->failure_reason_null = nul[8];
+    d->completed_at_null = completed_null != 0;
+    ret = 1;
+out:
+    mysql_stmt_close(st);
+    return ret;
+}
+
+int64_t it_doc_count(int64_t user_id, const char *status)
+{
+    MYSQL_BIND p[2];
+    unsigned long l;
+    int64_t n = 0;
+    bind_i64(&p[0], &user_id);
+    int r;
+    if (status) {
+        bind_str(&p[1], status, &l);
+        r = query_i64("SELECT COUNT(*) FROM documents WHERE user_id = ? AND status = ?", p, &n);
+    } else {
+        r = query_i64("SELECT COUNT(*) FROM documents WHERE user_id = ?", p, &n);
+    }
+    return r < 0 ? -1 : n;
+}
+
+int64_t it_doc_newest(int64_t user_id)
+{
+    MYSQL_BIND p[1];
+    int64_t id = 0;
+    bind_i64(&p[0], &user_id);
+    int r = query_i64("SELECT id FROM documents WHERE user_id = ? ORDER BY id DESC LIMIT 1", p,
+                      &id);
+    return r < 0 ? -1 : r == 0 ? 0 : id;
+}
+
+void it_assert_doc_status(int64_t id, const char *status, it_doc *out)
+{
+    it_doc d;
+    int r = it_doc_get(id, &d);
+    if (r != 1)
+        fprintf(stderr, "it: documents row %lld %s\n", (long long)id,
+                r == 0 ? "does not exist" : "cannot be read");
+    assert_int_equal(r, 1);
+    if (strcmp(d.status, status) != 0)
+        fprintf(stderr, "it: document %lld is '%s', expected '%s' (failure_reason %s)\n",
+                (long long)id, d.status, status, d.failure_reason_null ? "NULL" : d.failure_reason);
+    assert_string_equal(d.status, status);
+    if (out)
+        *out = d;
+}
+
+/* ---- Redis ------------------------------------------------------------------ */
+
+static void upload_key(int64_t id, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%supload:%lld", it_env("CHUNKD_REDIS_PREFIX", "chunkd:"),
+             (long long)id);
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int it_redis_upload(int64_t id, it_rkey *k)
+{
+    memset(k, 0, sizeof *k);
+    k->offset = k->filesize = k->user_id = -1;
+    char key[128];
+    upload_key(id, key, sizeof key);
+    redisReply *r = redisCommand(rc, "HGETALL %s", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "it: HGETALL %s: %s\n", key,
+                r ? (r->type == REDIS_REPLY_ERROR ? r->str : "not an array") : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    int ret = 0;
+    k->exists = r->elements > 0;
+    k->nfields = (int)(r->elements / 2);
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!f || !v)
+            continue;
+        int bad = 0;
+        if (strcmp(f, "offset") == 0)
+            bad = parse_i64(v, &k->offset);
+        else if (strcmp(f, "filesize") == 0)
+            bad = parse_i64(v, &k->filesize);
+        else if (strcmp(f, "user_id") == 0)
+            bad = parse_i64(v, &k->user_id);
+        else if (strcmp(f, "path") == 0)
+            snprintf(k->path, sizeof k->path, "%s", v);
+        else if (strcmp(f, "node") == 0)
+            snprintf(k->node, sizeof k->node, "%s", v);
+        else if (strcmp(f, "filename") == 0)
+            snprintf(k->filename, sizeof k->filename, "%s", v);
+        else if (strcmp(f, "declared_sha256") == 0)
+            snprintf(k->declared_sha256, sizeof k->declared_sha256, "%s", v);
+        if (bad) {
+            fprintf(stderr, "it: %s field %s='%s' is not an integer\n", key, f, v);
+            ret = -1;
+        }
+    }
+    freeReplyObject(r);
+    r = redisCommand(rc, "TTL %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        fprintf(stderr, "it: TTL %s: %s\n", key, r ? "not an integer" : rc->errstr);
+        ret = -1;
+    } else {
+        k->ttl = r->integer;
+    }
+    if (r)
+        freeReplyObject(r);
+    return ret;
+}
+
+int it_redis_exists(int64_t id)
+{
+    char key[128];
+    upload_key(id, key, sizeof key);
+    redisReply *r = redisCommand(rc, "EXISTS %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        fprintf(stderr, "it: EXISTS %s: %s\n", key, r ? "not an integer" : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    int ret = r->integer > 0;
+    freeReplyObject(r);
+    return ret;
+}
+
+int it_redis_del_upload(int64_t id)
+{
+    char key[128];
+    upload_key(id, key, sizeof key);
+    redisReply *r = redisCommand(rc, "DEL %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        fprintf(stderr, "it: DEL %s: %s\n", key, r ? "not an integer" : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}

@@ -1,0 +1,10 @@
+/* Shared between the harness's own files; tests use harness.h only. */
+#ifndef CHUNKD_IT_HARNESS_INTERNAL_H
+#define CHUNKD_IT_HARNESS_INTERNAL_H
+
+int it_db_connect(void);
+void it_db_disconnect(void);
+int it_redis_connect(void);
+void it_redis_disconnect(void);
+
+#endif

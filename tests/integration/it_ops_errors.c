@@ -1,0 +1,370 @@
+/* The refusals and closes that come from the server's situation rather
+ * than from a request: a backend that is down (503 unavailable), an idle
+ * connection, a shutdown, a writer that lost its lease, too many
+ * connections, a full disk (507). Each test starts its own chunkd. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* the server of the current test; teardown stops it when the test fails */
+static it_server aux;
+static int hold_fd = -1;
+static it_user u1;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return it_init("it_ops_errors") != 0 || it_user_create(&u1) != 0 ? -1 : 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    it_shutdown();
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    (void)state;
+    it_test_begin(NULL);
+    return 0;
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    if (aux.pid > 0) {
+        it_test_end(&aux);
+        it_server_stop(&aux);
+    }
+    if (hold_fd >= 0)
+        close(hold_fd);
+    hold_fd = -1;
+    return 0;
+}
+
+/* ---- 503: a backend that is not there ------------------------------------------ */
+
+/* A loopback port bound but not listening: connections to it are refused
+ * for as long as the socket is held. */
+static int closed_port(int *fd)
+{
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(*fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t len = sizeof sa;
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&sa, &len), 0);
+    return ntohs(sa.sin_port);
+}
+
+static void unavailable_case(const char *port_var)
+{
+    int port = closed_port(&hold_fd);
+    char env_entry[64];
+    snprintf(env_entry, sizeof env_entry, "%s=%d", port_var, port);
+    const char *env[] = {env_entry, NULL};
+    static const char *const args[] = {"--workers", "1", "--backend-timeout-ms", "1000", NULL};
+    it_server_opts o = {.args = args, .env = env};
+    int started = it_server_start(&aux, &o);
+    if (started != 0)
+        fprintf(stderr, "it: chunkd must start with %s unreachable and answer 503\n", port_var);
+    assert_int_equal(started, 0);
+    it_test_begin(&aux);
+
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, aux.port), 0);
+    char line[512];
+    it_line(line, sizeof line,
+            "{\"action\":\"upload\",\"filename\":\"f\",\"filesize\":10,\"user_id\":%lld,"
+            "\"credential\":\"%s\"}",
+            (long long)u1.id, u1.credential);
+    for (int i = 0; i < 2; i++)
+        it_expect_error_open(&s, line, 503, "unavailable");
+    it_sock_close(&s);
+    it_assert_server_stops_cleanly(&aux);
+}
+
+static void test_unavailable_redis(void **state)
+{
+    (void)state;
+    unavailable_case("CHUNKD_REDIS_PORT");
+    it_pass();
+}
+
+static void test_unavailable_mysql(void **state)
+{
+    (void)state;
+    unavailable_case("CHUNKD_MYSQL_PORT");
+    it_pass();
+}
+
+/* ---- closes announced by the server ---------------------------------------------- */
+
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--idle-timeout-ms", "1000", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+
+    /* a busy connection is not idle */
+    it_sock busy, quiet;
+    assert_int_equal(it_sock_connect(&busy, aux.port), 0);
+    assert_int_equal(it_sock_connect(&quiet, aux.port), 0);
+    int64_t start = it_now_ms();
+    for (int i = 0; i < 8; i++) {
+        it_sleep_ms(300);
+        it_assert_open(&busy);
+    }
+    json_t *r;
+    assert_int_equal(it_sock_read_json(&quiet, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    it_assert_error(r, 503, "idle_timeout");
+    json_decref(r);
+    it_assert_closed(&quiet);
+    int64_t waited = it_now_ms() - start;
+    assert_true(waited >= 900);
+    it_sock_close(&quiet);
+    it_sock_close(&busy);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
+static void test_shutting_down(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    it_sock a, b;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    it_sock_auth(&a, &u1);
+    int64_t id = it_sock_upload(&a, "interrupted.bin", 100);
+    assert_int_equal(it_sock_connect(&b, aux.port), 0);
+    it_assert_open(&b);
+    assert_int_equal(kill(aux.pid, SIGTERM), 0);
+    it_sock *both[] = {&a, &b};
+    for (int i = 0; i < 2; i++) {
+        json_t *r;
+        assert_int_equal(it_sock_read_json(both[i], IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+        it_assert_error(r, 503, "shutting_down");
+        json_decref(r);
+        it_assert_closed(both[i]);
+        it_sock_close(both[i]);
+    }
+    /* the open upload is left to be resumed elsewhere */
+    it_assert_doc_status(id, "uploading", NULL);
+    assert_int_equal(it_redis_exists(id), 1);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
+/* A writer that stalls longer than the lease loses the upload to a
+ * resume elsewhere; its late bytes never reach the file. */
+static void test_lease_lost(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    it_sock a, b;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    assert_int_equal(it_sock_connect(&b, aux.port), 0);
+    it_sock_auth(&a, &u1);
+    it_sock_auth(&b, &u1);
+    unsigned char good[2000];
+    it_random_bytes(good, sizeof good);
+    char sha[65];
+    it_sha256_hex(good, sizeof good, sha);
+    int64_t id = it_sock_upload(&a, "stalled.bin", 2000);
+    it_sock_chunk_ok(&a, id, 0, good, 1000);
+    it_sleep_ms(1500);
+
+    char line[160], hdr[160];
+    it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)id);
+    json_t *r = it_sock_req(&b, line);
+    it_assert_ok(r, "resume");
+    assert_int_equal(it_json_int(r, "offset"), 1000);
+    json_decref(r);
+
+    it_line(hdr, sizeof hdr, "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":1000,"
+                             "\"length\":1000}", (long long)id);
+    it_expect_chunk_error_open(&a, hdr, 1000, 409, "lease_lost");
+    /* and the upload is no longer open on a */
+    it_expect_chunk_error_open(&a, hdr, 1000, 409, "upload_not_open");
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    it_expect_error_open(&a, line, 409, "upload_not_open");
+
+    it_sock_chunk_ok(&b, id, 1000, good + 1000, 1000);
+    r = it_sock_req(&b, line);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "sha256"), sha);
+    json_decref(r);
+    it_assert_stored(&aux, id, 2000, sha);
+    it_sock_close(&a);
+    it_sock_close(&b);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
+/* docs/CONFIG.md: past max_connections a client is answered 503
+ * too_many_connections and closed. */
+static void test_too_many_connections(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--max-connections", "2", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    it_sock c1, c2, c3;
+    assert_int_equal(it_sock_connect(&c1, aux.port), 0);
+    it_assert_open(&c1);
+    assert_int_equal(it_sock_connect(&c2, aux.port), 0);
+    it_assert_open(&c2);
+    assert_int_equal(it_sock_connect(&c3, aux.port), 0);
+    json_t *r;
+    assert_int_equal(it_sock_read_json(&c3, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    it_assert_error(r, 503, "too_many_connections");
+    json_decref(r);
+    it_assert_closed(&c3);
+    it_sock_close(&c3);
+    it_assert_open(&c1);
+    it_assert_open(&c2);
+
+    /* a freed place is taken again */
+    it_sock_close(&c1);
+    int64_t deadline = it_now_ms() + 10000;
+    bool served = false;
+    while (!served && it_now_ms() < deadline) {
+        assert_int_equal(it_sock_connect(&c3, aux.port), 0);
+        assert_int_equal(it_sock_send_str(&c3, "{\"action\":\"it_probe\"}\n"), 0);
+        assert_int_equal(it_sock_read_json(&c3, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+        const char *reason = json_string_value(json_object_get(r, "reason"));
+        served = reason && strcmp(reason, "unknown_action") == 0;
+        json_decref(r);
+        it_sock_close(&c3);
+        if (!served)
+            it_sleep_ms(50);
+    }
+    assert_true(served);
+    it_sock_close(&c2);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
+/* ---- 507: a full disk --------------------------------------------------------- */
+
+static char tmpfs_dir[IT_DIR_MAX];
+static bool tmpfs_mounted;
+
+/* The server goes first: nothing may hold files on the mount. */
+static int full_teardown(void **state)
+{
+    test_teardown(state);
+    if (tmpfs_mounted && umount2(tmpfs_dir, MNT_DETACH) != 0)
+        fprintf(stderr, "it: umount %s: %s\n", tmpfs_dir, strerror(errno));
+    tmpfs_mounted = false;
+    if (tmpfs_dir[0])
+        it_rmtree(tmpfs_dir);
+    tmpfs_dir[0] = '\0';
+    return 0;
+}
+
+static void test_insufficient_storage(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        fprintf(stderr, "it: SKIP 507 insufficient_storage: needs root to mount a 2 MiB "
+                        "tmpfs\n");
+        skip();
+    }
+    assert_int_equal(it_tmpdir("tmpfs", tmpfs_dir, sizeof tmpfs_dir), 0);
+    if (mount("tmpfs", tmpfs_dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0750") != 0) {
+        fprintf(stderr, "it: SKIP 507 insufficient_storage: mount tmpfs at %s: %s\n",
+                tmpfs_dir, strerror(errno));
+        skip();
+    }
+    tmpfs_mounted = true;
+    static const char *const args[] = {"--workers", "1", NULL};
+    it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+
+    const int64_t size = 4 * IT_MiB;
+    char sha[65];
+    int fd = it_make_memfd(size, sha);
+    assert_true(fd >= 0);
+    cu_conn *c = it_cu_connect(&aux);
+    cu_auth auth = {.user_id = u1.id, .credential = u1.credential};
+    cu_error err;
+    cu_upload_info info;
+    IT_CU_OK(cu_start_upload(c, &auth, "too-big-for-disk.bin", size, sha, &info, &err), err);
+    IT_CU_ERR(cu_send_file(c, fd, &info, 1, 0, NULL, NULL, &err), err, 507,
+              "insufficient_storage");
+    it_assert_doc_status(info.document_id, "uploading", NULL);
+    assert_true(info.offset > 0);
+    assert_true(info.offset < size);
+
+    /* still open, and the accepted bytes are kept */
+    json_t *reply;
+    IT_CU_OK(cu_status(c, &auth, info.document_id, &reply, &err), err);
+    json_t *doc = json_object_get(reply, "document");
+    assert_string_equal(it_json_str(doc, "status"), "uploading");
+    assert_int_equal(it_json_int(doc, "offset"), info.offset);
+    json_decref(reply);
+    it_rkey k;
+    assert_int_equal(it_redis_upload(info.document_id, &k), 0);
+    assert_true(k.exists);
+    assert_int_equal(k.offset, info.offset);
+    char part[IT_PATH_MAX + 64];
+    it_upload_path(&aux, info.document_id, part, sizeof part);
+    struct stat st;
+    assert_int_equal(stat(part, &st), 0);
+    assert_true(st.st_size >= info.offset);
+
+    /* with room again, the upload continues from the kept bytes */
+    assert_int_equal(mount(NULL, tmpfs_dir, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV,
+                           "size=8m"),
+                     0);
+    cu_upload_info again;
+    IT_CU_OK(it_cu_resume(c, &auth, info.document_id, &again, &err), err);
+    assert_int_equal(again.offset, info.offset);
+    IT_CU_OK(cu_send_file(c, fd, &again, 0, 0, NULL, NULL, &err), err);
+    close(fd);
+    cu_complete_info done;
+    IT_CU_OK(cu_complete(c, info.document_id, &done, &err), err);
+    assert_string_equal(done.sha256, sha);
+    it_assert_stored(&aux, info.document_id, size, sha);
+    cu_close(c);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_unavailable_redis, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_unavailable_mysql, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_shutting_down, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_too_many_connections, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_insufficient_storage, test_setup, full_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
