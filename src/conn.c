@@ -40,15 +40,17 @@ static void set_interest(conn *c, uint32_t events)
     c->events = events;
 }
 
-conn *conn_open(conn_owner *owner, int fd, const char *peer)
+conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
+        conn_limits_give(owner->limits, ip);
         return NULL;
     }
     c->owner = owner;
     c->fd = fd;
+    util_strlcpy(c->ip, ip, sizeof c->ip);
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     proto_init(&c->parser, (size_t)owner->cfg->max_line);
     session_init(&c->sess, owner->env.node_id, c->peer, conn_emit, c);
@@ -58,6 +60,7 @@ conn *conn_open(conn_owner *owner, int fd, const char *peer)
     if (epoll_ctl(owner->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         log_error("event=epoll_add_failed peer=%s error=\"%s\"", peer, strerror(errno));
         close(fd);
+        conn_limits_give(owner->limits, ip);
         free(c);
         return NULL;
     }
@@ -103,13 +106,13 @@ static int conn_emit(void *arg, const char *data, size_t len)
     return 0;
 }
 
-void conn_close(conn *c, const char *why, const char *goodbye_reason)
+void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason)
 {
     conn_owner *o = c->owner;
     if (goodbye_reason && pending_out(c) == 0) {
         /* Best effort: one non-blocking send, so a client sees why. */
         msg_error err;
-        msg_fail(&err, 503, goodbye_reason, "the server closed the connection: %s",
+        msg_fail(&err, goodbye_code, goodbye_reason, "the server closed the connection: %s",
                  goodbye_reason);
         size_t len = 0;
         json_t *j = msg_error_json(&err);
@@ -135,7 +138,7 @@ void conn_close(conn *c, const char *why, const char *goodbye_reason)
     if (c->next)
         c->next->prev = c->prev;
     o->count--;
-    atomic_fetch_sub(o->open_total, 1);
+    conn_limits_give(o->limits, c->ip);
     free(c->in);
     free(c->out);
     free(c);
@@ -179,7 +182,11 @@ static void send_line_too_long(conn *c)
 static void process_input(conn *c)
 {
     size_t pos = 0;
+    bool finished_item = false;
     while (!c->sess.close) {
+        /* Until it has authenticated, a connection gets the short limit. */
+        c->parser.max_line = (size_t)(c->sess.user_id ? c->owner->cfg->max_line
+                                                      : c->owner->cfg->max_line_unauth);
         proto_item it;
         size_t used = proto_next(&c->parser, c->in + pos, c->in_len - pos, &it);
         if (it.kind == PROTO_NEED_MORE)
@@ -193,14 +200,23 @@ static void process_input(conn *c)
             uint64_t body = upload_on_line(&c->owner->env, &c->sess, it.data, it.len);
             if (body > 0)
                 proto_expect_body(&c->parser, body);
+            else
+                finished_item = true;
         } else {
             upload_on_body(&c->owner->env, &c->sess, it.data, it.len, it.body_done != 0);
+            finished_item |= it.body_done != 0;
         }
     }
     if (pos > 0) {
         memmove(c->in, c->in + pos, c->in_len - pos);
         c->in_len -= pos;
     }
+    /* The request clock runs from the first byte of an unfinished item. */
+    bool unfinished = c->in_len > 0 || proto_in_body(&c->parser);
+    if (!unfinished)
+        c->item_started_ms = 0;
+    else if (finished_item || c->item_started_ms == 0)
+        c->item_started_ms = util_mono_ms();
     if (c->in_len == 0 && !c->sess.up && c->in_cap > 0) {
         free(c->in);
         c->in = NULL;
@@ -218,7 +234,7 @@ static bool flush_output(conn *c)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            conn_close(c, "write_error", NULL);
+            conn_close(c, "write_error", 0, NULL);
             return false;
         }
         c->out_off += (size_t)n;
@@ -232,7 +248,7 @@ static bool flush_output(conn *c)
             c->out_cap = 0;
         }
         if (c->sess.close) {
-            conn_close(c, "closed_by_protocol", NULL);
+            conn_close(c, "closed_by_protocol", 0, NULL);
             return false;
         }
     }
@@ -280,7 +296,7 @@ static void on_readable(conn *c)
 void conn_handle_event(conn *c, uint32_t events)
 {
     if (events & EPOLLERR) {
-        conn_close(c, "socket_error", NULL);
+        conn_close(c, "socket_error", 0, NULL);
         return;
     }
     if (events & (EPOLLIN | EPOLLHUP))
@@ -301,7 +317,7 @@ size_t conn_close_unbusy(conn_owner *owner)
             if (pending_out(c) > 0 && send(c->fd, c->out + c->out_off, pending_out(c),
                                            MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)pending_out(c))
                 c->out_off = c->out_len;
-            conn_close(c, "shutdown", "shutting_down");
+            conn_close(c, "shutdown", 503, "shutting_down");
         }
         c = next;
     }
@@ -314,7 +330,9 @@ void conn_sweep_idle(conn_owner *owner, int64_t now_ms)
     while (c) {
         conn *next = c->next;
         if (now_ms - c->last_active_ms > owner->cfg->idle_timeout_ms)
-            conn_close(c, "idle_timeout", "idle_timeout");
+            conn_close(c, "idle_timeout", 503, "idle_timeout");
+        else if (c->item_started_ms && now_ms - c->item_started_ms > owner->cfg->request_timeout_ms)
+            conn_close(c, "request_timeout", 408, "request_timeout");
         c = next;
     }
 }

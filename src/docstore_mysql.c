@@ -20,6 +20,7 @@ enum stmt_id {
     ST_FAIL_DOC,
     ST_LIST_DOCS,
     ST_STALE_DOCS,
+    ST_COUNT_UPLOADING,
     ST_COUNT
 };
 
@@ -41,6 +42,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_STALE_DOCS] = "SELECT " DOC_COLUMNS " FROM documents WHERE status = 'uploading' "
                       "AND created_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND "
                       "ORDER BY id LIMIT ?",
+    [ST_COUNT_UPLOADING] = "SELECT COUNT(*) FROM documents WHERE user_id = ? "
+                           "AND status = 'uploading'",
 };
 
 struct docstore {
@@ -437,4 +440,22 @@ int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, int64_t limi
     if (!st)
         return -1;
     return fetch_docs(ds, st, fn, arg);
+}
+
+int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count)
+{
+    MYSQL_BIND p[1], r[1];
+    bind_u64(&p[0], &user_id);
+    MYSQL_STMT *st = execute(ds, ST_COUNT_UPLOADING, p);
+    if (!st)
+        return -1;
+    *count = 0;
+    bind_i64(&r[0], count);
+    if (mysql_stmt_bind_result(st, r) != 0)
+        return stmt_fail(ds, st, "bind result");
+    int rc = mysql_stmt_fetch(st);
+    mysql_stmt_free_result(st);
+    if (rc == 1)
+        return stmt_fail(ds, st, "fetch");
+    return 0;
 }

@@ -26,7 +26,7 @@ struct listener {
     int nworkers;
     int next;
     const chunkd_config *cfg;
-    atomic_long *open_total;
+    conn_limits *limits;
     pthread_t thread;
     int64_t last_full_log_ms;
 };
@@ -82,22 +82,26 @@ static bool accept_one(listener *l)
             log_warn("event=accept_failed error=\"%s\"", strerror(errno));
         return errno == EINTR || errno == ECONNABORTED;
     }
-    char peer[64];
+    char peer[64], ip[CONN_IP_MAX];
     net_format_peer((struct sockaddr *)&ss, sl, peer, sizeof peer);
-    long open_now = atomic_fetch_add(l->open_total, 1) + 1;
-    if (open_now > l->cfg->max_connections) {
-        atomic_fetch_sub(l->open_total, 1);
-        log_warn("event=connection_refused peer=%s reason=max_connections limit=%lld", peer,
-                 (long long)l->cfg->max_connections);
-        refuse(fd, "too_many_connections", "the server has too many connections, retry later");
+    net_format_ip((struct sockaddr *)&ss, sl, ip, sizeof ip);
+    conn_admit admit = conn_limits_take(l->limits, ip);
+    if (admit != CONN_ADMITTED) {
+        bool per_ip = admit == CONN_IP_FULL;
+        log_warn("event=connection_refused peer=%s reason=%s limit=%lld", peer,
+                 per_ip ? "max_connections_per_ip" : "max_connections",
+                 (long long)(per_ip ? l->cfg->max_connections_per_ip : l->cfg->max_connections));
+        refuse(fd, "too_many_connections",
+               per_ip ? "too many connections from this address, retry later"
+                      : "the server has too many connections, retry later");
         return true;
     }
     if (net_set_nodelay(fd) != 0)
         log_debug("event=nodelay_failed peer=%s error=\"%s\"", peer, strerror(errno));
     worker *w = l->workers[l->next];
     l->next = (l->next + 1) % l->nworkers;
-    if (worker_dispatch(w, fd, peer) != 0) {
-        atomic_fetch_sub(l->open_total, 1);
+    if (worker_dispatch(w, fd, ip, peer) != 0) {
+        conn_limits_give(l->limits, ip);
         refuse(fd, "unavailable", "the server is out of memory");
     }
     return true;
@@ -127,7 +131,7 @@ static void *listener_main(void *arg)
 }
 
 listener *listener_start(int lfd, worker **workers, int nworkers, const chunkd_config *cfg,
-                         atomic_long *open_total, char *err, size_t errlen)
+                         conn_limits *limits, char *err, size_t errlen)
 {
     listener *l = calloc(1, sizeof *l);
     if (!l) {
@@ -138,7 +142,7 @@ listener *listener_start(int lfd, worker **workers, int nworkers, const chunkd_c
     l->workers = workers;
     l->nworkers = nworkers;
     l->cfg = cfg;
-    l->open_total = open_total;
+    l->limits = limits;
     l->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     l->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int flags = fcntl(lfd, F_GETFL);

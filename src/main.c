@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,10 +107,12 @@ int main(int argc, char **argv)
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = cfg.workers > 0 ? (int)cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
-    static atomic_long open_total;
+    conn_limits *limits = conn_limits_new(cfg.max_connections, cfg.max_connections_per_ip);
     worker **workers = calloc((size_t)nworkers, sizeof *workers);
-    if (!workers) {
+    if (!workers || !limits) {
         log_error("event=startup_failed reason=out_of_memory");
+        free(workers);
+        conn_limits_free(limits);
         return 1;
     }
     int exit_code = 1;
@@ -119,7 +120,7 @@ int main(int argc, char **argv)
     listener *acceptor = NULL;
     sweeper *sweep = NULL;
     for (; started < nworkers; started++) {
-        workers[started] = worker_create(started, &cfg, cfg.node_id, boot_id, &open_total, err,
+        workers[started] = worker_create(started, &cfg, cfg.node_id, boot_id, limits, err,
                                          sizeof err);
         if (!workers[started] || worker_start(workers[started], err, sizeof err) != 0) {
             log_error("event=startup_failed reason=\"%s\"", err);
@@ -128,7 +129,7 @@ int main(int argc, char **argv)
             goto shutdown;
         }
     }
-    acceptor = listener_start(lfd, workers, nworkers, &cfg, &open_total, err, sizeof err);
+    acceptor = listener_start(lfd, workers, nworkers, &cfg, limits, err, sizeof err);
     if (!acceptor) {
         log_error("event=startup_failed reason=\"%s\"", err);
         goto shutdown;
@@ -173,6 +174,7 @@ shutdown:
     for (int i = 0; i < started; i++)
         worker_join_and_free(workers[i], &total);
     free(workers);
+    conn_limits_free(limits);
     mysql_library_end();
     log_info("event=stopped uploads_started=%llu uploads_completed=%llu uploads_failed=%llu "
              "bytes_received=%llu",

@@ -67,6 +67,15 @@ void net_format_peer(const struct sockaddr *sa, socklen_t len, char *out, size_t
         snprintf(out, size, "%s:%s", host, port);
 }
 
+void net_format_ip(const struct sockaddr *sa, socklen_t len, char *out, size_t size)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (getnameinfo(sa, len, host, sizeof host, NULL, 0, NI_NUMERICHOST) != 0)
+        snprintf(out, size, "unknown");
+    else
+        snprintf(out, size, "%s", host);
+}
+
 int net_set_nodelay(int fd)
 {
     int one = 1;

@@ -347,6 +347,24 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
 {
     if (authenticate(env, s, req) != 0)
         return;
+    if (env->cfg->max_uploads_per_user > 0) {
+        /* Checked before the insert; concurrent uploads of one user on
+         * several connections may overshoot by a few, which is harmless:
+         * the limit is against runaway clients, not a quota. */
+        int64_t in_flight = 0;
+        if (docstore_count_uploading(env->ds, s->user_id, &in_flight) != 0) {
+            send_unavailable(env, s, docstore_error(env->ds));
+            return;
+        }
+        if (in_flight >= env->cfg->max_uploads_per_user) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "%" PRId64 " uploads are already in progress; finish or abort some first",
+                     in_flight);
+            send_error(env, s, 429, "too_many_uploads", msg);
+            return;
+        }
+    }
     uint64_t doc = 0;
     if (docstore_insert_document(env->ds, s->user_id, req->filename, req->filesize,
                                  req->has_sha256 ? req->sha256 : NULL, &doc) != 0) {

@@ -22,6 +22,7 @@ enum { MAX_EVENTS = 256, LOOP_TICK_MS = 1000 };
 
 typedef struct queue_item {
     int fd;               /* -1: the stop message */
+    char ip[CONN_IP_MAX];
     char peer[64];
     struct queue_item *next;
 } queue_item;
@@ -41,7 +42,7 @@ struct worker {
 };
 
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
-                      const char *boot_id, atomic_long *open_total, char *err, size_t errlen)
+                      const char *boot_id, conn_limits *limits, char *err, size_t errlen)
 {
     worker *w = calloc(1, sizeof *w);
     if (!w) {
@@ -58,7 +59,7 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
         return NULL;
     }
     w->owner.cfg = cfg;
-    w->owner.open_total = open_total;
+    w->owner.limits = limits;
     w->owner.epfd = epoll_create1(EPOLL_CLOEXEC);
     w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->rs = rstate_new(cfg);
@@ -79,12 +80,13 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
     return w;
 }
 
-static int enqueue(worker *w, int fd, const char *peer)
+static int enqueue(worker *w, int fd, const char *ip, const char *peer)
 {
     queue_item *it = malloc(sizeof *it);
     if (!it)
         return -1;
     it->fd = fd;
+    snprintf(it->ip, sizeof it->ip, "%s", ip ? ip : "");
     snprintf(it->peer, sizeof it->peer, "%s", peer ? peer : "");
     it->next = NULL;
     pthread_mutex_lock(&w->qlock);
@@ -101,14 +103,14 @@ static int enqueue(worker *w, int fd, const char *peer)
     return 0;
 }
 
-int worker_dispatch(worker *w, int fd, const char *peer)
+int worker_dispatch(worker *w, int fd, const char *ip, const char *peer)
 {
-    return enqueue(w, fd, peer);
+    return enqueue(w, fd, ip, peer);
 }
 
 int worker_stop(worker *w)
 {
-    return enqueue(w, -1, NULL);
+    return enqueue(w, -1, NULL, NULL);
 }
 
 /* Takes everything queued; returns true when a stop message was among it. */
@@ -126,12 +128,12 @@ static bool drain_queue(worker *w)
         queue_item *next = it->next;
         if (it->fd < 0) {
             stop = true;
-        } else if (stop || !conn_open(&w->owner, it->fd, it->peer)) {
-            /* After the stop message, or no memory: the socket is closed
-             * (conn_open closes it on failure) and no longer counts. */
-            if (stop)
-                close(it->fd);
-            atomic_fetch_sub(w->owner.open_total, 1);
+        } else if (stop) {
+            /* Arrived after the stop message: never opened. */
+            close(it->fd);
+            conn_limits_give(w->owner.limits, it->ip);
+        } else {
+            conn_open(&w->owner, it->fd, it->ip, it->peer); /* on failure it gives back */
         }
         free(it);
         it = next;
@@ -178,7 +180,7 @@ static void *worker_main(void *arg)
     /* Past the grace period: whatever is still mid-chunk is cut short; its
      * offset was never saved, so the client resumes before that chunk. */
     while (w->owner.head)
-        conn_close(w->owner.head, "shutdown", "shutting_down");
+        conn_close(w->owner.head, "shutdown", 503, "shutting_down");
     /* Backend handles belong to this thread; end them here. */
     rstate_free(w->rs);
     w->rs = NULL;
@@ -227,7 +229,7 @@ void worker_join_and_free(worker *w, upload_stats *sum)
         next = it->next;
         if (it->fd >= 0) {
             close(it->fd);
-            atomic_fetch_sub(w->owner.open_total, 1);
+            conn_limits_give(w->owner.limits, it->ip);
         }
         free(it);
     }

@@ -38,6 +38,10 @@ typedef struct chunkd_config {
     int64_t chunk_size;
     int64_t max_chunk_size;
     int64_t max_line;
+    int64_t max_line_unauth;           /* tighter limit before a connection authenticates */
+    int64_t request_timeout_ms;        /* a started line or chunk must be complete by then */
+    int64_t max_connections_per_ip;
+    int64_t max_uploads_per_user;      /* uploads 'uploading' at once per user (0: no limit) */
     int64_t max_connections;
     int64_t max_output_buffer;         /* stop reading a client past this */
     int64_t idle_timeout_ms;

@@ -4,11 +4,11 @@
 #ifndef CHUNKD_CONN_H
 #define CHUNKD_CONN_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chunkd/conn_limits.h"
 #include "chunkd/proto.h"
 #include "chunkd/upload.h"
 
@@ -21,13 +21,14 @@ typedef struct conn_owner {
     upload_env env;
     conn *head;                 /* live connections, for idle checks and shutdown */
     size_t count;
-    atomic_long *open_total;    /* across workers, for max_connections */
+    conn_limits *limits;        /* shared admission counts; given back on close */
 } conn_owner;
 
 struct conn {
     conn_owner *owner;
     int fd;
     char peer[64];
+    char ip[CONN_IP_MAX];       /* the peer's address, as counted in limits */
     proto_parser parser;
     session sess;
     char *in;                   /* received bytes not yet consumed */
@@ -36,24 +37,29 @@ struct conn {
     size_t out_off, out_len, out_cap;
     uint32_t events;            /* epoll interest currently registered */
     int64_t last_active_ms;
+    int64_t item_started_ms;    /* when the unfinished line or body began; 0 if none */
     conn *prev, *next;
 };
 
-/* Takes ownership of fd (closed on failure). Registers with owner->epfd. */
-conn *conn_open(conn_owner *owner, int fd, const char *peer);
+/* Takes ownership of fd and of the connection's count in owner->limits
+ * (both given back on failure). Registers with owner->epfd. */
+conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer);
 
 void conn_handle_event(conn *c, uint32_t events);
 
-/* Sends a last error line if the socket takes it, then frees everything.
- * reason (may be NULL) is a protocol reason such as "idle_timeout". */
-void conn_close(conn *c, const char *why, const char *goodbye_reason);
+/* Sends a last error line (goodbye_code and goodbye_reason, e.g. 503
+ * "idle_timeout"; none when the reason is NULL) if the socket takes it, then
+ * frees everything. */
+void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason);
 
 /* Shutdown: closes (with a 503 shutting_down line) every connection that is
  * not in the middle of a chunk's bytes, so no accepted chunk is cut short.
  * Returns how many are still busy. */
 size_t conn_close_unbusy(conn_owner *owner);
 
-/* Closes connections idle for longer than the configured timeout. */
+/* Closes connections idle for longer than the configured timeout, and those
+ * whose current line or chunk has taken longer than request_timeout_ms (a
+ * slow sender cannot hold a connection by trickling bytes). */
 void conn_sweep_idle(conn_owner *owner, int64_t now_ms);
 
 #endif

@@ -60,6 +60,8 @@ int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
  * oldest first: candidates for the expiry sweep. */
 int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, int64_t limit,
                                 int (*fn)(void *arg, const doc_row *row), void *arg);
+/* How many of the user's documents are 'uploading'. */
+int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count);
 const char *docstore_error(const docstore *ds);
 
 #endif

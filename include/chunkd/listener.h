@@ -4,17 +4,17 @@
 #ifndef CHUNKD_LISTENER_H
 #define CHUNKD_LISTENER_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 
 #include "chunkd/config.h"
+#include "chunkd/conn_limits.h"
 #include "chunkd/worker.h"
 
 typedef struct listener listener;
 
 /* Starts accepting on lfd (a listening socket the listener now owns). */
 listener *listener_start(int lfd, worker **workers, int nworkers, const chunkd_config *cfg,
-                         atomic_long *open_total, char *err, size_t errlen);
+                         conn_limits *limits, char *err, size_t errlen);
 
 /* Stops accepting, joins the thread, closes the socket, frees. */
 void listener_stop(listener *l);

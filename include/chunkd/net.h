@@ -15,6 +15,9 @@ int net_local_port(int fd);
 /* "ip:port" of a peer address into out. */
 void net_format_peer(const struct sockaddr *sa, socklen_t len, char *out, size_t size);
 
+/* Just the address of a peer (no port) into out. */
+void net_format_ip(const struct sockaddr *sa, socklen_t len, char *out, size_t size);
+
 /* Disables Nagle: answers are small and latency-bound. */
 int net_set_nodelay(int fd);
 

@@ -4,10 +4,10 @@
 #ifndef CHUNKD_WORKER_H
 #define CHUNKD_WORKER_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 
 #include "chunkd/config.h"
+#include "chunkd/conn_limits.h"
 #include "chunkd/upload.h"
 
 typedef struct worker worker;
@@ -15,12 +15,13 @@ typedef struct worker worker;
 /* Creates the worker's loop and queue, so connections can be dispatched to
  * it before its thread runs. NULL with a reason in err. */
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
-                      const char *boot_id, atomic_long *open_total, char *err, size_t errlen);
+                      const char *boot_id, conn_limits *limits, char *err, size_t errlen);
 int worker_start(worker *w, char *err, size_t errlen);
 
-/* Hands a connected socket to the worker (ownership of fd passes on
- * success; on -1 the caller still owns it). Thread-safe. */
-int worker_dispatch(worker *w, int fd, const char *peer);
+/* Hands a connected socket, counted in the limits under ip, to the worker
+ * (ownership of fd and of the count pass on success; on -1 the caller still
+ * owns both). Thread-safe. */
+int worker_dispatch(worker *w, int fd, const char *ip, const char *peer);
 
 /* Asks the worker to close its connections and end. Thread-safe. */
 int worker_stop(worker *w);
