@@ -35,6 +35,7 @@ static const opt_def opts[] = {
     STR(storage_dir, "./var/storage", "directory that holds uploaded files"),
     STR(node_id, "", "name of this instance (default hostname-pid)"),
     STR(ready_file, "", "file to write the bound port to once serving"),
+    STR(admin_listen, "", "host:port for GET /health and /metrics (empty: off)"),
     STR(log_level, "info", "debug, info, warn or error"),
     STR(redis_host, "127.0.0.1", "Redis host"),
     INT(redis_port, 1, 65535, "6379", "Redis port"),

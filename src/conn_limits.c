@@ -106,3 +106,11 @@ void conn_limits_give(conn_limits *l, const char *ip)
     }
     pthread_mutex_unlock(&l->lock);
 }
+
+int64_t conn_limits_total(conn_limits *l)
+{
+    pthread_mutex_lock(&l->lock);
+    int64_t n = l->total;
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}

@@ -48,6 +48,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 
 struct docstore {
     const chunkd_config *cfg;
+    metrics *m; /* may be NULL */
     MYSQL *db;
     MYSQL_STMT *stmt[ST_COUNT];
     char err[512];
@@ -205,7 +206,7 @@ static void bind_out_time(MYSQL_BIND *b, MYSQL_TIME *t, my_bool *is_null)
  * because an idle connection was closed under us (server restart,
  * wait_timeout) is retried once on a fresh connection: the failure happened
  * before the server saw it. */
-static MYSQL_STMT *execute(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
+static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         if (connect_db(ds) != 0)
@@ -226,6 +227,31 @@ static MYSQL_STMT *execute(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
         return NULL;
     }
     return NULL;
+}
+
+/* execute_retrying, timed and with failures counted. */
+static MYSQL_STMT *execute(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
+{
+    int64_t t0 = metrics_now_us();
+    MYSQL_STMT *st = execute_retrying(ds, id, params);
+    metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
+    if (!st)
+        metrics_add(ds->m, M_MYSQL_ERRORS, 1);
+    return st;
+}
+
+void docstore_set_metrics(docstore *ds, metrics *m)
+{
+    ds->m = m;
+}
+
+int docstore_ping(docstore *ds)
+{
+    if (connect_db(ds) != 0)
+        return -1;
+    if (mysql_ping(ds->db) != 0)
+        return db_fail(ds, "ping");
+    return 0;
 }
 
 int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found)

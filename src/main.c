@@ -15,9 +15,11 @@
 
 #include <mysql.h>
 
+#include "chunkd/admin.h"
 #include "chunkd/config.h"
 #include "chunkd/listener.h"
 #include "chunkd/log.h"
+#include "chunkd/metrics.h"
 #include "chunkd/net.h"
 #include "chunkd/storage.h"
 #include "chunkd/sweeper.h"
@@ -119,6 +121,7 @@ int main(int argc, char **argv)
     int started = 0;
     listener *acceptor = NULL;
     sweeper *sweep = NULL;
+    admin *adm = NULL;
     for (; started < nworkers; started++) {
         workers[started] = worker_create(started, &cfg, cfg.node_id, boot_id, limits, err,
                                          sizeof err);
@@ -140,13 +143,19 @@ int main(int argc, char **argv)
         log_error("event=startup_failed reason=\"%s\"", err);
         goto shutdown;
     }
+    /* Last: every metrics block it reads is registered by now. */
+    adm = admin_start(&cfg, cfg.node_id, limits, err, sizeof err);
+    if (!adm) {
+        log_error("event=startup_failed reason=\"%s\"", err);
+        goto shutdown;
+    }
     if (cfg.ready_file[0] && write_ready_file(cfg.ready_file, bound) != 0) {
         log_error("event=startup_failed reason=\"ready file %s: %s\"", cfg.ready_file,
                   strerror(errno));
         goto shutdown;
     }
-    log_info("event=started listen=%s:%d workers=%d storage=%s version=%s", host, bound,
-             nworkers, cfg.storage_dir, CHUNKD_VERSION);
+    log_info("event=started listen=%s:%d admin_port=%d workers=%d storage=%s version=%s", host,
+             bound, admin_port(adm), nworkers, cfg.storage_dir, CHUNKD_VERSION);
 
     for (;;) {
         int sig = 0;
@@ -163,24 +172,23 @@ int main(int argc, char **argv)
     }
 
 shutdown:
+    /* Health fails from here on, so a balancer stops sending new clients;
+     * the admin thread also must stop reading metrics before their owners
+     * (sweeper, workers) are freed. */
     listener_stop(acceptor);
+    admin_stop(adm);
     sweeper_stop(sweep);
     if (lfd >= 0)
         close(lfd);
     for (int i = 0; i < started; i++)
         if (worker_stop(workers[i]) != 0)
             log_error("event=worker_stop_failed worker=%d", i);
-    upload_stats total = {0};
     for (int i = 0; i < started; i++)
-        worker_join_and_free(workers[i], &total);
+        worker_join_and_free(workers[i]);
     free(workers);
     conn_limits_free(limits);
     mysql_library_end();
-    log_info("event=stopped uploads_started=%llu uploads_completed=%llu uploads_failed=%llu "
-             "bytes_received=%llu",
-             (unsigned long long)total.uploads_started,
-             (unsigned long long)total.uploads_completed,
-             (unsigned long long)total.uploads_failed,
-             (unsigned long long)total.bytes_received);
+    metrics_unregister_all();
+    log_info("event=stopped exit_code=%d", exit_code);
     return exit_code;
 }

@@ -17,8 +17,26 @@
 struct redis_state {
     const chunkd_config *cfg;
     redisContext *ctx;
+    metrics *m;           /* may be NULL */
     char err[256];
 };
+
+void rstate_set_metrics(redis_state *rs, metrics *m)
+{
+    rs->m = m;
+}
+
+/* One round trip, timed. */
+static redisReply *command(redis_state *rs, const char *fmt, ...)
+{
+    int64_t t0 = metrics_now_us();
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rs->ctx, fmt, ap);
+    va_end(ap);
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    return r;
+}
 
 redis_state *rstate_new(const chunkd_config *cfg)
 {
@@ -51,6 +69,7 @@ const char *rstate_error(const redis_state *rs)
 
 static int fail(redis_state *rs, const char *what)
 {
+    metrics_add(rs->m, M_REDIS_ERRORS, 1);
     if (rs->ctx && rs->ctx->err) {
         snprintf(rs->err, sizeof rs->err, "redis %s: %s", what, rs->ctx->errstr);
         drop_connection(rs);
@@ -66,6 +85,7 @@ static int reply_ok(redis_state *rs, redisReply *r, const char *what)
     if (!r)
         return fail(rs, what);
     if (r->type == REDIS_REPLY_ERROR) {
+        metrics_add(rs->m, M_REDIS_ERRORS, 1);
         snprintf(rs->err, sizeof rs->err, "redis %s: %s", what, r->str);
         return -1;
     }
@@ -127,6 +147,7 @@ static void upload_key(const redis_state *rs, uint64_t document_id, char *out, s
  * replies are read even after a failure so the pipeline stays in step. */
 static int collect_replies(redis_state *rs, int n, const char *what, long long *first_int)
 {
+    int64_t t0 = metrics_now_us();
     int rc = 0;
     for (int i = 0; i < n; i++) {
         void *p = NULL;
@@ -139,6 +160,7 @@ static int collect_replies(redis_state *rs, int n, const char *what, long long *
             *first_int = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
         freeReplyObject(r);
     }
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
     return rc;
 }
 
@@ -200,10 +222,12 @@ static int eval_int(redis_state *rs, const char *what, long long *out, const cha
 {
     if (connect_redis(rs) != 0)
         return -1;
+    int64_t t0 = metrics_now_us();
     va_list ap;
     va_start(ap, fmt);
     redisReply *r = redisvCommand(rs->ctx, fmt, ap);
     va_end(ap);
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
     int rc = reply_ok(rs, r, what);
     if (rc == 0 && r->type != REDIS_REPLY_INTEGER) {
         snprintf(rs->err, sizeof rs->err, "redis %s: unexpected reply type %d", what, r->type);
@@ -270,7 +294,7 @@ int rstate_lease_break(redis_state *rs, uint64_t document_id)
         return -1;
     char lkey[128];
     lease_key(rs, document_id, lkey, sizeof lkey);
-    redisReply *r = redisCommand(rs->ctx, "DEL %s", lkey);
+    redisReply *r = command(rs, "DEL %s", lkey);
     int rc = reply_ok(rs, r, "DEL lease");
     freeReplyObject(r);
     return rc;
@@ -293,7 +317,7 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
         return -1;
     char key[128];
     upload_key(rs, document_id, key, sizeof key);
-    redisReply *r = redisCommand(rs->ctx, "HGETALL %s", key);
+    redisReply *r = command(rs, "HGETALL %s", key);
     if (reply_ok(rs, r, "HGETALL") != 0) {
         freeReplyObject(r);
         return -1;
@@ -359,7 +383,7 @@ int rstate_get_offset(redis_state *rs, uint64_t document_id, int64_t *offset, bo
         return -1;
     char key[128];
     upload_key(rs, document_id, key, sizeof key);
-    redisReply *r = redisCommand(rs->ctx, "HGET %s offset", key);
+    redisReply *r = command(rs, "HGET %s offset", key);
     if (reply_ok(rs, r, "HGET offset") != 0) {
         freeReplyObject(r);
         return -1;
@@ -376,8 +400,18 @@ int rstate_del(redis_state *rs, uint64_t document_id)
         return -1;
     char key[128];
     upload_key(rs, document_id, key, sizeof key);
-    redisReply *r = redisCommand(rs->ctx, "DEL %s", key);
+    redisReply *r = command(rs, "DEL %s", key);
     int rc = reply_ok(rs, r, "DEL");
+    freeReplyObject(r);
+    return rc;
+}
+
+int rstate_ping(redis_state *rs)
+{
+    if (connect_redis(rs) != 0)
+        return -1;
+    redisReply *r = command(rs, "PING");
+    int rc = reply_ok(rs, r, "PING");
     freeReplyObject(r);
     return rc;
 }

@@ -14,6 +14,7 @@
 #include <mysql.h>
 #include <openssl/rand.h>
 
+#include "chunkd/lifecycle.h"
 #include "chunkd/log.h"
 #include "chunkd/storage.h"
 #include "chunkd/util.h"
@@ -22,6 +23,7 @@ enum { SWEEP_BATCH = 500 };
 
 struct sweeper {
     const chunkd_config *cfg;
+    metrics metrics;      /* written by the sweeper thread only */
     pthread_t thread;
     int stopfd;
     char token[CFG_STR_MAX + 40];
@@ -59,7 +61,7 @@ static int last_activity_ms(const chunkd_config *cfg, redis_state *rs, uint64_t 
 
 /* Returns 1 when expired here, 0 when skipped, -1 on a backend failure. */
 static int expire_one(const chunkd_config *cfg, const char *token, redis_state *rs,
-                      docstore *ds, uint64_t id)
+                      docstore *ds, metrics *m, uint64_t id)
 {
     bool leased = false;
     int64_t retry = 0;
@@ -73,16 +75,10 @@ static int expire_one(const chunkd_config *cfg, const char *token, redis_state *
         rc = -1;
     } else if (util_wall_ms() - act >= cfg->upload_expiry_s * 1000) {
         bool changed = false;
-        if (docstore_fail_document(ds, id, "expired", &changed) != 0) {
+        if (lifecycle_fail_upload(ds, rs, cfg->storage_dir, id, "expired", &changed) != 0) {
             rc = -1;
         } else if (changed) {
-            /* Only the instance that moved the row removes anything. */
-            if (storage_remove(cfg->storage_dir, id) != 0)
-                log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", id,
-                          strerror(errno));
-            if (rstate_del(rs, id) != 0)
-                log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", id,
-                         rstate_error(rs));
+            metrics_failed(m, "expired");
             log_info("event=upload_expired doc=%" PRIu64 " idle_ms=%" PRId64, id,
                      util_wall_ms() - act);
             rc = 1;
@@ -93,7 +89,8 @@ static int expire_one(const chunkd_config *cfg, const char *token, redis_state *
     return rc;
 }
 
-int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds)
+int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds,
+                     metrics *m)
 {
     static _Thread_local candidates c;
     c.n = 0;
@@ -105,7 +102,7 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
     }
     int expired = 0;
     for (size_t i = 0; i < c.n; i++) {
-        int r = expire_one(cfg, token, rs, ds, c.ids[i]);
+        int r = expire_one(cfg, token, rs, ds, m, c.ids[i]);
         if (r < 0) {
             log_warn("event=sweep_failed doc=%" PRIu64 " redis=\"%s\" mysql=\"%s\"", c.ids[i],
                      rstate_error(rs), docstore_error(ds));
@@ -125,6 +122,10 @@ static void *sweeper_main(void *arg)
         log_error("event=mysql_thread_init_failed thread=sweeper");
     redis_state *rs = rstate_new(sw->cfg);
     docstore *ds = docstore_new(sw->cfg);
+    if (rs)
+        rstate_set_metrics(rs, &sw->metrics);
+    if (ds)
+        docstore_set_metrics(ds, &sw->metrics);
     struct pollfd pfd = {.fd = sw->stopfd, .events = POLLIN};
     int interval_ms = (int)(sw->cfg->sweep_interval_s * 1000);
     for (;;) {
@@ -134,7 +135,7 @@ static void *sweeper_main(void *arg)
         if (n != 0)
             break; /* stop requested (or poll failed: nothing sane to do but end) */
         if (rs && ds)
-            sweeper_run_once(sw->cfg, sw->token, rs, ds);
+            sweeper_run_once(sw->cfg, sw->token, rs, ds, &sw->metrics);
     }
     rstate_free(rs);
     docstore_free(ds);
@@ -156,6 +157,11 @@ sweeper *sweeper_start(const chunkd_config *cfg, const char *node_id, char *err,
         memset(rnd, 0, sizeof rnd);
     util_hex(rnd, sizeof rnd, hex);
     snprintf(sw->token, sizeof sw->token, "%s/sweeper-%s", node_id, hex);
+    if (metrics_register(&sw->metrics) != 0) {
+        snprintf(err, errlen, "sweeper: too many metrics blocks");
+        free(sw);
+        return NULL;
+    }
     if (cfg->sweep_interval_s == 0) {
         sw->stopfd = -1;
         return sw; /* disabled: nothing to start */

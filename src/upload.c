@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "chunkd/auth.h"
+#include "chunkd/lifecycle.h"
 #include "chunkd/log.h"
 #include "chunkd/util.h"
 
@@ -99,7 +100,7 @@ static void send_json(session *s, json_t *answer)
 
 void upload_send_error(upload_env *env, session *s, const msg_error *err)
 {
-    env->stats->errors_sent++;
+    metrics_add(env->metrics, M_ERRORS_SENT, 1);
     if (err->code >= 500 || err->code == 401)
         log_info("event=request_error peer=%s user=%" PRIu64 " code=%d reason=%s msg=\"%s\"",
                  s->peer, s->user_id, err->code, err->reason, err->message);
@@ -119,7 +120,6 @@ static void send_error(upload_env *env, session *s, int code, const char *reason
 
 static void send_unavailable(upload_env *env, session *s, const char *why)
 {
-    env->stats->backend_errors++;
     log_warn("event=backend_unavailable peer=%s reason=\"%s\"", s->peer, why);
     send_error(env, s, 503, "unavailable", "storage backend unavailable, retry later");
 }
@@ -183,6 +183,14 @@ static json_t *position_answer(upload_env *env, const char *action, const upload
         return NULL;
     }
     return o;
+}
+
+static storage_result timed_sync(upload_env *env, int fd)
+{
+    int64_t t0 = metrics_now_us();
+    storage_result r = storage_sync(fd);
+    metrics_observe_us(env->metrics, H_FSYNC, metrics_now_us() - t0);
+    return r;
 }
 
 /* ---- authentication and ownership ------------------------------------- */
@@ -305,6 +313,7 @@ static int take_lease(upload_env *env, session *s, uint64_t doc)
         return -1;
     }
     if (!acquired) {
+        metrics_add(env->metrics, M_LEASES_LOCKED, 1);
         msg_error err;
         msg_fail(&err, 409, "locked",
                  "the upload is being written by another connection; retry in %" PRId64 " ms",
@@ -319,27 +328,24 @@ static int take_lease(upload_env *env, session *s, uint64_t doc)
 static void send_lease_lost(upload_env *env, session *s, uint64_t doc)
 {
     log_warn("event=lease_lost doc=%" PRIu64 " peer=%s", doc, s->peer);
+    metrics_add(env->metrics, M_LEASES_LOST, 1);
     forget_open_upload(s);
     send_error(env, s, 409, "lease_lost",
                "another connection took over this upload; resume to continue");
 }
 
-/* Marks the row failed and removes what belonged to the upload. */
+/* Marks the row failed and removes what belonged to the upload; the answer
+ * is the caller's. */
 static void fail_document(upload_env *env, session *s, uint64_t doc, const char *reason)
 {
+    drop_open_upload_if(env, s, doc);
     bool changed = false;
-    if (docstore_fail_document(env->ds, doc, reason, &changed) != 0)
+    if (lifecycle_fail_upload(env->ds, env->rs, env->cfg->storage_dir, doc, reason, &changed) != 0)
         log_error("event=fail_document_failed doc=%" PRIu64 " reason=%s error=\"%s\"", doc,
                   reason, docstore_error(env->ds));
     else if (changed)
-        env->stats->uploads_failed++;
-    drop_open_upload_if(env, s, doc);
-    if (storage_remove(env->cfg->storage_dir, doc) != 0)
-        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
-    if (rstate_del(env->rs, doc) != 0 || rstate_lease_break(env->rs, doc) != 0)
-        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc,
-                 rstate_error(env->rs));
-    log_info("event=upload_failed doc=%" PRIu64 " user=%" PRIu64 " peer=%s reason=%s", doc,
+        metrics_failed(env->metrics, reason);
+    log_info("event=upload_ended doc=%" PRIu64 " user=%" PRIu64 " peer=%s reason=%s", doc,
              s->user_id, s->peer, reason);
 }
 
@@ -407,7 +413,7 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
         send_error(env, s, 500, "internal", "out of memory");
         return;
     }
-    env->stats->uploads_started++;
+    metrics_add(env->metrics, M_UPLOADS_STARTED, 1);
     log_info("event=upload_started doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64,
              doc, s->user_id, s->peer, req->filesize);
     send_json(s, position_answer(env, "upload", &st));
@@ -485,7 +491,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         r = storage_classify_errno(e);
     }
     /* The offset handed out must be durable: sync before answering. */
-    if (r == STORAGE_OK && (r = storage_sync(fd)) != STORAGE_OK)
+    if (r == STORAGE_OK && (r = timed_sync(env, fd)) != STORAGE_OK)
         e = errno;
     if (r != STORAGE_OK) {
         close(fd);
@@ -510,7 +516,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         send_error(env, s, 500, "internal", "out of memory");
         goto release;
     }
-    env->stats->uploads_resumed++;
+    metrics_add(env->metrics, M_UPLOADS_RESUMED, 1);
     log_info("event=upload_resumed doc=%" PRIu64 " user=%" PRIu64 " peer=%s offset=%" PRId64,
              doc, s->user_id, s->peer, offset);
     send_json(s, position_answer(env, "resume", &st));
@@ -573,7 +579,9 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
     open_upload *up = s->up;
     if (c->accepted && up && c->io == STORAGE_OK) {
         int64_t at = c->offset + c->written;
+        int64_t t0 = metrics_now_us();
         c->io = storage_pwrite_all(up->fd, data, len, at);
+        c->write_us += metrics_now_us() - t0;
         if (c->io != STORAGE_OK)
             c->io_errno = errno;
         else if (up->hash && up->hashed == at &&
@@ -586,6 +594,7 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
     c->active = false;
     if (!c->accepted)
         return; /* answered when the header arrived */
+    metrics_observe_us(env->metrics, H_CHUNK_WRITE, c->write_us);
     if (!up) {
         send_error(env, s, 409, "upload_not_open", "the upload was closed during the chunk");
         return;
@@ -597,7 +606,7 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
         (end - up->st.synced_offset >= env->cfg->sync_interval_bytes || end == up->st.filesize)) {
         /* Checkpoint: the bytes reach stable storage before an offset
          * covering them is saved as synced (docs/DURABILITY.md). */
-        c->io = storage_sync(up->fd);
+        c->io = timed_sync(env, up->fd);
         if (c->io == STORAGE_OK) {
             up->st.synced_offset = end;
         } else {
@@ -618,8 +627,8 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
             return;
         }
         if (src == 0) {
-            env->stats->chunks_received++;
-            env->stats->bytes_received += (uint64_t)c->length;
+            metrics_add(env->metrics, M_CHUNKS_RECEIVED, 1);
+            metrics_add(env->metrics, M_BYTES_RECEIVED, (uint64_t)c->length);
             char line[256];
             int n = msg_progress_line(line, sizeof line, (int64_t)doc, up->st.offset,
                                       up->st.filesize);
@@ -686,7 +695,7 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         return;
     }
     /* Durable before anyone is told it is complete. */
-    storage_result r = storage_sync(up->fd);
+    storage_result r = timed_sync(env, up->fd);
     if (r == STORAGE_OK && storage_sync_dir(env->cfg->storage_dir, doc) != 0)
         r = storage_classify_errno(errno);
     if (r != STORAGE_OK) {
@@ -741,7 +750,7 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
     if (rstate_del(env->rs, doc) != 0) /* harmless: the key expires on its own */
         log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc,
                  rstate_error(env->rs));
-    env->stats->uploads_completed++;
+    metrics_add(env->metrics, M_UPLOADS_COMPLETED, 1);
     int64_t size = up->st.filesize;
     char path[STORAGE_REL_PATH_MAX];
     memcpy(path, up->st.path, sizeof path);
@@ -850,7 +859,8 @@ static void handle_abort(upload_env *env, session *s, const msg_request *req)
     if (load_owned_document(env, s, req->document_id, &d) != 0)
         return;
     bool changed = false;
-    if (docstore_fail_document(env->ds, d.id, "aborted", &changed) != 0) {
+    if (lifecycle_fail_upload(env->ds, env->rs, env->cfg->storage_dir, d.id, "aborted",
+                              &changed) != 0) {
         send_unavailable(env, s, docstore_error(env->ds));
         return;
     }
@@ -858,13 +868,8 @@ static void handle_abort(upload_env *env, session *s, const msg_request *req)
         send_not_resumable(env, s, &d);
         return;
     }
-    env->stats->uploads_failed++;
+    metrics_failed(env->metrics, "aborted");
     drop_open_upload_if(env, s, d.id);
-    if (storage_remove(env->cfg->storage_dir, d.id) != 0)
-        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", d.id, strerror(errno));
-    if (rstate_del(env->rs, d.id) != 0 || rstate_lease_break(env->rs, d.id) != 0)
-        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", d.id,
-                 rstate_error(env->rs));
     log_info("event=upload_aborted doc=%" PRIu64 " user=%" PRIu64 " peer=%s", d.id, s->user_id,
              s->peer);
     json_t *o = ok_answer("abort");

@@ -33,7 +33,7 @@ struct worker {
     bool started;
     int wakefd;
     conn_owner owner;
-    upload_stats stats;
+    metrics metrics;      /* written by this worker's thread only */
     redis_state *rs;
     docstore *ds;
     /* qlock guards only the queue; it is never held while taking another lock. */
@@ -66,17 +66,24 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
     w->ds = docstore_new(cfg);
     if (w->owner.epfd < 0 || w->wakefd < 0 || !w->rs || !w->ds) {
         snprintf(err, errlen, "worker %d: %s", id, errno ? strerror(errno) : "out of memory");
-        worker_join_and_free(w, NULL);
+        worker_join_and_free(w);
         return NULL;
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     if (epoll_ctl(w->owner.epfd, EPOLL_CTL_ADD, w->wakefd, &ev) != 0) {
         snprintf(err, errlen, "worker %d: epoll_ctl: %s", id, strerror(errno));
-        worker_join_and_free(w, NULL);
+        worker_join_and_free(w);
         return NULL;
     }
     w->owner.env = (upload_env){.cfg = cfg, .node_id = node_id, .boot_id = boot_id, .rs = w->rs, .ds = w->ds,
-                                .stats = &w->stats};
+                                .metrics = &w->metrics};
+    rstate_set_metrics(w->rs, &w->metrics);
+    docstore_set_metrics(w->ds, &w->metrics);
+    if (metrics_register(&w->metrics) != 0) {
+        snprintf(err, errlen, "worker %d: too many metrics blocks", id);
+        worker_join_and_free(w);
+        return NULL;
+    }
     return w;
 }
 
@@ -201,19 +208,7 @@ int worker_start(worker *w, char *err, size_t errlen)
     return 0;
 }
 
-static void add_stats(upload_stats *sum, const upload_stats *s)
-{
-    sum->uploads_started += s->uploads_started;
-    sum->uploads_completed += s->uploads_completed;
-    sum->uploads_failed += s->uploads_failed;
-    sum->uploads_resumed += s->uploads_resumed;
-    sum->chunks_received += s->chunks_received;
-    sum->bytes_received += s->bytes_received;
-    sum->errors_sent += s->errors_sent;
-    sum->backend_errors += s->backend_errors;
-}
-
-void worker_join_and_free(worker *w, upload_stats *sum)
+void worker_join_and_free(worker *w)
 {
     if (!w)
         return;
@@ -222,8 +217,6 @@ void worker_join_and_free(worker *w, upload_stats *sum)
         if (rc != 0)
             log_error("event=join_failed worker=%d error=\"%s\"", w->id, strerror(rc));
     }
-    if (sum)
-        add_stats(sum, &w->stats);
     /* Connections still queued were never opened. */
     for (queue_item *it = w->qhead, *next; it; it = next) {
         next = it->next;

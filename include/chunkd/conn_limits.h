@@ -23,6 +23,9 @@ void conn_limits_free(conn_limits *l); /* accepts NULL */
 
 /* Counts a new connection from ip unless a limit is reached. */
 conn_admit conn_limits_take(conn_limits *l, const char *ip);
+/* Connections counted now. */
+int64_t conn_limits_total(conn_limits *l);
+
 /* Gives back what conn_limits_take counted for ip. */
 void conn_limits_give(conn_limits *l, const char *ip);
 

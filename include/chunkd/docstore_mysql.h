@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "chunkd/config.h"
+#include "chunkd/metrics.h"
 #include "chunkd/msg.h"
 
 typedef struct user_row {
@@ -38,6 +39,10 @@ typedef struct docstore docstore;
 /* Connects lazily; the config must outlive the handle. NULL when out of memory. */
 docstore *docstore_new(const chunkd_config *cfg);
 void docstore_free(docstore *ds); /* accepts NULL */
+/* Counts errors and times statements into m (NULL: not counted). */
+void docstore_set_metrics(docstore *ds, metrics *m);
+/* 0 when the database answers. */
+int docstore_ping(docstore *ds);
 
 /* All calls: 0 on success, -1 when the database could not be reached or
  * failed (docstore_error() says why; the handle reconnects next time). */

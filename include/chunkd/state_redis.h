@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "chunkd/config.h"
+#include "chunkd/metrics.h"
 #include "chunkd/msg.h"
 #include "chunkd/storage.h"
 
@@ -33,6 +34,10 @@ typedef struct redis_state redis_state;
  * must outlive the handle. NULL only when out of memory. */
 redis_state *rstate_new(const chunkd_config *cfg);
 void rstate_free(redis_state *rs); /* accepts NULL */
+/* Counts errors and times round trips into m (NULL: not counted). */
+void rstate_set_metrics(redis_state *rs, metrics *m);
+/* PING; 0 when Redis answers. */
+int rstate_ping(redis_state *rs);
 
 /* Every call returns 0 on success or -1 when Redis could not be reached or
  * answered with an error; rstate_error() then says why. A failed connection

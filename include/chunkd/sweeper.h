@@ -14,6 +14,7 @@
 
 #include "chunkd/config.h"
 #include "chunkd/docstore_mysql.h"
+#include "chunkd/metrics.h"
 #include "chunkd/state_redis.h"
 
 typedef struct sweeper sweeper;
@@ -27,6 +28,7 @@ void sweeper_stop(sweeper *sw);
 
 /* One pass: returns how many uploads were expired, or -1 when a backend
  * failed (the reason is logged). token names the sweeper's leases. */
-int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds);
+int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds,
+                     metrics *m);
 
 #endif

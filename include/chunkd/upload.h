@@ -15,21 +15,10 @@
 
 #include "chunkd/config.h"
 #include "chunkd/docstore_mysql.h"
+#include "chunkd/metrics.h"
 #include "chunkd/msg.h"
 #include "chunkd/state_redis.h"
 #include "chunkd/storage.h"
-
-/* Counters kept per worker and summed only when read. */
-typedef struct upload_stats {
-    uint64_t uploads_started;
-    uint64_t uploads_completed;
-    uint64_t uploads_failed;
-    uint64_t uploads_resumed;
-    uint64_t chunks_received;
-    uint64_t bytes_received;
-    uint64_t errors_sent;
-    uint64_t backend_errors;
-} upload_stats;
 
 /* What a worker lends its sessions: configuration and its own backends. */
 typedef struct upload_env {
@@ -38,7 +27,7 @@ typedef struct upload_env {
     const char *boot_id;       /* this machine's current kernel boot */
     redis_state *rs;
     docstore *ds;
-    upload_stats *stats;
+    metrics *metrics;          /* the worker's own block */
 } upload_env;
 
 /* The one upload a connection has open for writing. */
@@ -56,6 +45,7 @@ typedef struct chunk_progress {
     int64_t offset;       /* where this chunk starts in the file */
     int64_t length;
     int64_t written;
+    int64_t write_us;     /* time spent writing this chunk's bytes */
     storage_result io;    /* first write failure, if any */
     int io_errno;
 } chunk_progress;

@@ -26,7 +26,8 @@ int worker_dispatch(worker *w, int fd, const char *ip, const char *peer);
 /* Asks the worker to close its connections and end. Thread-safe. */
 int worker_stop(worker *w);
 
-/* Waits for the thread (if started), adds its counters to *sum, frees. */
-void worker_join_and_free(worker *w, upload_stats *sum);
+/* Waits for the thread (if started) and frees the worker. Its metrics
+ * block goes with it: stop the metrics reader first. */
+void worker_join_and_free(worker *w);
 
 #endif

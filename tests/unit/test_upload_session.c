@@ -33,7 +33,7 @@ typedef struct sink {
 
 typedef struct fixture {
     chunkd_config cfg;
-    upload_stats stats;
+    metrics metrics;
     upload_env env;
     session s;
     sink out;
@@ -113,7 +113,9 @@ static int setup(void **state)
     f->env.cfg = &f->cfg;
     f->env.node_id = "unit";
     f->env.ds = NULL; /* no path exercised here reaches MySQL */
-    f->env.stats = &f->stats;
+    f->env.metrics = &f->metrics;
+    f->env.boot_id = "";
+    rstate_set_metrics(f->env.rs, &f->metrics);
     session_init(&f->s, "unit", "test-peer", emit_cb, &f->out);
     *state = f;
     return 0;
@@ -199,7 +201,7 @@ static void test_malformed_line_keeps_connection(void **state)
     expect_error_line(f, 0, 400, "malformed_json");
     assert_false(f->s.close);
     assert_false(f->s.chunk.active);
-    assert_int_equal(f->stats.errors_sent, 1);
+    assert_int_equal(f->metrics.counter[M_ERRORS_SENT], 1);
 
     assert_int_equal(feed(f, "{\"v\":2,\"action\":\"list\"}"), 0);
     assert_int_equal(feed(f, "{\"action\":\"teleport\"}"), 0);
@@ -207,7 +209,7 @@ static void test_malformed_line_keeps_connection(void **state)
     expect_error_line(f, 1, 400, "unsupported_version");
     expect_error_line(f, 2, 400, "unknown_action");
     assert_false(f->s.close);
-    assert_int_equal(f->stats.errors_sent, 3);
+    assert_int_equal(f->metrics.counter[M_ERRORS_SENT], 3);
 }
 
 /* The answer goes out at once; the announced bytes are read and dropped,
@@ -440,8 +442,8 @@ static void test_chunk_undone_when_redis_is_down(void **state)
     struct stat sb;
     assert_int_equal(fstat(f->s.up->fd, &sb), 0);
     assert_int_equal(sb.st_size, 40);
-    assert_int_equal(f->stats.chunks_received, 0);
-    assert_int_equal(f->stats.backend_errors, 1);
+    assert_int_equal(f->metrics.counter[M_CHUNKS_RECEIVED], 0);
+    assert_int_equal(f->metrics.counter[M_REDIS_ERRORS], 1);
 }
 
 int main(void)

@@ -1,0 +1,21 @@
+/* The end of an upload that will never complete, shared by the protocol
+ * (abort, failed validation), the expiry sweep and chunkctl. */
+#ifndef CHUNKD_LIFECYCLE_H
+#define CHUNKD_LIFECYCLE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chunkd/docstore_mysql.h"
+#include "chunkd/state_redis.h"
+
+/* Moves the row from 'uploading' to 'failed' with reason. Only the caller
+ * whose update changed the row (*changed) then removes the file, the Redis
+ * state and the lease, so a document that someone else completed meanwhile
+ * is never touched. Returns -1 when MySQL could not be updated (nothing
+ * removed; docstore_error says why); failures to remove are logged, since
+ * the row already says 'failed' and the sweep and TTLs clean up the rest. */
+int lifecycle_fail_upload(docstore *ds, redis_state *rs, const char *storage_dir, uint64_t doc,
+                          const char *reason, bool *changed);
+
+#endif

@@ -1,0 +1,24 @@
+#include "chunkd/lifecycle.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "chunkd/log.h"
+#include "chunkd/storage.h"
+
+int lifecycle_fail_upload(docstore *ds, redis_state *rs, const char *storage_dir, uint64_t doc,
+                          const char *reason, bool *changed)
+{
+    *changed = false;
+    if (docstore_fail_document(ds, doc, reason, changed) != 0)
+        return -1;
+    if (!*changed)
+        return 0;
+    if (storage_remove(storage_dir, doc) != 0)
+        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
+    if (rstate_del(rs, doc) != 0 || rstate_lease_break(rs, doc) != 0)
+        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc, rstate_error(rs));
+    log_info("event=upload_failed doc=%" PRIu64 " reason=%s", doc, reason);
+    return 0;
+}
