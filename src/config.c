@@ -66,6 +66,10 @@ static const opt_def opts[] = {
     INT(idle_timeout_ms, 100, INT64_C(86400000), "300000", "close idle connections after"),
     INT(backend_timeout_ms, 50, 600000, "5000", "Redis and MySQL connect/IO timeout"),
     INT(upload_ttl_s, 1, INT64_C(31536000), "86400", "lifetime of an idle upload's Redis key"),
+    INT(storage_admission, 0, 1, "1",
+        "1: refuse an upload up front (507) when the volume cannot hold it and every upload in "
+        "flight"),
+    INT(min_free_bytes, 0, INT64_C(1) << 50, "16m", "free space admission keeps in reserve"),
     INT(sync_interval_bytes, 0, 4 * GiB, "16m",
         "bytes written between fdatasync checkpoints (0: every chunk)"),
     INT(lease_ttl_ms, 500, 600000, "10000",

@@ -212,6 +212,16 @@ static const char acquire_lua[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
     "local t = redis.call('PTTL', KEYS[1]) if t < 1 then t = 1 end return -t";
 
+/* One reservation table per storage volume, named after storage_dir: the
+ * instances that share a volume mount it at the same path. */
+static void reserved_key(const redis_state *rs, char *out, size_t size)
+{
+    uint64_t h = 14695981039346656037u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)rs->cfg->storage_dir; *p; p++)
+        h = (h ^ *p) * 1099511628211u;
+    snprintf(out, size, "%sreserved:%016" PRIx64, rs->cfg->redis_prefix, h);
+}
+
 static void lease_key(const redis_state *rs, uint64_t document_id, char *out, size_t size)
 {
     snprintf(out, size, "%slease:%" PRIu64, rs->cfg->redis_prefix, document_id);
@@ -398,12 +408,62 @@ int rstate_del(redis_state *rs, uint64_t document_id)
 {
     if (connect_redis(rs) != 0)
         return -1;
-    char key[128];
+    char key[128], rkey[128];
     upload_key(rs, document_id, key, sizeof key);
-    redisReply *r = command(rs, "DEL %s", key);
-    int rc = reply_ok(rs, r, "DEL");
-    freeReplyObject(r);
-    return rc;
+    reserved_key(rs, rkey, sizeof rkey);
+    /* The upload's space reservation goes with its state. */
+    if (redisAppendCommand(rs->ctx, "DEL %s", key) != REDIS_OK ||
+        redisAppendCommand(rs->ctx, "HDEL %s %" PRIu64, rkey, document_id) != REDIS_OK)
+        return append_failed(rs);
+    return collect_replies(rs, 2, "DEL upload", NULL);
+}
+
+/* KEYS: reserved hash. ARGV: upload key prefix, doc id, filesize, bytes
+ * available, now ms, grace ms. Each field of the hash is a document id with
+ * "filesize:created_ms"; what an upload still needs is its filesize minus
+ * its saved offset. Fields whose upload key is gone are dropped, unless
+ * younger than the grace (their state is being written right now).
+ * Returns the bytes promised to others, negated minus one when the new
+ * upload does not fit (and then nothing is reserved). */
+static const char reserve_lua[] =
+    "local all = redis.call('HGETALL', KEYS[1]) "
+    "local promised = 0 "
+    "local now = tonumber(ARGV[5]) "
+    "for i = 1, #all, 2 do "
+    "  local doc = all[i] "
+    "  local size, created = string.match(all[i + 1], '^(%d+):(%d+)$') "
+    "  size = tonumber(size) or 0 created = tonumber(created) or 0 "
+    "  if doc ~= ARGV[2] then "
+    "    local off = redis.call('HGET', ARGV[1] .. doc, 'offset') "
+    "    if off then "
+    "      local left = size - tonumber(off) "
+    "      if left > 0 then promised = promised + left end "
+    "    elseif now - created > tonumber(ARGV[6]) then "
+    "      redis.call('HDEL', KEYS[1], doc) "
+    "    else "
+    "      promised = promised + size "
+    "    end "
+    "  end "
+    "end "
+    "if promised + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return -promised - 1 end "
+    "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. ':' .. ARGV[5]) "
+    "return promised";
+
+int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int64_t available,
+                   bool *fits, int64_t *promised)
+{
+    char rkey[128], prefix[96];
+    reserved_key(rs, rkey, sizeof rkey);
+    snprintf(prefix, sizeof prefix, "%supload:", rs->cfg->redis_prefix);
+    long long v = 0;
+    if (eval_int(rs, "reserve", &v,
+                 "EVAL %s 1 %s %s %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %d",
+                 reserve_lua, rkey, prefix, document_id, filesize, available, util_wall_ms(),
+                 60000) != 0)
+        return -1;
+    *fits = v >= 0;
+    *promised = v >= 0 ? v : -v - 1;
+    return 0;
 }
 
 int rstate_ping(redis_state *rs)

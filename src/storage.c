@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -165,6 +166,15 @@ int storage_remove(const char *root, uint64_t document_id)
         return -1;
     if (unlink(path) != 0 && errno != ENOENT)
         return -1;
+    return 0;
+}
+
+int storage_available(const char *root, int64_t *bytes)
+{
+    struct statvfs sv;
+    if (statvfs(root, &sv) != 0)
+        return -1;
+    *bytes = (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
     return 0;
 }
 

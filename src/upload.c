@@ -349,6 +349,42 @@ static void fail_document(upload_env *env, session *s, uint64_t doc, const char 
              s->user_id, s->peer, reason);
 }
 
+/* Refuses early, before any byte is written, an upload that the shared
+ * volume cannot hold next to what uploads in flight (on every instance)
+ * still need. On refusal the row is failed and the answer sent. */
+static int admit(upload_env *env, session *s, uint64_t doc, int64_t filesize)
+{
+    if (!env->cfg->storage_admission)
+        return 0;
+    int64_t avail = 0;
+    if (storage_available(env->cfg->storage_dir, &avail) != 0) {
+        int e = errno;
+        fail_document(env, s, doc, "storage_error");
+        send_storage_error(env, s, doc, STORAGE_ERROR, e, "statvfs");
+        return -1;
+    }
+    avail -= env->cfg->min_free_bytes;
+    bool fits = false;
+    int64_t promised = 0;
+    if (rstate_reserve(env->rs, doc, filesize, avail < 0 ? 0 : avail, &fits, &promised) != 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", rstate_error(env->rs));
+        fail_document(env, s, doc, "unavailable");
+        send_unavailable(env, s, why);
+        return -1;
+    }
+    if (fits)
+        return 0;
+    fail_document(env, s, doc, "insufficient_storage");
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "not enough space for %" PRId64 " bytes: %" PRId64 " free, %" PRId64
+             " promised to uploads in progress",
+             filesize, avail < 0 ? 0 : avail, promised);
+    send_error(env, s, 507, "insufficient_storage", msg);
+    return -1;
+}
+
 static void handle_upload(upload_env *env, session *s, const msg_request *req)
 {
     if (authenticate(env, s, req) != 0)
@@ -377,6 +413,8 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
         send_unavailable(env, s, docstore_error(env->ds));
         return;
     }
+    if (admit(env, s, doc, req->filesize) != 0)
+        return;
     int fd = storage_create(env->cfg->storage_dir, doc);
     if (fd < 0) {
         int e = errno;

@@ -48,6 +48,8 @@ typedef struct chunkd_config {
     int64_t idle_timeout_ms;
     int64_t backend_timeout_ms;        /* Redis and MySQL connect/IO */
     int64_t upload_ttl_s;              /* Redis key TTL, refreshed on activity */
+    int64_t storage_admission;         /* 1: refuse uploads that cannot fit (507) up front */
+    int64_t min_free_bytes;            /* admission keeps this much of the volume free */
     int64_t sync_interval_bytes;       /* fdatasync at least this often (0: every chunk) */
     int64_t lease_ttl_ms;
     int64_t shutdown_grace_ms;

@@ -65,6 +65,15 @@ int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *toke
 /* Deletes the lease whoever holds it (abort, fail). */
 int rstate_lease_break(redis_state *rs, uint64_t document_id);
 int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *found);
+/* Admission: reserves room for an upload of `filesize` bytes on the shared
+ * storage volume, which has `available` bytes free, against what uploads in
+ * flight on every instance still need (one Redis hash, `reserved`, checked
+ * and updated atomically). *fits is false when it does not fit (nothing is
+ * reserved then); *promised is what the others still need. rstate_del
+ * releases the reservation with the upload's state. */
+int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int64_t available,
+                   bool *fits, int64_t *promised);
+
 /* Just the saved offset; *found is false when the key is gone. */
 int rstate_get_offset(redis_state *rs, uint64_t document_id, int64_t *offset, bool *found);
 int rstate_del(redis_state *rs, uint64_t document_id);

@@ -45,6 +45,9 @@ int storage_sync_dir(const char *root, uint64_t document_id);
 
 int storage_remove(const char *root, uint64_t document_id);
 
+/* Bytes an unprivileged writer may still use on the volume of root. */
+int storage_available(const char *root, int64_t *bytes);
+
 /* Size of the document's file; -1 with errno when it cannot be read. */
 int64_t storage_file_size(const char *root, uint64_t document_id);
 /* Last modification of the document's file in Unix ms; -1 with errno. */

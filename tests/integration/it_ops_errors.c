@@ -285,6 +285,79 @@ static int full_teardown(void **state)
     return 0;
 }
 
+/* Mounts a tmpfs of `size` (e.g. "4m") for the test's server; false (and
+ * the test skipped) when that is not possible here. */
+static bool mount_tmpfs(const char *size)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "it: SKIP: needs root to mount a tmpfs\n");
+        return false;
+    }
+    assert_int_equal(it_tmpdir("tmpfs", tmpfs_dir, sizeof tmpfs_dir), 0);
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s,mode=0750", size);
+    if (mount("tmpfs", tmpfs_dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) {
+        fprintf(stderr, "it: SKIP: mount tmpfs at %s: %s\n", tmpfs_dir, strerror(errno));
+        return false;
+    }
+    tmpfs_mounted = true;
+    return true;
+}
+
+/* Admission: with 4 MiB free, a 3 MiB upload is admitted and a further
+ * 2 MiB one is refused at once (507, row failed, no file), because the
+ * first still needs its bytes; once the first completes, room is back. */
+static void test_admission_refuses_early(void **state)
+{
+    (void)state;
+    if (!mount_tmpfs("4m"))
+        skip();
+    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
+    it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, aux.port), 0);
+    it_sock_auth(&s, &u1);
+    int64_t first = it_sock_upload(&s, "three.bin", 3 * IT_MiB);
+    it_sock_chunk_ok(&s, first, 0, NULL, 65536);
+
+    it_sock t;
+    assert_int_equal(it_sock_connect(&t, aux.port), 0);
+    it_sock_auth(&t, &u1);
+    it_expect_error_open(&t, "{\"action\":\"upload\",\"filename\":\"two.bin\",\"filesize\":2097152}",
+                         507, "insufficient_storage");
+    int64_t refused = it_doc_newest(u1.id);
+    assert_true(refused > first);
+    it_doc d;
+    it_assert_doc_status(refused, "failed", &d);
+    assert_string_equal(d.failure_reason, "insufficient_storage");
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&aux, refused, path, sizeof path);
+    struct stat st;
+    assert_int_equal(stat(path, &st), -1);
+    assert_int_equal(it_redis_exists(refused), 0);
+
+    /* Finishing the first gives its room back. */
+    for (int64_t off = 65536; off < 3 * IT_MiB; off += 65536)
+        it_sock_chunk_ok(&s, first, off, NULL, 65536);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)first);
+    json_t *r = it_sock_req(&s, line);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    json_decref(r);
+    /* 3 MiB are stored now; 1 MiB of 4 is left: 512 KiB fits, 2 MiB not. */
+    it_expect_error_open(&t, "{\"action\":\"upload\",\"filename\":\"two.bin\",\"filesize\":2097152}",
+                         507, "insufficient_storage");
+    it_sock_upload(&t, "half.bin", 512 * IT_KiB);
+    it_sock_close(&s);
+    it_sock_close(&t);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 static void test_insufficient_storage(void **state)
 {
     (void)state;
@@ -300,7 +373,9 @@ static void test_insufficient_storage(void **state)
         skip();
     }
     tmpfs_mounted = true;
-    static const char *const args[] = {"--workers", "1", NULL};
+    /* Admission would refuse this upload up front (see
+     * test_admission_refuses_early); here the disk must fill mid-upload. */
+    static const char *const args[] = {"--workers", "1", "--storage-admission", "0", NULL};
     it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
     assert_int_equal(it_server_start(&aux, &o), 0);
     it_test_begin(&aux);
@@ -365,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_too_many_connections, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_insufficient_storage, test_setup, full_teardown),
+        cmocka_unit_test_setup_teardown(test_admission_refuses_early, test_setup, full_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
