@@ -27,6 +27,12 @@ typedef struct opt_def {
 #define INT(field, lo, hi, def, help)                                               \
     { #field, OPT_INT, offsetof(chunkd_config, field), sizeof(int64_t), lo, hi, def, help }
 
+/* The build points this at the source tree's web/ folder, so a chunkd run
+ * from its build folder serves the page without configuration. */
+#ifndef CHUNKD_DEFAULT_WEB_ROOT
+#define CHUNKD_DEFAULT_WEB_ROOT "./web"
+#endif
+
 #define MiB (INT64_C(1) << 20)
 #define GiB (INT64_C(1) << 30)
 
@@ -36,6 +42,8 @@ static const opt_def opts[] = {
     STR(node_id, "", "name of this instance (default hostname-pid)"),
     STR(ready_file, "", "file to write the bound port to once serving"),
     STR(admin_listen, "", "host:port for GET /health and /metrics (empty: off)"),
+    STR(web_root, CHUNKD_DEFAULT_WEB_ROOT,
+        "folder of the web UI served on the client port (empty: none)"),
     STR(log_level, "info", "debug, info, warn or error"),
     STR(redis_host, "127.0.0.1", "Redis host"),
     INT(redis_port, 1, 65535, "6379", "Redis port"),

@@ -1,5 +1,8 @@
 /* Connection I/O: read into a per-connection buffer, feed the framing parser
- * and the session, queue answers, write them when the socket allows.
+ * and the session, queue answers, write them when the socket allows. A
+ * connection whose first bytes are an HTTP request is handed to conn_web.c
+ * (web UI files and the WebSocket transport); the socket, the buffers and
+ * the close path stay here.
  *
  * Memory per connection stays small while idle: the input buffer is freed
  * whenever it is empty and no upload is open, and grows only as far as a
@@ -14,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "chunkd/conn_web.h"
 #include "chunkd/log.h"
 #include "chunkd/util.h"
 
@@ -25,6 +29,7 @@ enum {
 };
 
 static int conn_emit(void *arg, const char *data, size_t len);
+static size_t pending_out(const conn *c) { return conn_pending_out(c); }
 
 static void set_interest(conn *c, uint32_t events)
 {
@@ -73,14 +78,8 @@ conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer)
     return c;
 }
 
-static size_t pending_out(const conn *c)
+int conn_out_append(conn *c, const void *data, size_t len)
 {
-    return c->out_len - c->out_off;
-}
-
-static int conn_emit(void *arg, const char *data, size_t len)
-{
-    conn *c = arg;
     if (c->out_off > 0 && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
     if (c->out_len + len > c->out_cap) {
@@ -106,10 +105,21 @@ static int conn_emit(void *arg, const char *data, size_t len)
     return 0;
 }
 
+static int conn_emit(void *arg, const char *data, size_t len)
+{
+    conn *c = arg;
+    if (c->web)
+        return conn_web_emit(c, data, len);
+    return conn_out_append(c, data, len);
+}
+
 void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason)
 {
     conn_owner *o = c->owner;
-    if (goodbye_reason && pending_out(c) == 0) {
+    if (c->web) {
+        if (goodbye_reason)
+            conn_web_goodbye(c, goodbye_code, goodbye_reason);
+    } else if (goodbye_reason && pending_out(c) == 0) {
         /* Best effort: one non-blocking send, so a client sees why. */
         msg_error err;
         msg_fail(&err, goodbye_code, goodbye_reason, "the server closed the connection: %s",
@@ -139,6 +149,7 @@ void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_
         c->next->prev = c->prev;
     o->count--;
     conn_limits_give(o->limits, c->ip);
+    conn_web_free(c);
     free(c->in);
     free(c->out);
     free(c);
@@ -149,7 +160,7 @@ static int reserve_input(conn *c)
 {
     size_t want = c->in_cap;
     size_t line_max = (size_t)c->owner->cfg->max_line + 2; /* the line, "\r\n" */
-    if (proto_in_body(&c->parser)) {
+    if (c->web ? conn_web_in_body(c) : proto_in_body(&c->parser)) {
         if (want < BODY_BUF)
             want = BODY_BUF;
     } else if (c->in_len == c->in_cap) {
@@ -178,9 +189,63 @@ static void send_line_too_long(conn *c)
     upload_send_error(&c->owner->env, &c->sess, &err);
 }
 
+/* The request clock and the idle input buffer, after input was processed. */
+static void after_input(conn *c, bool finished_item, bool unfinished)
+{
+    /* The request clock runs from the first byte of an unfinished item. */
+    if (!unfinished)
+        c->item_started_ms = 0;
+    else if (finished_item || c->item_started_ms == 0)
+        c->item_started_ms = util_mono_ms();
+    if (c->in_len == 0 && !c->sess.up && c->in_cap > 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
+/* Decides the transport from the first bytes: an HTTP request goes to
+ * conn_web.c, anything else is the line protocol (whose lines start with
+ * '{', so nothing valid is taken away). False while the bytes so far are
+ * the start of a method name and more are needed to tell. */
+static bool sniff(conn *c)
+{
+    static const char *const methods[] = {"GET ", "HEAD "};
+    bool maybe = false;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        size_t n = strlen(methods[i]);
+        size_t k = c->in_len < n ? c->in_len : n;
+        if (memcmp(c->in, methods[i], k) != 0)
+            continue;
+        if (k < n) {
+            maybe = true;
+            continue;
+        }
+        if (conn_web_start(c) != 0) {
+            log_error("event=conn_oom peer=%s", c->peer);
+            c->sess.close = true;
+            return false;
+        }
+        return true;
+    }
+    if (maybe)
+        return false;
+    c->transport = CONN_LINES;
+    return true;
+}
+
 /* Runs every complete item in the input buffer through the session. */
 static void process_input(conn *c)
 {
+    if (c->transport == CONN_SNIFF && !sniff(c)) {
+        after_input(c, false, c->in_len > 0);
+        return;
+    }
+    if (c->web) {
+        bool finished = conn_web_input(c);
+        after_input(c, finished, c->in_len > 0 || conn_web_unfinished(c));
+        return;
+    }
     size_t pos = 0;
     bool finished_item = false;
     while (!c->sess.close) {
@@ -211,17 +276,7 @@ static void process_input(conn *c)
         memmove(c->in, c->in + pos, c->in_len - pos);
         c->in_len -= pos;
     }
-    /* The request clock runs from the first byte of an unfinished item. */
-    bool unfinished = c->in_len > 0 || proto_in_body(&c->parser);
-    if (!unfinished)
-        c->item_started_ms = 0;
-    else if (finished_item || c->item_started_ms == 0)
-        c->item_started_ms = util_mono_ms();
-    if (c->in_len == 0 && !c->sess.up && c->in_cap > 0) {
-        free(c->in);
-        c->in = NULL;
-        c->in_cap = 0;
-    }
+    after_input(c, finished_item, c->in_len > 0 || proto_in_body(&c->parser));
 }
 
 /* Returns false when the connection was closed. */
@@ -248,12 +303,20 @@ static bool flush_output(conn *c)
             c->out_cap = 0;
         }
         if (c->sess.close) {
-            conn_close(c, "closed_by_protocol", 0, NULL);
-            return false;
+            /* A WebSocket first says goodbye with a close frame, which
+             * may need further rounds of sending. */
+            if (!c->web || !conn_web_closing(c)) {
+                conn_close(c, "closed_by_protocol", 0, NULL);
+                return false;
+            }
+            if (pending_out(c) > 0)
+                return flush_output(c);
         }
     }
+    bool lingering = c->web && conn_web_lingering(c);
     uint32_t want = 0;
-    if (!c->sess.close && pending_out(c) <= (size_t)c->owner->cfg->max_output_buffer)
+    if ((!c->sess.close || lingering) &&
+        pending_out(c) <= (size_t)c->owner->cfg->max_output_buffer)
         want |= EPOLLIN;
     if (pending_out(c) > 0)
         want |= EPOLLOUT;
@@ -263,6 +326,10 @@ static bool flush_output(conn *c)
 
 static void on_readable(conn *c)
 {
+    if (c->web && conn_web_lingering(c)) {
+        conn_web_linger_read(c);
+        return;
+    }
     for (int i = 0; i < READS_PER_EVENT && !c->sess.close; i++) {
         if (pending_out(c) > (size_t)c->owner->cfg->max_output_buffer)
             break; /* the client is not reading its answers: stop reading it */
@@ -333,6 +400,8 @@ void conn_sweep_idle(conn_owner *owner, int64_t now_ms)
             conn_close(c, "idle_timeout", 503, "idle_timeout");
         else if (c->item_started_ms && now_ms - c->item_started_ms > owner->cfg->request_timeout_ms)
             conn_close(c, "request_timeout", 408, "request_timeout");
+        else if (c->web && conn_web_linger_expired(c, now_ms))
+            conn_close(c, "close_handshake_timeout", 0, NULL);
         c = next;
     }
 }

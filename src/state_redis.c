@@ -175,10 +175,11 @@ int rstate_put(redis_state *rs, const upload_state *st)
         redisAppendCommand(rs->ctx,
                        "HSET %s user_id %" PRIu64 " filename %s filesize %" PRId64
                        " offset %" PRId64 " synced_offset %" PRId64
-                       " declared_sha256 %s path %s node %s boot_id %s"
+                       " declared_sha256 %s path %s node %s boot_id %s writer %s"
                        " created_ms %" PRId64 " updated_ms %" PRId64,
                        key, st->user_id, st->filename, st->filesize, st->offset,
                        st->synced_offset, st->declared_sha256, st->path, st->node, st->boot_id,
+                       st->writer,
                        st->created_ms,
                            st->updated_ms) != REDIS_OK ||
         redisAppendCommand(rs->ctx, "EXPIRE %s %lld", key, (long long)rs->cfg->upload_ttl_s) !=
@@ -199,9 +200,14 @@ static const char save_offset_lua[] =
     "redis.call('EXPIRE', KEYS[1], ARGV[6]) "
     "return added";
 
-/* KEYS: lease. ARGV: token. */
+/* KEYS: lease, upload hash. ARGV: token. A clean release also clears the
+ * hash's `writer`, which tells the next resume that nobody may still be
+ * writing (see handle_resume). */
 static const char release_lua[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "  if redis.call('HGET', KEYS[2], 'writer') == ARGV[1] then "
+    "    redis.call('HSET', KEYS[2], 'writer', '') end "
+    "  return redis.call('DEL', KEYS[1]) end "
     "return 0";
 
 /* KEYS: lease. ARGV: token, lease ms. Returns 1 when the lease is ours now,
@@ -292,10 +298,11 @@ int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *toke
 
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token)
 {
-    char lkey[128];
+    char lkey[128], key[128];
     lease_key(rs, document_id, lkey, sizeof lkey);
+    upload_key(rs, document_id, key, sizeof key);
     long long v = 0;
-    return eval_int(rs, "lease release", &v, "EVAL %s 1 %s %s", release_lua, lkey, token);
+    return eval_int(rs, "lease release", &v, "EVAL %s 2 %s %s %s", release_lua, lkey, key, token);
 }
 
 int rstate_lease_break(redis_state *rs, uint64_t document_id)
@@ -360,6 +367,8 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
             field_i64(val, &st->synced_offset);
         else if (strcmp(name, "boot_id") == 0)
             field_str(val, st->boot_id, sizeof st->boot_id);
+        else if (strcmp(name, "writer") == 0)
+            field_str(val, st->writer, sizeof st->writer);
         else if (strcmp(name, "created_ms") == 0)
             field_i64(val, &st->created_ms);
         else if (strcmp(name, "updated_ms") == 0)

@@ -159,6 +159,63 @@ int storage_sync_dir(const char *root, uint64_t document_id)
     return rc;
 }
 
+static int copy_range(int in, int out, int64_t len)
+{
+    loff_t off_in = 0, off_out = 0;
+    while (off_in < len) {
+        ssize_t n = copy_file_range(in, &off_in, out, &off_out, (size_t)(len - off_in), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
+            return -1;
+        break; /* not supported here (or no progress): copy by hand */
+    }
+    static _Thread_local char buf[1 << 17];
+    while (off_in < len) {
+        size_t want = (size_t)(len - off_in < (int64_t)sizeof buf ? len - off_in : (int64_t)sizeof buf);
+        ssize_t n = pread(in, buf, want, off_in);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* the file is shorter than len */
+            return -1;
+        }
+        if (storage_pwrite_all(out, buf, (size_t)n, off_out) != STORAGE_OK)
+            return -1;
+        off_in += n;
+        off_out += n;
+    }
+    return 0;
+}
+
+int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 16];
+    if (full_path(root, document_id, path, sizeof path) != 0)
+        return -1;
+    int n = snprintf(tmp, sizeof tmp, "%s.fence", path);
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
+    if (fd < 0)
+        return -1;
+    if (fchmod(fd, STORAGE_FILE_MODE) != 0 || copy_range(old_fd, fd, len) != 0 ||
+        fdatasync(fd) != 0 || rename(tmp, path) != 0 ||
+        storage_sync_dir(root, document_id) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 int storage_remove(const char *root, uint64_t document_id)
 {
     char path[PATH_MAX];

@@ -435,6 +435,7 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
     storage_rel_path(doc, st.path);
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
     util_strlcpy(st.boot_id, env->boot_id, sizeof st.boot_id);
+    util_strlcpy(st.writer, s->lease_token, sizeof st.writer);
     bool leased = false;
     int64_t retry_after = 0;
     if (rstate_lease_acquire(env->rs, doc, s->lease_token, &leased, &retry_after) != 0 ||
@@ -524,13 +525,32 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         offset = 0;
     storage_result r = STORAGE_OK;
     int e = 0;
-    if (sb.st_size > offset && ftruncate(fd, (off_t)offset) != 0) {
-        e = errno;
-        r = storage_classify_errno(e);
+    /* A writer that let go cleanly cleared `writer`. Otherwise it crashed,
+     * stalled past its lease, or Redis lost track of it, and it may still
+     * hold the file open: from now on the upload lives in a fresh copy of
+     * its first `offset` bytes, so nothing that writer does later can reach
+     * the document (fencing by inode). */
+    bool unclean = !found || (st.writer[0] && strcmp(st.writer, s->lease_token) != 0);
+    if (unclean) {
+        int nfd = storage_replace_with_copy(env->cfg->storage_dir, doc, fd, offset);
+        if (nfd < 0) {
+            e = errno;
+            r = storage_classify_errno(e);
+        } else {
+            close(fd);
+            fd = nfd;
+            log_info("event=takeover_fenced doc=%" PRIu64 " previous_writer=%s offset=%" PRId64,
+                     doc, st.writer[0] ? st.writer : "unknown", offset);
+        }
+    } else {
+        if (sb.st_size > offset && ftruncate(fd, (off_t)offset) != 0) {
+            e = errno;
+            r = storage_classify_errno(e);
+        }
+        /* The offset handed out must be durable: sync before answering. */
+        if (r == STORAGE_OK && (r = timed_sync(env, fd)) != STORAGE_OK)
+            e = errno;
     }
-    /* The offset handed out must be durable: sync before answering. */
-    if (r == STORAGE_OK && (r = timed_sync(env, fd)) != STORAGE_OK)
-        e = errno;
     if (r != STORAGE_OK) {
         close(fd);
         send_storage_error(env, s, doc, r, e, "reconcile");
@@ -543,6 +563,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     st.offset = offset;
     st.synced_offset = offset;
     util_strlcpy(st.boot_id, env->boot_id, sizeof st.boot_id);
+    util_strlcpy(st.writer, s->lease_token, sizeof st.writer);
     st.updated_ms = util_wall_ms();
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
     if (rstate_put(env->rs, &st) != 0) {

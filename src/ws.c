@@ -220,10 +220,12 @@ static size_t frame_header(ws_parser *p, char *buf, size_t avail, ws_item *it,
     uint8_t msg_op = op == WS_OP_CONT ? p->msg_opcode : op;
     uint64_t max = msg_op == WS_OP_TEXT ? p->max_text : p->max_binary;
     uint64_t so_far = op == WS_OP_CONT ? p->msg_len : 0;
-    if (so_far > max || len > max - so_far)
+    if (so_far > max || len > max - so_far) {
+        p->error_opcode = msg_op;
         return header_fail(p, it, WS_CLOSE_TOO_BIG,
                            msg_op == WS_OP_TEXT ? "a text message over the size limit"
                                                 : "a binary message over the size limit");
+    }
     if (op != WS_OP_CONT) {
         p->msg_opcode = op;
         p->msg_started = false;

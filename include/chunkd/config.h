@@ -19,6 +19,7 @@ typedef struct chunkd_config {
     char node_id[CFG_STR_MAX];         /* empty: hostname-pid at start-up */
     char ready_file[CFG_STR_MAX];      /* written with the bound port once serving */
     char admin_listen[CFG_STR_MAX];    /* host:port of /health and /metrics; empty: off */
+    char web_root[CFG_STR_MAX];        /* the web UI's files; empty: none served */
     char log_level[16];                /* debug, info, warn, error */
 
     char redis_host[CFG_STR_MAX];

@@ -13,6 +13,14 @@
 #include "chunkd/upload.h"
 
 typedef struct conn conn;
+struct conn_web;
+
+/* How a connection speaks, decided by its first bytes (see conn_web.h). */
+typedef enum conn_transport {
+    CONN_SNIFF,   /* nothing decisive received yet */
+    CONN_LINES,   /* the line protocol over raw TCP */
+    CONN_WEB,     /* HTTP, then possibly WebSocket */
+} conn_transport;
 
 /* What a worker lends its connections. */
 typedef struct conn_owner {
@@ -38,6 +46,8 @@ struct conn {
     uint32_t events;            /* epoll interest currently registered */
     int64_t last_active_ms;
     int64_t item_started_ms;    /* when the unfinished line or body began; 0 if none */
+    conn_transport transport;
+    struct conn_web *web;       /* owned; NULL unless transport is CONN_WEB */
     conn *prev, *next;
 };
 
@@ -46,6 +56,11 @@ struct conn {
 conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer);
 
 void conn_handle_event(conn *c, uint32_t events);
+
+/* Queues bytes to send (the transports frame into this). -1 when out of
+ * memory. */
+int conn_out_append(conn *c, const void *data, size_t len);
+static inline size_t conn_pending_out(const conn *c) { return c->out_len - c->out_off; }
 
 /* Sends a last error line (goodbye_code and goodbye_reason, e.g. 503
  * "idle_timeout"; none when the reason is NULL) if the socket takes it, then

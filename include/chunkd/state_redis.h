@@ -26,6 +26,8 @@ typedef struct upload_state {
     char path[STORAGE_REL_PATH_MAX];
     char node[CFG_STR_MAX];
     char boot_id[40];        /* kernel boot of the writer: see docs/DURABILITY.md */
+    char writer[CFG_STR_MAX + 40]; /* lease token of the session writing it; empty once it
+                                    * let go cleanly */
 } upload_state;
 
 typedef struct redis_state redis_state;

@@ -45,6 +45,13 @@ int storage_sync_dir(const char *root, uint64_t document_id);
 
 int storage_remove(const char *root, uint64_t document_id);
 
+/* Fencing: replaces the document's file by a fresh copy of its first len
+ * bytes (from old_fd), synced and renamed into place. Anyone still holding
+ * a descriptor of the old file writes to an inode nobody reads any more.
+ * Returns the new file's fd (the caller owns it and still owns old_fd), or
+ * -1 with errno. */
+int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len);
+
 /* Bytes an unprivileged writer may still use on the volume of root. */
 int storage_available(const char *root, int64_t *bytes);
 

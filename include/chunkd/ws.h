@@ -85,6 +85,7 @@ typedef struct ws_parser {
     ws_utf8 utf8;
     bool closed;         /* the peer's close frame was seen */
     uint16_t error;      /* sticky close code; 0 while fine */
+    uint8_t error_opcode; /* WS_OP_TEXT or WS_OP_BINARY when a message was too big */
     const char *error_reason;
 } ws_parser;
 
