@@ -186,13 +186,20 @@ int msg_parse(const char *line, size_t len, int64_t max_file_size, msg_request *
         msg_fail(err, 400, "invalid_request", "a request must be a JSON object");
         goto out;
     }
+    json_t *act = json_object_get(obj, "action");
     json_t *v = json_object_get(obj, "v");
     if (v && (!json_is_integer(v) || json_integer_value(v) != MSG_PROTOCOL_VERSION)) {
+        /* Even refused, a chunk's bytes follow: say how many, so the caller
+         * can skip them and stay in step. */
+        bool chunk = json_is_string(act) && lookup_action(act, &req->action) == 0 &&
+                     req->action == ACT_CHUNK;
+        if (chunk && get_uint(obj, "length", &req->length) <= 0)
+            req->length = -1;
         msg_fail(err, 400, "unsupported_version", "this server speaks protocol version %d",
                  MSG_PROTOCOL_VERSION);
+        err->close = chunk && req->length < 0; /* bytes of unknown count follow */
         goto out;
     }
-    json_t *act = json_object_get(obj, "action");
     if (!json_is_string(act)) {
         msg_fail(err, 400, "invalid_request", "action must be a string");
         goto out;

@@ -727,6 +727,14 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
 
 static void handle_complete(upload_env *env, session *s, const msg_request *req)
 {
+    /* Completing needs only the open upload; but credentials that are sent
+     * are checked like anywhere else, and must be the uploader's. */
+    if ((req->user_id > 0 || req->has_credential) && authenticate(env, s, req) != 0)
+        return;
+    if (s->up && s->up->st.user_id != s->user_id) {
+        send_error(env, s, 403, "forbidden", "the upload belongs to another user");
+        return;
+    }
     open_upload *up = s->up;
     if (!up || up->st.document_id != (uint64_t)req->document_id) {
         send_error(env, s, 409, "upload_not_open",
