@@ -17,7 +17,9 @@ int lifecycle_fail_upload(docstore *ds, redis_state *rs, const char *storage_dir
         return 0;
     if (storage_remove(storage_dir, doc) != 0)
         log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
-    if (rstate_del(rs, doc) != 0 || rstate_lease_break(rs, doc) != 0)
+    /* Lease first: a writer still holding it could otherwise save an offset
+     * (and so recreate the state) between the two. */
+    if (rstate_lease_break(rs, doc) != 0 || rstate_del(rs, doc) != 0)
         log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc, rstate_error(rs));
     log_info("event=upload_failed doc=%" PRIu64 " reason=%s", doc, reason);
     return 0;

@@ -331,7 +331,8 @@ static void send_lease_lost(upload_env *env, session *s, uint64_t doc)
     metrics_add(env->metrics, M_LEASES_LOST, 1);
     forget_open_upload(s);
     send_error(env, s, 409, "lease_lost",
-               "another connection took over this upload; resume to continue");
+               "this connection no longer holds the upload (another connection took it over, "
+               "or it was ended); resume to continue if it is still uploading");
 }
 
 /* Marks the row failed and removes what belonged to the upload; the answer
@@ -477,6 +478,17 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     /* The lease first: nobody else may write while the file is reconciled. */
     if (take_lease(env, s, doc) != 0)
         return;
+    /* Read the row again under the lease: an abort, expiry or operator may
+     * have ended the upload since, and its state must not be brought back. */
+    bool still = false;
+    if (docstore_get_document(env->ds, doc, &d, &still) != 0) {
+        send_unavailable(env, s, docstore_error(env->ds));
+        goto release;
+    }
+    if (!still || strcmp(d.status, "uploading") != 0) {
+        send_not_resumable(env, s, &d);
+        goto release;
+    }
     upload_state st;
     bool found = false;
     if (rstate_get(env->rs, doc, &st, &found) != 0) {
