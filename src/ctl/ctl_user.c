@@ -1,7 +1,6 @@
 /* User administration against the users table (sql/001_init.sql). */
 #include "ctl_user.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,24 +33,6 @@ int user_check_name(const char *name, char *err, size_t errlen)
             return -1;
         }
     }
-    return 0;
-}
-
-int user_parse_id(const char *s, uint64_t *id, char *err, size_t errlen)
-{
-    size_t n = strlen(s);
-    if (n == 0 || strspn(s, "0123456789") != n) {
-        snprintf(err, errlen, "user id '%s' is not a positive integer", s);
-        return -1;
-    }
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v == 0 || v > INT64_MAX) {
-        snprintf(err, errlen, "user id '%s' is out of range", s);
-        return -1;
-    }
-    *id = v;
     return 0;
 }
 

@@ -17,9 +17,6 @@
  * [A-Za-z0-9._@+-], starting with a letter or digit. -1 with a reason. */
 int user_check_name(const char *name, char *err, size_t errlen);
 
-/* Parses a user id: decimal digits only, 1 to INT64_MAX. -1 with a reason. */
-int user_parse_id(const char *s, uint64_t *id, char *err, size_t errlen);
-
 int user_add(MYSQL *db, const char *name, bool json, char *err, size_t errlen);
 int user_rotate(MYSQL *db, uint64_t id, bool json, char *err, size_t errlen);
 int user_set_disabled(MYSQL *db, uint64_t id, bool disabled, bool json, char *err,

@@ -1,0 +1,514 @@
+/* chunkctl's operator commands against a real chunkd: `uploads` reports an
+ * upload in flight with its offset and writing node, `show` tells a
+ * healthy document from a damaged one, and `fail` / `expire` end an upload
+ * the way the server does (row failed with the reason, file, Redis state
+ * and lease gone, resume refused) but never touch a completed document. */
+#include "harness.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static it_server srv;
+static char workdir[IT_DIR_MAX];
+static it_user alice, bob;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (it_init("it_chunkctl_uploads") != 0 || it_tmpdir("ctlup", workdir, sizeof workdir) != 0)
+        return -1;
+    if (it_user_create(&alice) != 0 || it_user_create(&bob) != 0)
+        return -1;
+    /* No sweep: the uploads left partial here must stay 'uploading' until
+     * the test itself ends them. */
+    static const char *const args[] = {"--workers", "2", "--sweep-interval-s", "0", NULL};
+    it_server_opts o = {.args = args};
+    return it_server_start(&srv, &o);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    it_server_stop(&srv);
+    it_rmtree(workdir);
+    it_shutdown();
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    (void)state;
+    it_test_begin(&srv);
+    return 0;
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    it_test_end(&srv);
+    return 0;
+}
+
+/* ---- running chunkctl ---------------------------------------------------- */
+
+static char err_path[IT_DIR_MAX + 32];
+
+/* Runs chunkctl ARGS... --storage-dir <the server's>; the MySQL and Redis
+ * settings come from the stack env that it_init loaded. Returns the exit
+ * code and stdout in *out (caller frees); prints stderr when the code is
+ * not `expect`. */
+static int ctl_run(int expect, char **out, const char *const *args)
+{
+    const char *argv[24];
+    int n = 0;
+    argv[n++] = it_bin("CHUNKCTL_BIN");
+    assert_non_null(argv[0]);
+    for (int i = 0; args[i]; i++) {
+        assert_true(n < 20);
+        argv[n++] = args[i];
+    }
+    argv[n++] = "--storage-dir";
+    argv[n++] = srv.storage_dir;
+    argv[n] = NULL;
+    snprintf(err_path, sizeof err_path, "%s/chunkctl.err", workdir);
+    unlink(err_path);
+    int rc = it_run(argv, NULL, err_path, 30000, out);
+    if (rc != expect) {
+        fprintf(stderr, "it: chunkctl %s %s: exit %d, expected %d; stdout:\n%s\n", args[0],
+                args[1] ? args[1] : "", rc, expect, *out ? *out : "(none)");
+        it_print_file("chunkctl stderr", err_path);
+    }
+    assert_int_equal(rc, expect);
+    assert_non_null(*out);
+    return rc;
+}
+
+/* chunkctl --json ARGS...: the one JSON value it printed (caller decrefs). */
+static json_t *ctl_json(int expect, const char *const *args)
+{
+    const char *full[20];
+    int n = 0;
+    full[n++] = "--json";
+    for (int i = 0; args[i]; i++) {
+        assert_true(n < 19);
+        full[n++] = args[i];
+    }
+    full[n] = NULL;
+    char *text = NULL;
+    ctl_run(expect, &text, full);
+    json_error_t jerr;
+    json_t *v = json_loads(text, 0, &jerr);
+    if (!v)
+        fprintf(stderr, "it: chunkctl printed no JSON (%s): %s\n", jerr.text, text);
+    free(text);
+    assert_non_null(v);
+    return v;
+}
+
+/* chunkctl's stderr from the last run, for checking its reasons. */
+static bool stderr_has(const char *needle)
+{
+    FILE *f = fopen(err_path, "r");
+    assert_non_null(f);
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    bool found = strstr(buf, needle) != NULL;
+    if (!found)
+        fprintf(stderr, "it: chunkctl stderr lacks \"%s\": %s\n", needle, buf);
+    return found;
+}
+
+static void id_str(int64_t id, char out[24])
+{
+    snprintf(out, 24, "%lld", (long long)id);
+}
+
+/* The element of an `uploads --json` array for document id, or NULL. */
+static json_t *find_upload(json_t *arr, int64_t id)
+{
+    assert_true(json_is_array(arr));
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        if (it_json_int(e, "document_id") == id)
+            return e;
+    }
+    return NULL;
+}
+
+/* True when any string of the `problems` array contains needle. */
+static bool problems_mention(json_t *show, const char *needle)
+{
+    json_t *probs = json_object_get(show, "problems");
+    assert_true(json_is_array(probs));
+    size_t i;
+    json_t *p;
+    json_array_foreach(probs, i, p)
+    {
+        if (strstr(json_string_value(p), needle))
+            return true;
+    }
+    char *dump = json_dumps(probs, 0);
+    fprintf(stderr, "it: no problem mentions \"%s\": %s\n", needle, dump ? dump : "?");
+    free(dump);
+    return false;
+}
+
+/* ---- uploads made over raw sockets -------------------------------------- */
+
+/* An upload of `size` bytes with its first `sent` bytes sent, left open on
+ * s (which holds the lease) when s is not NULL, else closed. */
+static int64_t partial_upload(it_sock *s, const it_user *u, const char *name, int64_t size,
+                              size_t sent)
+{
+    it_sock own;
+    it_sock *c = s ? s : &own;
+    assert_int_equal(it_sock_connect(c, srv.port), 0);
+    it_sock_auth(c, u);
+    int64_t id = it_sock_upload(c, name, size);
+    if (sent > 0)
+        it_sock_chunk_ok(c, id, 0, NULL, sent);
+    if (!s)
+        it_sock_close(c);
+    return id;
+}
+
+/* A completed upload of `size` random bytes; its SHA-256 in sha. */
+static int64_t completed_upload(const it_user *u, const char *name, size_t size, char sha[65])
+{
+    unsigned char *data = malloc(size);
+    assert_non_null(data);
+    it_random_bytes(data, size);
+    it_sha256_hex(data, size, sha);
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    it_sock_auth(&s, u);
+    int64_t id = it_sock_upload(&s, name, (int64_t)size);
+    it_sock_chunk_ok(&s, id, 0, data, size);
+    free(data);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    json_t *r = it_sock_req(&s, line);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "sha256"), sha);
+    json_decref(r);
+    it_sock_close(&s);
+    it_assert_stored(&srv, id, (int64_t)size, sha);
+    return id;
+}
+
+/* A resume of id by u, on a fresh connection: the server's answer. */
+static json_t *resume(const it_user *u, int64_t id)
+{
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    json_t *r = it_sock_req_json(&s, json_pack("{s:s, s:I, s:I, s:s}", "action", "resume",
+                                               "document_id", (json_int_t)id, "user_id",
+                                               (json_int_t)u->id, "credential", u->credential));
+    it_sock_close(&s);
+    return r;
+}
+
+static bool file_exists(int64_t id)
+{
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&srv, id, path, sizeof path);
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return true;
+    assert_int_equal(errno, ENOENT);
+    return false;
+}
+
+/* The state `fail` and `expire` must leave: row failed with the reason, no
+ * file, no Redis key, no lease, resume refused, and show content. */
+static void assert_ended(const it_user *u, int64_t id, const char *reason)
+{
+    it_doc d;
+    it_assert_doc_status(id, "failed", &d);
+    assert_false(d.failure_reason_null);
+    assert_string_equal(d.failure_reason, reason);
+    assert_false(file_exists(id));
+    assert_int_equal(it_redis_exists(id), 0);
+    assert_int_equal(it_redis_lease_exists(id), 0);
+
+    json_t *r = resume(u, id);
+    it_assert_error(r, 409, "not_resumable");
+    assert_string_equal(it_json_str(r, "document_status"), "failed");
+    json_decref(r);
+
+    char ids[24];
+    id_str(id, ids);
+    json_t *show = ctl_json(0, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_true(json_object_get(show, "consistent")));
+    json_decref(show);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void test_uploads_lists_partial_upload(void **state)
+{
+    (void)state;
+    it_sock s;
+    int64_t id = partial_upload(&s, &alice, "partial.bin", 256 * IT_KiB, 64 * IT_KiB);
+    int64_t other = partial_upload(NULL, &bob, "bobs.bin", 100 * IT_KiB, 10 * IT_KiB);
+
+    char uid[24];
+    id_str(alice.id, uid);
+    json_t *arr = ctl_json(0, (const char *const[]){"uploads", "--user", uid, NULL});
+    json_t *e = find_upload(arr, id);
+    if (!e)
+        fprintf(stderr, "it: document %lld not in the uploads of user %s\n", (long long)id, uid);
+    assert_non_null(e);
+    assert_int_equal(it_json_int(e, "user_id"), alice.id);
+    assert_string_equal(it_json_str(e, "filename"), "partial.bin");
+    assert_int_equal(it_json_int(e, "filesize"), 256 * IT_KiB);
+    assert_int_equal(it_json_int(e, "offset"), 64 * IT_KiB);
+    assert_true(json_real_value(json_object_get(e, "percent")) == 25.0);
+    /* the connection still open holds the lease: the server is writing it */
+    assert_string_equal(it_json_str(e, "node"), srv.node_id);
+    assert_true(it_json_int(e, "lease_ttl_ms") > 0);
+    assert_string_equal(it_json_str(e, "last_node"), srv.node_id);
+    int64_t idle = it_json_int(e, "idle_ms");
+    assert_true(idle >= 0 && idle < 120000);
+    /* --user keeps other users' uploads out */
+    assert_null(find_upload(arr, other));
+    json_decref(arr);
+
+    arr = ctl_json(0, (const char *const[]){"uploads", NULL});
+    assert_non_null(find_upload(arr, id));
+    e = find_upload(arr, other);
+    assert_non_null(e);
+    assert_int_equal(it_json_int(e, "offset"), 10 * IT_KiB);
+    json_decref(arr);
+
+    /* the table: one line per upload with progress, percent and node */
+    char *text = NULL;
+    ctl_run(0, &text, (const char *const[]){"uploads", "--user", uid, NULL});
+    char want[64];
+    snprintf(want, sizeof want, "\n%lld ", (long long)id);
+    const char *line = strstr(text, want);
+    if (!line)
+        fprintf(stderr, "it: no line for %lld in:\n%s\n", (long long)id, text);
+    assert_non_null(line);
+    const char *end = strchr(line + 1, '\n');
+    assert_non_null(end);
+    char row[512];
+    snprintf(row, sizeof row, "%.*s", (int)(end - line - 1), line + 1);
+    assert_non_null(strstr(row, "65536/262144"));
+    assert_non_null(strstr(row, "25.0%"));
+    assert_non_null(strstr(row, srv.node_id));
+    assert_non_null(strstr(row, "partial.bin"));
+    free(text);
+
+    it_sock_close(&s);
+    it_pass();
+}
+
+static void test_show_consistent(void **state)
+{
+    (void)state;
+    int64_t up = partial_upload(NULL, &alice, "show-partial.bin", 200 * IT_KiB, 50 * IT_KiB);
+    char ids[24];
+    id_str(up, ids);
+    json_t *j = ctl_json(0, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_true(json_object_get(j, "consistent")));
+    assert_int_equal(json_array_size(json_object_get(j, "problems")), 0);
+    json_t *row = json_object_get(j, "row");
+    assert_string_equal(it_json_str(row, "status"), "uploading");
+    json_t *redis = json_object_get(j, "redis");
+    assert_true(json_is_true(json_object_get(redis, "exists")));
+    json_t *fields = json_object_get(redis, "fields");
+    assert_string_equal(it_json_str(fields, "offset"), "51200");
+    assert_string_equal(it_json_str(fields, "node"), srv.node_id);
+    assert_true(it_json_int(redis, "ttl_s") > 0);
+    json_t *file = json_object_get(j, "file");
+    assert_true(json_is_true(json_object_get(file, "exists")));
+    assert_int_equal(it_json_int(file, "size"), 50 * IT_KiB);
+    assert_string_equal(it_json_str(file, "mode"), "0640");
+    json_decref(j);
+
+    char sha[65];
+    int64_t done = completed_upload(&alice, "show-done.bin", 300000, sha);
+    id_str(done, ids);
+    j = ctl_json(0, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_true(json_object_get(j, "consistent")));
+    assert_string_equal(it_json_str(json_object_get(j, "row"), "status"), "completed");
+    assert_string_equal(it_json_str(json_object_get(j, "file"), "sha256"), sha);
+    assert_false(json_is_true(json_object_get(json_object_get(j, "redis"), "exists")));
+    json_decref(j);
+
+    char *text = NULL;
+    ctl_run(0, &text, (const char *const[]){"show", ids, NULL});
+    assert_non_null(strstr(text, "\nverdict: consistent\n"));
+    assert_non_null(strstr(text, sha));
+    free(text);
+    it_pass();
+}
+
+static void test_show_finds_damage(void **state)
+{
+    (void)state;
+    char sha[65], ids[24], path[IT_PATH_MAX + 64];
+
+    /* a completed document whose file is gone */
+    int64_t gone = completed_upload(&alice, "gone.bin", 70000, sha);
+    it_upload_path(&srv, gone, path, sizeof path);
+    assert_int_equal(unlink(path), 0);
+    id_str(gone, ids);
+    json_t *j = ctl_json(1, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_false(json_object_get(j, "consistent")));
+    assert_true(problems_mention(j, "missing"));
+    json_decref(j);
+    char *text = NULL;
+    ctl_run(1, &text, (const char *const[]){"show", ids, NULL});
+    const char *verdict = strstr(text, "\nverdict: inconsistent: ");
+    assert_non_null(verdict);
+    assert_non_null(strstr(verdict, "missing"));
+    free(text);
+
+    /* a completed document with one byte too many */
+    int64_t grown = completed_upload(&alice, "grown.bin", 70000, sha);
+    it_upload_path(&srv, grown, path, sizeof path);
+    FILE *f = fopen(path, "ab");
+    assert_non_null(f);
+    assert_int_equal(fputc('!', f), '!');
+    assert_int_equal(fclose(f), 0);
+    id_str(grown, ids);
+    j = ctl_json(1, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_false(json_object_get(j, "consistent")));
+    assert_true(problems_mention(j, "70001 bytes instead of 70000"));
+    assert_true(problems_mention(j, "SHA-256"));
+    json_decref(j);
+
+    /* an upload whose Redis offset claims more than the file holds */
+    int64_t up = partial_upload(NULL, &alice, "short.bin", 100 * IT_KiB, 40 * IT_KiB);
+    it_upload_path(&srv, up, path, sizeof path);
+    assert_int_equal(truncate(path, 30 * IT_KiB), 0);
+    id_str(up, ids);
+    j = ctl_json(1, (const char *const[]){"show", ids, NULL});
+    assert_true(problems_mention(j, "Redis offset 40960 > file size 30720"));
+    json_decref(j);
+    it_pass();
+}
+
+static void test_fail_and_expire(void **state)
+{
+    (void)state;
+    char ids[24];
+    int64_t a = partial_upload(NULL, &alice, "fail-reason.bin", 100 * IT_KiB, 20 * IT_KiB);
+    id_str(a, ids);
+    json_t *j = ctl_json(0, (const char *const[]){"fail", ids, "--reason", "customer asked", NULL});
+    assert_int_equal(it_json_int(j, "document_id"), a);
+    assert_string_equal(it_json_str(j, "status"), "failed");
+    assert_string_equal(it_json_str(j, "failure_reason"), "customer asked");
+    json_decref(j);
+    assert_ended(&alice, a, "customer asked");
+
+    int64_t b = partial_upload(NULL, &alice, "fail-default.bin", 100 * IT_KiB, 20 * IT_KiB);
+    id_str(b, ids);
+    char *text = NULL;
+    ctl_run(0, &text, (const char *const[]){"fail", ids, NULL});
+    assert_non_null(strstr(text, "status=failed\n"));
+    free(text);
+    assert_ended(&alice, b, "failed_by_operator");
+
+    int64_t c = partial_upload(NULL, &bob, "expire.bin", 100 * IT_KiB, 30 * IT_KiB);
+    id_str(c, ids);
+    j = ctl_json(0, (const char *const[]){"expire", ids, NULL});
+    assert_string_equal(it_json_str(j, "failure_reason"), "expired");
+    json_decref(j);
+    assert_ended(&bob, c, "expired");
+
+    /* ended once: a second time is refused */
+    ctl_run(1, &text, (const char *const[]){"expire", ids, NULL});
+    free(text);
+    assert_true(stderr_has("not uploading"));
+    it_pass();
+}
+
+/* An upload being written right now: the operator still wins, and the
+ * writer's next chunk is refused instead of landing in a failed document. */
+static void test_fail_while_writing(void **state)
+{
+    (void)state;
+    it_sock s;
+    int64_t id = partial_upload(&s, &alice, "live.bin", 200 * IT_KiB, 64 * IT_KiB);
+    char ids[24];
+    id_str(id, ids);
+    json_t *j = ctl_json(0, (const char *const[]){"fail", ids, NULL});
+    assert_string_equal(it_json_str(j, "interrupted_node"), srv.node_id);
+    json_decref(j);
+
+    char hdr[160];
+    it_line(hdr, sizeof hdr,
+            "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%lld}",
+            (long long)id, (long long)(64 * IT_KiB), (long long)(64 * IT_KiB));
+    it_expect_chunk_error_open(&s, hdr, 64 * IT_KiB, 409, "lease_lost");
+    it_sock_close(&s);
+    assert_ended(&alice, id, "failed_by_operator");
+    it_pass();
+}
+
+static void test_fail_refuses_completed(void **state)
+{
+    (void)state;
+    char sha[65], ids[24];
+    int64_t id = completed_upload(&bob, "keep.bin", 123457, sha);
+    id_str(id, ids);
+    char *text = NULL;
+    ctl_run(1, &text, (const char *const[]){"fail", ids, NULL});
+    free(text);
+    assert_true(stderr_has("is completed, not uploading"));
+    ctl_run(1, &text, (const char *const[]){"expire", ids, NULL});
+    free(text);
+    assert_true(stderr_has("is completed, not uploading"));
+    it_assert_stored(&srv, id, 123457, sha);
+    json_t *show = ctl_json(0, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_true(json_object_get(show, "consistent")));
+    json_decref(show);
+
+    /* no such document; bad usage changes nothing either */
+    ctl_run(1, &text, (const char *const[]){"fail", "900000000000", NULL});
+    free(text);
+    assert_true(stderr_has("no document with id 900000000000"));
+    ctl_run(1, &text, (const char *const[]){"show", "900000000000", NULL});
+    free(text);
+    ctl_run(2, &text, (const char *const[]){"fail", "abc", NULL});
+    free(text);
+    ctl_run(2, &text, (const char *const[]){"show", ids, "--reason", "x", NULL});
+    free(text);
+    ctl_run(2, &text, (const char *const[]){"fail", ids, "--reason", "two\nlines", NULL});
+    free(text);
+    it_assert_stored(&srv, id, 123457, sha);
+    it_pass();
+}
+
+static void test_server_stops_cleanly(void **state)
+{
+    (void)state;
+    it_assert_server_stops_cleanly(&srv);
+    it_pass();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_uploads_lists_partial_upload, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_show_consistent, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_show_finds_damage, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_fail_and_expire, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_fail_while_writing, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_fail_refuses_completed, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
