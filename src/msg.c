@@ -179,8 +179,18 @@ int msg_parse(const char *line, size_t len, int64_t max_file_size, msg_request *
 
     json_error_t jerr;
     json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!obj)
-        return msg_fail(err, 400, "malformed_json", "malformed JSON: %s", jerr.text);
+    if (!obj) {
+        /* jansson quotes the offending input, possibly cut mid-character:
+         * keep the answer valid UTF-8 by showing only printable ASCII. */
+        char why[sizeof jerr.text];
+        size_t i = 0;
+        for (; jerr.text[i] && i + 1 < sizeof why; i++) {
+            unsigned char c = (unsigned char)jerr.text[i];
+            why[i] = (c >= 0x20 && c <= 0x7e) ? (char)c : '?';
+        }
+        why[i] = '\0';
+        return msg_fail(err, 400, "malformed_json", "malformed JSON: %s", why);
+    }
     int rc = -1;
     if (!json_is_object(obj)) {
         msg_fail(err, 400, "invalid_request", "a request must be a JSON object");
