@@ -296,6 +296,27 @@ int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *toke
     return 0;
 }
 
+/* KEYS: lease, upload hash. ARGV: token, lease ms. */
+static const char confirm_lua[] =
+    "local holder = redis.call('GET', KEYS[1]) "
+    "if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
+    "if holder then return 0 end "
+    "if redis.call('HGET', KEYS[2], 'writer') ~= ARGV[1] then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
+
+int rstate_lease_confirm(redis_state *rs, uint64_t document_id, const char *token, bool *held)
+{
+    char lkey[128], key[128];
+    lease_key(rs, document_id, lkey, sizeof lkey);
+    upload_key(rs, document_id, key, sizeof key);
+    long long v = 0;
+    if (eval_int(rs, "lease confirm", &v, "EVAL %s 2 %s %s %s %lld", confirm_lua, lkey, key,
+                 token, (long long)rs->cfg->lease_ttl_ms) != 0)
+        return -1;
+    *held = v == 1;
+    return 0;
+}
+
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token)
 {
     char lkey[128], key[128];

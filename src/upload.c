@@ -257,6 +257,12 @@ static int load_owned_document(upload_env *env, session *s, int64_t document_id,
 
 static void send_not_resumable(upload_env *env, session *s, const doc_row *d)
 {
+    /* A finished document has no resume state; if some is left (an
+     * instance died between updating the row and deleting the key), this is
+     * the moment to drop it. */
+    if (strcmp(d->status, "uploading") != 0 && rstate_del(env->rs, d->id) != 0)
+        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", d->id,
+                 rstate_error(env->rs));
     msg_error err;
     msg_fail(&err, 409, "not_resumable", "the document is %s, not uploading", d->status);
     err.document_status = d->status;
@@ -762,10 +768,11 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         upload_send_error(env, s, &err);
         return;
     }
-    /* Only the lease holder may declare the bytes final. */
+    /* Only the lease holder may declare the bytes final. A lease that
+     * lapsed while we stalled counts only if nobody took the upload over
+     * meanwhile (the hash still names us as its writer). */
     bool held = false;
-    int64_t retry_after = 0;
-    if (rstate_lease_acquire(env->rs, doc, s->lease_token, &held, &retry_after) != 0) {
+    if (rstate_lease_confirm(env->rs, doc, s->lease_token, &held) != 0) {
         send_unavailable(env, s, rstate_error(env->rs));
         return;
     }
@@ -782,8 +789,14 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         return;
     }
     struct stat sb;
+    if (fstat(up->fd, &sb) == 0 && sb.st_nlink == 0) {
+        /* Our file was replaced under us by a takeover (fencing): the
+         * document lives on in the new file, not ours. */
+        send_lease_lost(env, s, doc);
+        return;
+    }
     if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
-        (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0) {
+        (sb.st_mode & 0777) != STORAGE_FILE_MODE) {
         fail_document(env, s, doc, "file_invalid");
         send_error(env, s, 422, "file_invalid",
                    "the stored file is missing or does not have the expected size or mode");
@@ -820,8 +833,11 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
     if (!changed) {
         doc_row d;
         bool found = false;
-        if (docstore_get_document(env->ds, doc, &d, &found) != 0 || !found)
+        if (docstore_get_document(env->ds, doc, &d, &found) != 0 || !found) {
+            memset(&d, 0, sizeof d);
+            d.id = doc;
             snprintf(d.status, sizeof d.status, "unknown");
+        }
         drop_open_upload_if(env, s, doc);
         send_not_resumable(env, s, &d);
         return;

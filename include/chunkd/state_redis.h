@@ -62,6 +62,11 @@ int rstate_save_offset(redis_state *rs, const upload_state *st, const char *leas
  * under the same token succeeds. */
 int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
                          bool *acquired, int64_t *retry_after_ms);
+/* For completion: *held is true when `token` holds the lease (renewed), or
+ * when the lease lapsed and the upload hash still names `token` as its
+ * writer (nobody took over; the lease is taken back). */
+int rstate_lease_confirm(redis_state *rs, uint64_t document_id, const char *token, bool *held);
+
 /* Deletes the lease only if `token` holds it. */
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token);
 /* Deletes the lease whoever holds it (abort, fail). */
