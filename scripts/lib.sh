@@ -6,10 +6,18 @@ CHUNKD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHUNKD_JOBS=${CHUNKD_JOBS:-2}
 
 # Everything to build, test and run chunkd with its stack. openssl (the
-# command) is here because stack.sh makes the MySQL password with it.
+# command) is here because stack.sh makes the MySQL password with it; clang
+# and libclang-rt-dev (libFuzzer, only recommended by clang) for fuzz.sh;
+# chromium for the web UI's browser tests (tests/browser); docker-compose
+# and python3-yaml for the checks of deploy/ (tests/deploy, no engine needed).
 CHUNKD_PACKAGES=(build-essential cmake pkg-config libhiredis-dev libjansson-dev
     libmariadb-dev libssl-dev libcmocka-dev redis-server mariadb-server mariadb-client
-    haproxy openssl)
+    haproxy openssl clang libclang-rt-dev chromium docker-compose python3-yaml)
+# Node.js runs the web tests. Asked for only when the commands are missing:
+# a machine may carry a Node.js of its own (whose package brings npm), which
+# Debian's nodejs and npm packages would conflict with.
+command -v node >/dev/null || CHUNKD_PACKAGES+=(nodejs)
+command -v npm >/dev/null || CHUNKD_PACKAGES+=(npm)
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() {

@@ -141,6 +141,11 @@ static int load_stack_env(const char *path)
     return rc;
 }
 
+int it_load_env_file(const char *path)
+{
+    return load_stack_env(path);
+}
+
 int it_init(const char *program)
 {
     snprintf(it_program, sizeof it_program, "%s", program);
@@ -497,31 +502,35 @@ static int read_ready_port(const char *path)
     return (int)p;
 }
 
-int it_server_start(it_server *s, const it_server_opts *opts)
+/* Spawns chunkd for s (dir, storage_dir, node_id already set) listening on
+ * `port` (0: any) and waits for its ready file. On failure prints the log;
+ * a process that is still running (s->pid) is left to the caller to stop. */
+static int launch(it_server *s, const it_server_opts *opts, int port)
 {
-    memset(s, 0, sizeof *s);
-    static const it_server_opts none = {0};
-    if (!opts)
-        opts = &none;
     const char *bin = it_bin("CHUNKD_BIN");
     if (!bin)
         return -1;
-    if (it_tmpdir("srv", s->dir, sizeof s->dir) != 0)
-        return -1;
-    snprintf(s->log_path, sizeof s->log_path, "%s/chunkd.log", s->dir);
-    snprintf(s->node_id, sizeof s->node_id, "%s-%d-%u", it_program, (int)getpid(), it_seq++);
-    if (opts->storage_dir)
-        snprintf(s->storage_dir, sizeof s->storage_dir, "%s", opts->storage_dir);
-    else
-        snprintf(s->storage_dir, sizeof s->storage_dir, "%s/storage", s->dir);
-    char ready[IT_PATH_MAX + 16];
+    char ready[IT_PATH_MAX + 16], listen[32];
     snprintf(ready, sizeof ready, "%s/ready", s->dir);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    /* A restart must not take the previous run's ready file for its own. */
+    if (unlink(ready) != 0 && errno != ENOENT) {
+        fprintf(stderr, "it: remove %s: %s\n", ready, strerror(errno));
+        return -1;
+    }
 
-    const char *argv[64];
+    const char *argv[96];
     int a = 0;
+    for (int i = 0; opts->wrapper && opts->wrapper[i]; i++) {
+        if (a >= 32) {
+            fprintf(stderr, "it: too many wrapper arguments\n");
+            return -1;
+        }
+        argv[a++] = opts->wrapper[i];
+    }
     argv[a++] = bin;
     argv[a++] = "--listen";
-    argv[a++] = "127.0.0.1:0";
+    argv[a++] = listen;
     argv[a++] = "--ready-file";
     argv[a++] = ready;
     argv[a++] = "--storage-dir";
@@ -531,9 +540,8 @@ int it_server_start(it_server *s, const it_server_opts *opts)
     argv[a++] = "--log-level";
     argv[a++] = it_env("CHUNKD_IT_LOG_LEVEL", "info");
     for (int i = 0; opts->args && opts->args[i]; i++) {
-        if (a >= 62) {
+        if (a >= 94) {
             fprintf(stderr, "it: too many server flags\n");
-            it_rmtree(s->dir);
             return -1;
         }
         argv[a++] = opts->args[i];
@@ -541,20 +549,19 @@ int it_server_start(it_server *s, const it_server_opts *opts)
     argv[a] = NULL;
 
     if (it_spawn(argv, opts->env, s->log_path, s->log_path, &s->pid) != 0) {
-        it_rmtree(s->dir);
         s->pid = 0;
         return -1;
     }
     int timeout = atoi(it_env("CHUNKD_IT_START_TIMEOUT_MS", "30000"));
     int64_t deadline = it_now_ms() + timeout;
     for (;;) {
-        int port = read_ready_port(ready);
-        if (port > 0) {
-            s->port = port;
-            snprintf(s->port_str, sizeof s->port_str, "%d", port);
+        int bound = read_ready_port(ready);
+        if (bound > 0) {
+            s->port = bound;
+            snprintf(s->port_str, sizeof s->port_str, "%d", bound);
             return 0;
         }
-        if (port < 0) {
+        if (bound < 0) {
             fprintf(stderr, "it: malformed ready file %s\n", ready);
             break;
         }
@@ -575,7 +582,79 @@ int it_server_start(it_server *s, const it_server_opts *opts)
         it_sleep_ms(20);
     }
     it_server_log_tail(s, 0, 60);
-    it_server_stop(s);
+    return -1;
+}
+
+int it_server_start(it_server *s, const it_server_opts *opts)
+{
+    memset(s, 0, sizeof *s);
+    static const it_server_opts none = {0};
+    if (!opts)
+        opts = &none;
+    if (!it_bin("CHUNKD_BIN"))
+        return -1;
+    if (it_tmpdir("srv", s->dir, sizeof s->dir) != 0)
+        return -1;
+    snprintf(s->log_path, sizeof s->log_path, "%s/chunkd.log", s->dir);
+    snprintf(s->node_id, sizeof s->node_id, "%s-%d-%u", it_program, (int)getpid(), it_seq++);
+    if (opts->storage_dir)
+        snprintf(s->storage_dir, sizeof s->storage_dir, "%s", opts->storage_dir);
+    else
+        snprintf(s->storage_dir, sizeof s->storage_dir, "%s/storage", s->dir);
+    if (launch(s, opts, 0) != 0) {
+        it_server_stop(s);
+        return -1;
+    }
+    return 0;
+}
+
+int it_server_wait(it_server *s, int timeout_ms, int *wstatus)
+{
+    if (s->pid <= 0) {
+        fprintf(stderr, "it: chunkd %s is not running\n", s->node_id);
+        return -1;
+    }
+    int st = 0;
+    int rc = it_wait(s->pid, timeout_ms, &st);
+    s->pid = 0;
+    if (rc != 0) {
+        fprintf(stderr, "it: chunkd %s did not exit within %d ms\n", s->node_id, timeout_ms);
+        return -1;
+    }
+    if (wstatus)
+        *wstatus = st;
+    return 0;
+}
+
+int it_server_kill(it_server *s, int sig, int timeout_ms, int *wstatus)
+{
+    if (s->pid <= 0) {
+        fprintf(stderr, "it: chunkd %s is not running\n", s->node_id);
+        return -1;
+    }
+    if (kill(s->pid, sig) != 0) {
+        fprintf(stderr, "it: kill %d: %s\n", (int)s->pid, strerror(errno));
+        return -1;
+    }
+    return it_server_wait(s, timeout_ms, wstatus);
+}
+
+int it_server_restart(it_server *s, const it_server_opts *opts)
+{
+    static const it_server_opts none = {0};
+    if (!opts)
+        opts = &none;
+    if (s->pid > 0 || !s->dir[0] || s->port <= 0) {
+        fprintf(stderr, "it: restart needs a server that ran and was stopped with "
+                        "it_server_kill\n");
+        return -1;
+    }
+    /* The old listening socket is gone with the process; SO_REUSEADDR in
+     * chunkd lets the port be bound again despite connections in TIME_WAIT. */
+    if (launch(s, opts, s->port) == 0)
+        return 0;
+    if (s->pid > 0)
+        it_server_kill(s, SIGTERM, atoi(it_env("CHUNKD_IT_STOP_TIMEOUT_MS", "20000")), NULL);
     return -1;
 }
 

@@ -70,6 +70,10 @@ typedef struct it_server_opts {
     const char *storage_dir;     /* NULL: <dir>/storage */
     const char *const *args;     /* extra flags, NULL-terminated */
     const char *const *env;      /* extra KEY=value, override the stack env */
+    /* argv (NULL-terminated) that the chunkd command line is appended to,
+     * e.g. unshare ... sh -c '... exec "$@"'; it must end by exec'ing
+     * chunkd in the same process, so the pid is chunkd's. */
+    const char *const *wrapper;
 } it_server_opts;
 
 typedef struct it_server {
@@ -95,6 +99,18 @@ int it_server_stop(it_server *s);
 void it_assert_server_stops_cleanly(it_server *s);
 /* Prints the last `lines` lines of the log written since `from`. */
 void it_server_log_tail(const it_server *s, off_t from, int lines);
+/* Waits up to timeout_ms for chunkd to exit (after a signal the test sent
+ * itself), keeping its directory, storage and log for it_server_restart.
+ * 0 with the wait status in *wstatus (may be NULL); -1 on timeout, after
+ * which the process is killed. */
+int it_server_wait(it_server *s, int timeout_ms, int *wstatus);
+/* Sends sig, then it_server_wait. */
+int it_server_kill(it_server *s, int sig, int timeout_ms, int *wstatus);
+/* Starts chunkd again on the port, storage and directory of a server that
+ * it_server_kill ended, as an operator restarts a crashed instance; the log
+ * goes on in the same file. opts as for it_server_start (its storage_dir is
+ * not used). */
+int it_server_restart(it_server *s, const it_server_opts *opts);
 
 /* ---- other processes (chunkup, chunkctl) ------------------------------- */
 
@@ -179,6 +195,21 @@ int it_redis_upload(int64_t id, it_rkey *k);
 /* 1 when the key exists, 0 when not, -1 on error. */
 int it_redis_exists(int64_t id);
 int it_redis_del_upload(int64_t id);
+/* 1 when <prefix>lease:<id> exists, 0 when not, -1 on error. */
+int it_redis_lease_exists(int64_t id);
+/* 1 when a <prefix>reserved:<volume> hash (storage admission) still holds
+ * a field for the upload, 0 when none does, -1 on error. */
+int it_redis_reserved(int64_t id);
+/* FLUSHALL: every key of the Redis the harness is connected to is lost. */
+int it_redis_flushall(void);
+/* SHUTDOWN of the Redis the harness is connected to, as `redis-cli
+ * shutdown` does: its persistence (the stack's AOF) is flushed first. The
+ * process may still be exiting on return. The harness's Redis probes need
+ * it_backends_reconnect once a Redis runs again. */
+int it_redis_shutdown(void);
+/* Opens the harness's MySQL and Redis probes again, after a backend
+ * restarted or after the environment was pointed at another stack. */
+int it_backends_reconnect(void);
 
 /* ---- raw sockets --------------------------------------------------------- */
 

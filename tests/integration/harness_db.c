@@ -469,6 +469,105 @@ int it_redis_exists(int64_t id)
     return ret;
 }
 
+static void lease_key(int64_t id, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%slease:%lld", it_env("CHUNKD_REDIS_PREFIX", "chunkd:"),
+             (long long)id);
+}
+
+int it_redis_lease_exists(int64_t id)
+{
+    char key[128];
+    lease_key(id, key, sizeof key);
+    redisReply *r = redisCommand(rc, "EXISTS %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        fprintf(stderr, "it: EXISTS %s: %s\n", key, r ? "not an integer" : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    int ret = r->integer > 0;
+    freeReplyObject(r);
+    return ret;
+}
+
+int it_redis_reserved(int64_t id)
+{
+    char pattern[128], field[32];
+    snprintf(pattern, sizeof pattern, "%sreserved:*", it_env("CHUNKD_REDIS_PREFIX", "chunkd:"));
+    snprintf(field, sizeof field, "%lld", (long long)id);
+    char cursor[32] = "0";
+    int found = 0;
+    do {
+        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            fprintf(stderr, "it: SCAN %s: %s\n", pattern, r ? "unexpected reply" : rc->errstr);
+            if (r)
+                freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements && found == 0; i++) {
+            redisReply *h = redisCommand(rc, "HEXISTS %s %s", keys->element[i]->str, field);
+            if (!h || h->type != REDIS_REPLY_INTEGER)
+                found = -1;
+            else if (h->integer > 0)
+                found = 1;
+            if (h)
+                freeReplyObject(h);
+        }
+        freeReplyObject(r);
+    } while (found == 0 && strcmp(cursor, "0") != 0);
+    if (found < 0)
+        fprintf(stderr, "it: HEXISTS of reservation %s failed\n", field);
+    return found;
+}
+
+int it_redis_flushall(void)
+{
+    redisReply *r = redisCommand(rc, "FLUSHALL");
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "it: FLUSHALL: %s\n", r ? r->str : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int it_redis_shutdown(void)
+{
+    /* Success is the connection closing under the command: no reply. */
+    redisReply *r = redisCommand(rc, "SHUTDOWN");
+    int ret = 0;
+    if (r) {
+        fprintf(stderr, "it: SHUTDOWN answered: %s\n",
+                r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_STATUS ? r->str : "?");
+        freeReplyObject(r);
+        ret = -1;
+    }
+    /* The context stays, in its error state: probes fail cleanly until
+     * it_backends_reconnect. */
+    return ret;
+}
+
+int it_backends_reconnect(void)
+{
+    /* Not it_db_disconnect: the MySQL library stays initialised. */
+    if (db) {
+        mysql_close(db);
+        db = NULL;
+    }
+    it_redis_disconnect();
+    if (it_db_connect() != 0)
+        return -1;
+    return it_redis_connect();
+}
+
 int it_redis_del_upload(int64_t id)
 {
     char key[128];
