@@ -789,14 +789,14 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         return;
     }
     struct stat sb;
-    if (fstat(up->fd, &sb) == 0 && sb.st_nlink == 0) {
+    if (storage_is_current(env->cfg->storage_dir, doc, up->fd) == 0) {
         /* Our file was replaced under us by a takeover (fencing): the
          * document lives on in the new file, not ours. */
         send_lease_lost(env, s, doc);
         return;
     }
     if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
-        (sb.st_mode & 0777) != STORAGE_FILE_MODE) {
+        (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0) {
         fail_document(env, s, doc, "file_invalid");
         send_error(env, s, 422, "file_invalid",
                    "the stored file is missing or does not have the expected size or mode");
