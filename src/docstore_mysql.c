@@ -3,6 +3,7 @@
 #include "chunkd/docstore_mysql.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <mysql.h>
 
 #include "chunkd/log.h"
+
 
 enum stmt_id {
     ST_GET_USER,
@@ -53,6 +55,24 @@ struct docstore {
     MYSQL_STMT *stmt[ST_COUNT];
     char err[512];
 };
+
+static bool connection_closed_by_server(MYSQL *db)
+{
+    my_socket fd = mysql_get_socket(db);
+    if (fd < 0)
+        return true;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    return poll(&pfd, 1, 0) > 0 && pfd.revents != 0;
+}
+
+/* Statements that may safely run twice: a retry after a lost connection
+ * cannot duplicate or misreport anything. */
+static bool idempotent(enum stmt_id id)
+{
+    return id == ST_GET_USER || id == ST_GET_DOC || id == ST_LIST_DOCS || id == ST_STALE_DOCS ||
+           id == ST_COUNT_UPLOADING;
+}
+
 
 docstore *docstore_new(const chunkd_config *cfg)
 {
@@ -208,6 +228,15 @@ static void bind_out_time(MYSQL_BIND *b, MYSQL_TIME *t, my_bool *is_null)
  * before the server saw it. */
 static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
 {
+    /* A server restart or wait_timeout closes an idle connection. A
+     * writing statement sent into it would fail in a way that leaves its
+     * outcome unknown (2013), so look at the socket first: between
+     * statements the server sends nothing, so anything readable (its
+     * goodbye, or the close itself) means the connection is gone. */
+    if (ds->db && connection_closed_by_server(ds->db)) {
+        log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
+        disconnect(ds);
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
         if (connect_db(ds) != 0)
             return NULL;
@@ -220,7 +249,8 @@ static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *p
             return st;
         unsigned int code = mysql_stmt_errno(st);
         stmt_fail(ds, st, "execute");
-        if (attempt == 0 && code == CR_SERVER_GONE_ERROR) {
+        if (attempt == 0 && (code == CR_SERVER_GONE_ERROR ||
+                             (code == CR_SERVER_LOST && idempotent(id)))) {
             log_info("event=mysql_reconnect reason=\"%s\"", ds->err);
             continue;
         }

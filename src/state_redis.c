@@ -3,6 +3,7 @@
 #include "chunkd/state_redis.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,8 +93,21 @@ static int reply_ok(redis_state *rs, redisReply *r, const char *what)
     return 0;
 }
 
+/* Between commands Redis sends nothing: a readable socket means it closed
+ * the connection (restart, timeout), so reconnect before sending rather
+ * than fail the request. */
+static bool closed_by_server(const redisContext *ctx)
+{
+    struct pollfd pfd = {.fd = ctx->fd, .events = POLLIN | POLLRDHUP};
+    return poll(&pfd, 1, 0) > 0 && pfd.revents != 0;
+}
+
 static int connect_redis(redis_state *rs)
 {
+    if (rs->ctx && closed_by_server(rs->ctx)) {
+        log_info("event=redis_reconnect reason=\"connection closed by the server\"");
+        drop_connection(rs);
+    }
     if (rs->ctx)
         return 0;
     const chunkd_config *cfg = rs->cfg;
