@@ -1,0 +1,239 @@
+/* A real full disk: chunkd runs in a mount namespace of its own where its
+ * storage folder is a small tmpfs, invisible to the rest of the machine.
+ * Admission (docs/CONFIG.md) lets the upload in because the volume has room
+ * when it starts; then something else fills the volume, as another program
+ * sharing it would. The chunk that does not fit is refused with 507 and
+ * what was accepted is kept; once the tmpfs grows, the same chunkup
+ * command resumes the upload. Needs root (mount namespaces); skipped
+ * otherwise. */
+#include "harness_fault.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static it_server srv;
+static it_user user;
+static it_chunkup cup;
+static char workdir[IT_DIR_MAX];
+static char mnt[IT_DIR_MAX];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (it_init("it_fault_disk") != 0 || it_user_create(&user) != 0 ||
+        it_tmpdir("files", workdir, sizeof workdir) != 0)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    it_rmtree(workdir);
+    it_shutdown();
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    (void)state;
+    it_test_begin(NULL);
+    return 0;
+}
+
+/* The server goes first: its mount namespace, and the tmpfs, end with it. */
+static int test_teardown(void **state)
+{
+    (void)state;
+    it_chunkup_cleanup(&cup);
+    if (srv.dir[0]) {
+        it_test_end(&srv);
+        it_server_stop(&srv);
+    }
+    if (mnt[0])
+        it_rmtree(mnt);
+    mnt[0] = '\0';
+    return 0;
+}
+
+/* Whether this process may mount a tmpfs in a new mount namespace. */
+static bool can_mount_privately(const char *unshare, const char *sh)
+{
+    const char *argv[] = {unshare, "-m", "--propagation", "private", sh, "-c",
+                          "mount -t tmpfs -o size=1m tmpfs \"$0\"", mnt, NULL};
+    char *out = NULL;
+    int rc = it_run(argv, NULL, NULL, 20000, &out);
+    free(out);
+    return rc == 0;
+}
+
+/* Writes a file into the server's storage volume until the volume is full;
+ * returns the bytes written, or -1 unless the end was ENOSPC. */
+static int64_t fill_volume(const char *dir)
+{
+    char path[IT_PATH_MAX + 16];
+    it_line(path, sizeof path, "%s/filler", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "it: create %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    static char block[64 * 1024];
+    memset(block, 'f', sizeof block);
+    int64_t total = 0;
+    int e = 0;
+    for (;;) {
+        ssize_t w = write(fd, block, sizeof block);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            e = errno;
+            break;
+        }
+        total += w;
+    }
+    close(fd);
+    if (e != ENOSPC) {
+        fprintf(stderr, "it: filling %s: %s\n", path, strerror(e));
+        return -1;
+    }
+    return total;
+}
+
+static void test_enospc_then_room_again(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        fprintf(stderr, "it: SKIP full disk: needs root to mount a tmpfs in a mount "
+                        "namespace\n");
+        skip();
+    }
+    char unshare[IT_PATH_MAX], nsenter[IT_PATH_MAX], sh[IT_PATH_MAX];
+    if (it_find_program("unshare", unshare, sizeof unshare) != 0 ||
+        it_find_program("nsenter", nsenter, sizeof nsenter) != 0 ||
+        it_find_program("sh", sh, sizeof sh) != 0) {
+        fprintf(stderr, "it: SKIP full disk: unshare, nsenter and sh are needed "
+                        "(Debian package util-linux)\n");
+        skip();
+    }
+    assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
+    if (!can_mount_privately(unshare, sh)) {
+        fprintf(stderr, "it: SKIP full disk: cannot mount a tmpfs in a new mount namespace "
+                        "here\n");
+        skip();
+    }
+
+    /* sh mounts the tmpfs over the storage folder inside the namespace,
+     * then becomes chunkd ("$@"), so the spawned pid is chunkd's. */
+    const char *wrapper[] = {unshare, "-m", "--propagation", "private", sh, "-c",
+                             "mount -t tmpfs -o size=8m,mode=0750 tmpfs \"$0\" && exec \"$@\"",
+                             mnt, NULL};
+    /* no reserve: the whole small volume is there to be admitted */
+    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
+    it_server_opts o = {.args = args, .storage_dir = mnt, .wrapper = wrapper};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    /* The files as chunkd sees them: through its own root. */
+    it_server view = srv;
+    it_line(view.storage_dir, sizeof view.storage_dir, "/proc/%d/root%s", (int)srv.pid, mnt);
+
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    const int64_t size = 4 * IT_MiB;
+    char path[IT_PATH_MAX], sha[65];
+    it_line(path, sizeof path, "%s/squeezed.bin", workdir);
+    assert_int_equal(it_make_file(path, size, sha), 0);
+
+    static const char *const slow[] = {"--limit-rate", "2m", NULL};
+    assert_int_equal(it_chunkup_start(&cup, &srv, &u, path, slow), 0);
+    int64_t id = 0;
+    int64_t seen = it_wait_acked(u.id, IT_MiB, 60000, &id);
+    if (seen < 0)
+        it_chunkup_print(&cup);
+    assert_true(seen >= IT_MiB);
+    int64_t filler = fill_volume(view.storage_dir);
+    assert_true(filler > 0);
+    fprintf(stderr, "it: filled the volume with %lld bytes at offset %lld\n", (long long)filler,
+            (long long)seen);
+
+    int code = -1;
+    assert_int_equal(it_chunkup_wait(&cup, 120000, &code), 0);
+    if (code != 6)
+        it_chunkup_print(&cup);
+    assert_int_equal(code, 6); /* docs/CLIENT.md: out of storage, resume later */
+    json_t *res = it_chunkup_result(&cup);
+    if (!res)
+        it_chunkup_print(&cup);
+    assert_non_null(res);
+    assert_string_equal(it_json_str(res, "status"), "error");
+    assert_int_equal(it_json_int(res, "code"), 507);
+    assert_string_equal(it_json_str(res, "reason"), "insufficient_storage");
+    json_decref(res);
+
+    assert_int_equal(it_doc_newest(u.id), id);
+    it_assert_doc_status(id, "uploading", NULL);
+    assert_true(it_log_count(&srv, "event=storage_full") >= 1);
+    cu_conn *c = it_cu_connect(&srv);
+    cu_auth auth = {.user_id = u.id, .credential = u.credential};
+    cu_error err;
+    json_t *reply;
+    IT_CU_OK(cu_status(c, &auth, id, &reply, &err), err);
+    json_t *doc = json_object_get(reply, "document");
+    assert_string_equal(it_json_str(doc, "status"), "uploading");
+    int64_t kept = it_json_int(doc, "offset");
+    json_decref(reply);
+    cu_close(c);
+    fprintf(stderr, "it: the full disk kept %lld of %lld bytes\n", (long long)kept,
+            (long long)size);
+    assert_true(kept >= seen && kept < size);
+    it_rkey k;
+    assert_int_equal(it_redis_upload(id, &k), 0);
+    assert_true(k.exists);
+    assert_int_equal(k.offset, kept);
+    /* exactly the accepted bytes: the chunk that did not fit was cut off */
+    char data[IT_PATH_MAX + 64];
+    it_upload_path(&view, id, data, sizeof data);
+    assert_int_equal(it_file_size(data), kept);
+    /* and none of it outside the namespace */
+    assert_int_equal(it_count_files(mnt), 0);
+
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)srv.pid);
+    const char *grow[] = {nsenter, "-t", pid, "-m", "mount", "-o", "remount,size=16m", mnt,
+                          NULL};
+    char *out = NULL;
+    assert_int_equal(it_run(grow, NULL, NULL, 20000, &out), 0);
+    free(out);
+
+    /* the same command again resumes from the kept bytes */
+    assert_int_equal(it_chunkup_start(&cup, &srv, &u, path, NULL), 0);
+    assert_int_equal(it_chunkup_wait(&cup, 120000, &code), 0);
+    if (code != 0)
+        it_chunkup_print(&cup);
+    assert_int_equal(code, 0);
+    res = it_chunkup_result(&cup);
+    assert_non_null(res);
+    assert_string_equal(it_json_str(res, "status"), "SUCCESS");
+    assert_int_equal(it_json_int(res, "document_id"), id);
+    assert_string_equal(it_json_str(res, "sha256"), sha);
+    json_decref(res);
+    int64_t resumed[4];
+    assert_int_equal(it_chunkup_resumes(&cup, id, resumed, 4), 1);
+    assert_int_equal(resumed[0], kept);
+    it_assert_stored(&view, id, size, sha);
+    assert_int_equal(it_doc_count(u.id, NULL), 1);
+    assert_int_equal(it_count_files(mnt), 0);
+    it_assert_server_stops_cleanly(&srv);
+    it_pass();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_enospc_then_room_again, test_setup, test_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

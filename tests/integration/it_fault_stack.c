@@ -1,0 +1,454 @@
+/* Backends going away under uploads, on a private Redis and MariaDB of this
+ * program's own (the shared stack is never stopped): Redis restarted with
+ * its AOF, Redis losing every key, MariaDB stopped and started again; and
+ * the expiry sweep with two instances, which must not see other programs'
+ * rows either. */
+#include "harness_fault.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define CHUNK (64 * IT_KiB)
+#define CHUNKUP_TIMEOUT_MS 180000
+/* private ports: the shared stack's plus this */
+#define PORT_OFFSET 20
+
+static it_stack stack;
+static it_server srv, other;
+static it_user user;
+static it_chunkup cup;
+static char workdir[IT_DIR_MAX];
+static char shared_storage[IT_DIR_MAX];
+/* a backend of the private stack was stopped and not yet started again */
+static bool stack_down;
+/* Sockets and buffers of the current test, so that a failed assertion
+ * leaves nothing open or allocated behind it. */
+static it_sock sock_a, sock_b;
+static unsigned char *bytes;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (it_init("it_fault_stack") != 0)
+        return -1;
+    /* Everything from here on (probes, users, chunkd) uses the private
+     * stack. */
+    if (it_stack_start(&stack, "it_fault_stack", PORT_OFFSET) != 0 ||
+        it_user_create(&user) != 0 || it_tmpdir("files", workdir, sizeof workdir) != 0) {
+        it_stack_destroy(&stack);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    it_rmtree(workdir);
+    it_stack_destroy(&stack);
+    it_shutdown();
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    (void)state;
+    sock_a.fd = sock_b.fd = -1;
+    it_test_begin(NULL);
+    return 0;
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    it_chunkup_cleanup(&cup);
+    it_sock_close(&sock_a);
+    it_sock_close(&sock_b);
+    free(bytes);
+    bytes = NULL;
+    it_server *both[] = {&srv, &other};
+    for (int i = 0; i < 2; i++) {
+        if (both[i]->dir[0]) {
+            it_test_end(both[i]);
+            it_server_stop(both[i]);
+        }
+        memset(both[i], 0, sizeof *both[i]);
+    }
+    if (shared_storage[0])
+        it_rmtree(shared_storage);
+    shared_storage[0] = '\0';
+    /* A test that failed half-way must not leave a backend stopped for the
+     * next one. */
+    if (stack_down && it_stack_up(&stack) != 0)
+        fprintf(stderr, "it: the private stack does not come back up\n");
+    stack_down = false;
+    return 0;
+}
+
+/* ---- Redis --------------------------------------------------------------------- */
+
+enum redis_fault { REDIS_RESTART, REDIS_RESTART_EMPTY, REDIS_FLUSHALL };
+
+/* chunkup uploads 8 MiB at 2 MiB/s; once 1 MiB is acknowledged the fault
+ * hits; chunkup's own retries must carry the upload to the end. */
+static void redis_fault_case(enum redis_fault fault)
+{
+    static const char *const args[] = {"--workers", "2", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    const int64_t size = 8 * IT_MiB;
+    char path[IT_PATH_MAX], sha[65];
+    it_line(path, sizeof path, "%s/redis-fault-%d.bin", workdir, (int)fault);
+    assert_int_equal(it_make_file(path, size, sha), 0);
+
+    static const char *const extra[] = {"--limit-rate", "2m", "--retries", "30", NULL};
+    assert_int_equal(it_chunkup_start(&cup, &srv, &u, path, extra), 0);
+    int64_t id = 0;
+    int64_t seen = it_wait_acked(u.id, IT_MiB, 60000, &id);
+    if (seen < 0)
+        it_chunkup_print(&cup);
+    assert_true(seen >= IT_MiB);
+
+    if (fault == REDIS_FLUSHALL) {
+        assert_int_equal(it_redis_flushall(), 0);
+    } else {
+        stack_down = true;
+        assert_int_equal(it_stack_redis_stop(&stack, fault == REDIS_RESTART), 0);
+        assert_int_equal(it_stack_up(&stack), 0);
+        stack_down = false;
+    }
+    if (fault == REDIS_RESTART) {
+        /* The AOF brought the upload's state back (chunkup may have
+         * resumed it already, which rewrites it, never lowers it). */
+        it_rkey k;
+        assert_int_equal(it_redis_upload(id, &k), 0);
+        if (!k.exists)
+            fprintf(stderr, "it: upload %lld has no Redis state after the restart\n",
+                    (long long)id);
+        assert_true(k.exists);
+        assert_true(k.offset >= seen);
+    }
+
+    int code = -1;
+    int rc = it_chunkup_wait(&cup, CHUNKUP_TIMEOUT_MS, &code);
+    if (rc != 0 || code != 0)
+        it_chunkup_print(&cup);
+    assert_int_equal(rc, 0);
+    assert_int_equal(code, 0);
+    json_t *res = it_chunkup_result(&cup);
+    assert_non_null(res);
+    assert_string_equal(it_json_str(res, "status"), "SUCCESS");
+    assert_int_equal(it_json_int(res, "document_id"), id);
+    assert_string_equal(it_json_str(res, "sha256"), sha);
+    json_decref(res);
+
+    /* Acknowledged bytes survive: with the AOF from Redis, without it
+     * from the file (docs/DURABILITY.md). */
+    int64_t resumed[16];
+    int n = it_chunkup_resumes(&cup, id, resumed, 16);
+    if (n < 1)
+        it_chunkup_print(&cup);
+    assert_true(n >= 1);
+    fprintf(stderr, "it: chunkup resumed at %lld (%lld acknowledged before the fault)\n",
+            (long long)resumed[0], (long long)seen);
+    assert_true(resumed[0] >= seen);
+    char rebuilt[96];
+    it_line(rebuilt, sizeof rebuilt, "event=resume_rebuilt_state doc=%lld ", (long long)id);
+    int nrebuilt = it_log_count(&srv, rebuilt);
+    if (fault == REDIS_RESTART)
+        assert_int_equal(nrebuilt, 0);
+    else
+        assert_true(nrebuilt >= 1);
+    it_assert_stored(&srv, id, size, sha);
+    assert_int_equal(it_redis_lease_exists(id), 0);
+    assert_int_equal(it_doc_count(u.id, NULL), 1);
+    it_assert_server_stops_cleanly(&srv);
+}
+
+static void test_redis_restart_with_aof(void **state)
+{
+    (void)state;
+    redis_fault_case(REDIS_RESTART);
+    it_pass();
+}
+
+static void test_redis_restart_without_data(void **state)
+{
+    (void)state;
+    redis_fault_case(REDIS_RESTART_EMPTY);
+    it_pass();
+}
+
+static void test_redis_flushall(void **state)
+{
+    (void)state;
+    redis_fault_case(REDIS_FLUSHALL);
+    it_pass();
+}
+
+/* ---- MariaDB ------------------------------------------------------------------- */
+
+static json_t *sock_upload_as(it_sock *s, const it_user *u, const char *name, int64_t size)
+{
+    return it_sock_req_json(s, json_pack("{s:s, s:s, s:I, s:I, s:s}", "action", "upload",
+                                         "filename", name, "filesize", (json_int_t)size,
+                                         "user_id", (json_int_t)u->id, "credential",
+                                         u->credential));
+}
+
+static json_t *sock_complete(it_sock *s, int64_t id)
+{
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    return it_sock_req(s, line);
+}
+
+/* Fails unless r is the SUCCESS answer for id with this checksum. Takes
+ * ownership of r. */
+static void expect_success(json_t *r, int64_t id, const char *sha)
+{
+    const char *status = json_string_value(json_object_get(r, "status"));
+    const char *got = json_string_value(json_object_get(r, "sha256"));
+    json_t *doc = json_object_get(r, "document_id");
+    bool ok = status && strcmp(status, "SUCCESS") == 0 && got && strcmp(got, sha) == 0 &&
+              json_is_integer(doc) && json_integer_value(doc) == id;
+    if (!ok) {
+        char *dump = json_dumps(r, JSON_COMPACT);
+        fprintf(stderr, "it: expected SUCCESS for document %lld with sha256 %s, got %s\n",
+                (long long)id, sha, dump ? dump : "?");
+        free(dump);
+    }
+    json_decref(r);
+    assert_true(ok);
+}
+
+/* Chunks need only Redis and keep flowing; whatever needs MySQL is
+ * refused with 503 and leaves nothing behind; once MariaDB is back the
+ * same connection completes the upload. */
+static void test_mysql_down(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--backend-timeout-ms", "2000", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    const int64_t size = 4 * CHUNK;
+    bytes = malloc((size_t)size);
+    assert_non_null(bytes);
+    it_random_bytes(bytes, (size_t)size);
+    char sha[65], empty_sha[65];
+    it_sha256_hex(bytes, (size_t)size, sha);
+    it_sha256_hex("", 0, empty_sha);
+
+    assert_int_equal(it_sock_connect(&sock_a, srv.port), 0);
+    it_sock_auth(&sock_a, &user);
+    int64_t id = it_sock_upload(&sock_a, "db-down.bin", size);
+    it_sock_chunk_ok(&sock_a, id, 0, bytes, CHUNK);
+    it_sock_chunk_ok(&sock_a, id, CHUNK, bytes + CHUNK, CHUNK);
+    int files = it_count_files(srv.storage_dir);
+    assert_int_equal(files, 1);
+
+    stack_down = true;
+    assert_int_equal(it_stack_mysql_stop(&stack), 0);
+    it_sock_chunk_ok(&sock_a, id, 2 * CHUNK, bytes + 2 * CHUNK, CHUNK);
+    /* a new upload on the authenticated connection: the row cannot be made */
+    json_t *r = sock_upload_as(&sock_a, &user, "refused.bin", 10);
+    it_assert_error(r, 503, "unavailable");
+    json_decref(r);
+    it_assert_open(&sock_a);
+    /* a new connection cannot even be authenticated */
+    assert_int_equal(it_sock_connect(&sock_b, srv.port), 0);
+    r = sock_upload_as(&sock_b, &user, "refused-too.bin", 10);
+    it_assert_error(r, 503, "unavailable");
+    json_decref(r);
+    it_assert_open(&sock_b);
+    assert_int_equal(it_count_files(srv.storage_dir), files);
+    /* the open upload is still open on a: its last chunk is taken... */
+    it_sock_chunk_ok(&sock_a, id, 3 * CHUNK, bytes + 3 * CHUNK, CHUNK);
+    it_rkey k;
+    assert_int_equal(it_redis_upload(id, &k), 0);
+    assert_int_equal(k.offset, size);
+    /* ...but it cannot be declared complete */
+    r = sock_complete(&sock_a, id);
+    it_assert_error(r, 503, "unavailable");
+    json_decref(r);
+    assert_int_equal(it_redis_exists(id), 1);
+
+    assert_int_equal(it_stack_up(&stack), 0);
+    stack_down = false;
+    it_assert_doc_status(id, "uploading", NULL);
+    r = sock_complete(&sock_a, id);
+    expect_success(r, id, sha);
+    it_assert_stored(&srv, id, size, sha);
+    /* and the refused connection is served now */
+    r = sock_upload_as(&sock_b, &user, "empty.bin", 0);
+    it_assert_ok(r, "upload");
+    int64_t id2 = it_json_int(r, "document_id");
+    json_decref(r);
+    r = sock_complete(&sock_b, id2);
+    expect_success(r, id2, empty_sha);
+    it_assert_stored(&srv, id2, 0, empty_sha);
+    assert_int_equal(it_count_files(srv.storage_dir), files + 1);
+    it_sock_close(&sock_a);
+    it_sock_close(&sock_b);
+    it_assert_server_stops_cleanly(&srv);
+    it_pass();
+}
+
+/* MariaDB restarts while nothing asks it anything: the worker's connection
+ * is stale, and the first request that needs it must still succeed
+ * (docstore_mysql.c retries once on a connection the server closed). */
+static void test_mysql_restart_while_idle(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    const int64_t size = 2 * CHUNK;
+    bytes = malloc((size_t)size);
+    assert_non_null(bytes);
+    it_random_bytes(bytes, (size_t)size);
+    char sha[65];
+    it_sha256_hex(bytes, (size_t)size, sha);
+
+    assert_int_equal(it_sock_connect(&sock_a, srv.port), 0);
+    it_sock_auth(&sock_a, &user);
+    int64_t id = it_sock_upload(&sock_a, "db-restart.bin", size);
+    it_sock_chunk_ok(&sock_a, id, 0, bytes, CHUNK);
+    stack_down = true;
+    assert_int_equal(it_stack_mysql_stop(&stack), 0);
+    assert_int_equal(it_stack_up(&stack), 0);
+    stack_down = false;
+    it_sock_chunk_ok(&sock_a, id, CHUNK, bytes + CHUNK, CHUNK);
+    json_t *r = sock_complete(&sock_a, id);
+    expect_success(r, id, sha);
+    it_assert_stored(&srv, id, size, sha);
+    it_sock_close(&sock_a);
+    it_assert_server_stops_cleanly(&srv);
+    it_pass();
+}
+
+/* ---- the expiry sweep, two instances --------------------------------------------- */
+
+static void test_expiry_two_instances(void **state)
+{
+    (void)state;
+    assert_int_equal(it_tmpdir("shared-storage", shared_storage, sizeof shared_storage), 0);
+    static const char *const args[] = {"--workers", "1", "--upload-expiry-s", "2",
+                                       "--sweep-interval-s", "1", NULL};
+    it_server_opts o = {.args = args, .storage_dir = shared_storage};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    assert_int_equal(it_server_start(&other, &o), 0);
+    it_test_begin(&srv);
+    it_test_begin(&other);
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+
+    /* idle: a chunk and a half on the second instance, then the client is
+     * gone */
+    assert_int_equal(it_sock_connect(&sock_b, other.port), 0);
+    it_sock_auth(&sock_b, &u);
+    int64_t idle = it_sock_upload(&sock_b, "abandoned.bin", 4 * CHUNK);
+    it_sock_chunk_ok(&sock_b, idle, 0, NULL, CHUNK);
+    char hdr[160];
+    it_line(hdr, sizeof hdr,
+            "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%lld}",
+            (long long)idle, (long long)CHUNK, (long long)CHUNK);
+    assert_int_equal(it_sock_send_chunk(&sock_b, hdr, NULL, CHUNK / 2), 0);
+    char idle_path[IT_PATH_MAX + 64];
+    it_upload_path(&srv, idle, idle_path, sizeof idle_path);
+    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+    while (it_file_size(idle_path) < CHUNK + CHUNK / 2 && it_now_ms() < deadline)
+        it_sleep_ms(5);
+    assert_int_equal(it_file_size(idle_path), CHUNK + CHUNK / 2);
+    it_sock_close(&sock_b);
+    assert_int_equal(it_redis_reserved(idle), 1);
+
+    /* active: a small chunk every 500 ms on the first instance, for
+     * longer than the expiry */
+    enum { STEP = 4096, STEPS = 10 };
+    unsigned char payload[STEP * STEPS];
+    it_random_bytes(payload, sizeof payload);
+    char sha[65];
+    it_sha256_hex(payload, sizeof payload, sha);
+    assert_int_equal(it_sock_connect(&sock_a, srv.port), 0);
+    it_sock_auth(&sock_a, &u);
+    int64_t active = it_sock_upload(&sock_a, "busy.bin", sizeof payload);
+    int64_t expired_at = 0;
+    it_doc d;
+    for (int s = 0; s < STEPS - 1; s++) {
+        it_sock_chunk_ok(&sock_a, active, (int64_t)s * STEP, payload + s * STEP, STEP);
+        if (!expired_at && it_doc_get(idle, &d) == 1 && strcmp(d.status, "failed") == 0)
+            expired_at = it_now_ms();
+        it_sleep_ms(500);
+    }
+    it_assert_doc_status(active, "uploading", NULL);
+    deadline = it_now_ms() + 20000;
+    while (!expired_at && it_now_ms() < deadline) {
+        assert_int_equal(it_doc_get(idle, &d), 1);
+        if (strcmp(d.status, "failed") == 0)
+            expired_at = it_now_ms();
+        else
+            it_sleep_ms(50);
+    }
+    it_assert_doc_status(idle, "failed", &d);
+    assert_false(d.failure_reason_null);
+    assert_string_equal(d.failure_reason, "expired");
+    assert_int_equal(it_file_size(idle_path), -1);
+    assert_int_equal(it_redis_exists(idle), 0);
+    assert_int_equal(it_redis_lease_exists(idle), 0);
+    assert_int_equal(it_redis_reserved(idle), 0);
+
+    /* the busy one was left alone and finishes */
+    it_sock_chunk_ok(&sock_a, active, (int64_t)(STEPS - 1) * STEP,
+                     payload + (STEPS - 1) * STEP, STEP);
+    json_t *r = sock_complete(&sock_a, active);
+    expect_success(r, active, sha);
+    it_assert_stored(&srv, active, sizeof payload, sha);
+    /* the expired one cannot be resumed anywhere */
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)idle);
+    r = it_sock_req(&sock_a, line);
+    it_assert_error(r, 409, "not_resumable");
+    assert_string_equal(it_json_str(r, "document_status"), "failed");
+    json_decref(r);
+    it_sock_close(&sock_a);
+
+    /* Both sweepers had further passes since; exactly one of them expired
+     * the upload, and neither touched the busy one. */
+    int64_t settle = expired_at + 2500 - it_now_ms();
+    if (settle > 0)
+        it_sleep_ms((int)settle);
+    char needle[96];
+    it_line(needle, sizeof needle, "event=upload_expired doc=%lld ", (long long)idle);
+    int n1 = it_log_count(&srv, needle), n2 = it_log_count(&other, needle);
+    fprintf(stderr, "it: upload_expired for %lld: %d line(s) on the first instance, %d on "
+                    "the second\n", (long long)idle, n1, n2);
+    assert_int_equal(n1 + n2, 1);
+    it_line(needle, sizeof needle, "event=upload_expired doc=%lld ", (long long)active);
+    assert_int_equal(it_log_count(&srv, needle) + it_log_count(&other, needle), 0);
+    it_assert_server_stops_cleanly(&srv);
+    it_assert_server_stops_cleanly(&other);
+    it_pass();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_redis_restart_with_aof, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_redis_restart_without_data, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_redis_flushall, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_mysql_down, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_mysql_restart_while_idle, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_two_instances, test_setup, test_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
