@@ -45,7 +45,7 @@ struct conn_web {
     bool peer_closed;             /* the peer's close frame arrived */
     bool linger_done;
     int64_t linger_until_ms;
-    int last_error;               /* the last error answer sent: why the session closes */
+    int last_error;               /* the current request's error answer, if any */
     char last_reason[REASON_MAX];
 };
 
@@ -229,8 +229,8 @@ static void ws_begin_close(conn *c, uint16_t code, const char *reason)
     c->sess.close = true;
 }
 
-/* Remembers why the session may be about to close: the close frame then
- * carries a code that says so. Only error answers are parsed. */
+/* Remembers the current request's error: if it ends the session, the close
+ * frame carries a code that says why. Only error answers are parsed. */
 static void note_error(struct conn_web *w, const char *line, size_t len)
 {
     static const char marker[] = "\"status\":\"error\"";
@@ -363,6 +363,7 @@ static size_t ws_input(conn *c, size_t pos, bool *finished)
         ws_item it;
         size_t used = ws_next(&w->ws, c->in + pos, c->in_len - pos, &it);
         pos += used;
+        w->last_error = 0;
         switch (it.kind) {
         case WS_NEED_MORE:
             if (used == 0 || pos == c->in_len)
@@ -391,6 +392,16 @@ static size_t ws_input(conn *c, size_t pos, bool *finished)
         case WS_BINARY:
             *finished |= on_binary(c, &it);
             break;
+        }
+        if (c->sess.close && w->state == WEB_WS_OPEN) {
+            /* The request just handled ended the session: its error answer
+             * (401, chunk_too_large, ...) says why, and so does the close
+             * frame. Without one, an answer could not be queued. */
+            if (w->last_error)
+                ws_begin_close(c, close_code_for(w->last_error, w->last_reason), w->last_reason);
+            else
+                ws_begin_close(c, WS_CLOSE_INTERNAL, "internal_error");
+            return pos;
         }
     }
     return pos;
@@ -437,12 +448,10 @@ bool conn_web_closing(conn *c)
     case WEB_HTTP:
         return false;
     case WEB_WS_OPEN:
-        /* The session ended the connection: after an error answer say why
-         * in a close frame; after the peer vanished there is no one to tell. */
-        if (w->last_error == 0)
-            return false;
-        ws_begin_close(c, close_code_for(w->last_error, w->last_reason), w->last_reason);
-        return true;
+        /* Closing without a close frame of ours: the peer is gone (end of
+         * stream, a read error) or memory ran out; a request that ends the
+         * session queues its close frame in ws_input. */
+        return false;
     case WEB_WS_CLOSING:
         if (w->peer_closed)
             return false; /* both close frames went: the server ends the TCP connection */

@@ -27,6 +27,7 @@ enum {
     WS_CLOSE_INVALID_DATA = 1007,
     WS_CLOSE_POLICY = 1008,
     WS_CLOSE_TOO_BIG = 1009,
+    WS_CLOSE_INTERNAL = 1011,
 };
 
 enum {
