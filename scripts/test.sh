@@ -4,14 +4,20 @@
 #   scripts/test.sh         build/        all tests
 #   scripts/test.sh asan    build-asan/   all tests, AddressSanitizer + UBSan
 #   scripts/test.sh tsan    build-tsan/   tests labelled 'concurrency', TSan
-#   scripts/test.sh all     the three above, one after the other
+#   scripts/test.sh fuzz    build-fuzz/   libFuzzer targets, CHUNKD_FUZZ_SECONDS
+#                                         (60) each, through scripts/fuzz.sh
+#   scripts/test.sh bench   build-bench/  scripts/bench.sh --quick: every
+#                                         benchmark workload once, tiny sizes,
+#                                         checked for function, not speed
+#   scripts/test.sh all     the five above, one after the other
 #
 # Each build folder has its own test stack (tests/integration/stack.cmake) on
 # its own ports, started and stopped by ctest itself: Redis 16390, 16391,
 # 16392 and MariaDB 13390, 13391, 13392 for normal, asan and tsan. To run
 # beside another checkout, move them with CHUNKD_TEST_REDIS_PORT and
 # CHUNKD_TEST_MYSQL_PORT (the normal ports; asan and tsan take the next two).
-# The exit status is 0 only if every selected test passed.
+# The exit status is 0 only if every selected test passed; each fuzz target
+# and each benchmark workload run counts as one test.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -70,20 +76,72 @@ run_mode() {
     return "$rc"
 }
 
+# run_fuzz: fuzz.sh builds build-fuzz/ and fuzzes every target; its last
+# line gives the counts for the summary.
+run_fuzz() {
+    local secs=${CHUNKD_FUZZ_SECONDS:-60} out=$CHUNKD_ROOT/build-fuzz/fuzz-summary.log rc=0
+    [[ $secs =~ ^[0-9]+$ && $secs -gt 0 ]] || die "CHUNKD_FUZZ_SECONDS must be a positive number"
+    mkdir -p "$CHUNKD_ROOT/build-fuzz"
+    log "fuzz: ${secs}s per target"
+    "$CHUNKD_ROOT/scripts/fuzz.sh" "$secs" 2>&1 | tee "$out" || rc=$?
+    local line passed=0 failed=0 note=''
+    line=$(grep -E '^fuzz\.sh: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1) || true
+    if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        passed=${BASH_REMATCH[1]} failed=${BASH_REMATCH[2]}
+    elif ((rc != 0)); then
+        failed=1 # fuzz.sh stopped before fuzzing (packages, build)
+    fi
+    ((rc == 0)) || note=" (fuzz.sh exit status $rc)"
+    TOTAL_PASSED=$((TOTAL_PASSED + passed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    SUMMARY+=("fuzz: $passed passed, $failed failed$note")
+    return "$rc"
+}
+
+# run_bench: bench.sh --quick runs every benchmark workload once on its own
+# stack (ports 16470/13470); its last line gives the counts. It reuses
+# build/ when that is configured (normal mode built it), else build-bench/.
+run_bench() {
+    local out=$CHUNKD_ROOT/build-bench/bench-summary.log rc=0
+    local -a env=()
+    [[ -f $CHUNKD_ROOT/build/CMakeCache.txt ]] && env=(CHUNKD_BENCH_BUILD="$CHUNKD_ROOT/build")
+    mkdir -p "$CHUNKD_ROOT/build-bench"
+    log "bench: scripts/bench.sh --quick"
+    env "${env[@]}" "$CHUNKD_ROOT/scripts/bench.sh" --quick 2>&1 | tee "$out" || rc=$?
+    local line passed=0 failed=0 note=''
+    line=$(grep -E '^bench\.sh: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1) || true
+    if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        passed=${BASH_REMATCH[1]} failed=${BASH_REMATCH[2]}
+    elif ((rc != 0)); then
+        failed=1 # bench.sh stopped before running (build, stack)
+    fi
+    ((rc == 0)) || note=" (bench.sh exit status $rc)"
+    TOTAL_PASSED=$((TOTAL_PASSED + passed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    SUMMARY+=("bench: $passed passed, $failed failed$note")
+    return "$rc"
+}
+
 main() {
     local mode=${1:-normal} m status=0
     local -a modes
     case $mode in
-    normal | asan | tsan) modes=("$mode") ;;
-    all) modes=(normal asan tsan) ;;
+    normal | asan | tsan | fuzz | bench) modes=("$mode") ;;
+    all) modes=(normal asan tsan fuzz bench) ;;
     *)
-        sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+        sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
         exit 2
         ;;
     esac
     ensure_packages
     for m in "${modes[@]}"; do
-        run_mode "$m" || status=1
+        if [[ $m == fuzz ]]; then
+            run_fuzz || status=1
+        elif [[ $m == bench ]]; then
+            run_bench || status=1
+        else
+            run_mode "$m" || status=1
+        fi
     done
     echo
     for m in "${SUMMARY[@]}"; do
