@@ -29,6 +29,9 @@ static const char *const counter_names[M_COUNTER_COUNT][2] = {
                          "Resumes refused because another connection held the lease."},
     [M_LEASES_LOST] = {"chunkd_leases_lost_total",
                        "Writers that found their lease taken over by another connection."},
+    [M_TAKEOVERS] = {"chunkd_takeovers_total",
+                     "Resumes that took an upload over from a writer that never let go "
+                     "(crashed, stalled or partitioned), fencing its file."},
 };
 
 static const char *const failure_names[MF_COUNT] = {

@@ -557,6 +557,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         } else {
             close(fd);
             fd = nfd;
+            metrics_add(env->metrics, M_TAKEOVERS, 1);
             log_info("event=takeover_fenced doc=%" PRIu64 " previous_writer=%s offset=%" PRId64,
                      doc, st.writer[0] ? st.writer : "unknown", offset);
         }

@@ -24,6 +24,7 @@ typedef enum metric_counter {
     M_MYSQL_ERRORS,
     M_LEASES_LOCKED,      /* resume refused: another connection holds the lease */
     M_LEASES_LOST,        /* a writer found its lease taken over */
+    M_TAKEOVERS,          /* resumes that took over from a writer that never let go */
     M_COUNTER_COUNT
 } metric_counter;
 
