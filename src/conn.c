@@ -192,6 +192,9 @@ static void send_line_too_long(conn *c)
 /* The request clock and the idle input buffer, after input was processed. */
 static void after_input(conn *c, bool finished_item, bool unfinished)
 {
+    /* The input is used up: acknowledge the chunks it carried, with one
+     * Redis round trip for all of them. */
+    upload_flush(&c->owner->env, &c->sess);
     /* The request clock runs from the first byte of an unfinished item. */
     if (!unfinished)
         c->item_started_ms = 0;

@@ -69,6 +69,7 @@ static void forget_open_upload(session *s)
 
 void session_release(upload_env *env, session *s)
 {
+    upload_flush(env, s); /* saves the offset of chunks written but not yet answered */
     if (s->up && rstate_lease_release(env->rs, s->up->st.document_id, s->lease_token) != 0)
         log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"",
                  s->up->st.document_id, rstate_error(env->rs));
@@ -292,6 +293,7 @@ static int set_open_upload(upload_env *env, session *s, const upload_state *st, 
     }
     up->st = *st;
     up->fd = fd;
+    up->saved_offset = st->offset;
     if (st->offset == 0)
         up->hash = new_hash();
     if (s->up && s->up->st.document_id == st->document_id)
@@ -651,6 +653,21 @@ static uint64_t begin_chunk(upload_env *env, session *s, const msg_request *req)
     return (uint64_t)req->length;
 }
 
+/* Cuts the open upload back to `keep` bytes, in the file and in memory. */
+static void rollback_to(session *s, uint64_t doc, int64_t keep)
+{
+    open_upload *up = s->up;
+    up->st.offset = keep;
+    if (up->st.synced_offset > keep)
+        up->st.synced_offset = keep;
+    if (ftruncate(up->fd, (off_t)keep) != 0)
+        log_error("event=truncate_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
+    if (up->hash && up->hashed > keep) {
+        EVP_MD_CTX_free(up->hash);
+        up->hash = NULL;
+    }
+}
+
 void upload_on_body(upload_env *env, session *s, const char *data, size_t len, bool last)
 {
     chunk_progress *c = &s->chunk;
@@ -679,7 +696,7 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
     }
     uint64_t doc = up->st.document_id;
     int64_t end = c->offset + c->length;
-    int64_t keep = up->st.offset; /* where the upload stands if this chunk fails */
+    bool sync_failed = false;
     if (c->io == STORAGE_OK &&
         (end - up->st.synced_offset >= env->cfg->sync_interval_bytes || end == up->st.filesize)) {
         /* Checkpoint: the bytes reach stable storage before an offset
@@ -688,58 +705,83 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
         if (c->io == STORAGE_OK) {
             up->st.synced_offset = end;
         } else {
-            /* After a failed sync the page cache cannot be trusted either:
-             * everything since the last checkpoint is in doubt. */
             c->io_errno = errno;
-            keep = up->st.synced_offset;
+            sync_failed = true;
         }
     }
     if (c->io == STORAGE_OK) {
+        /* Acknowledged once its offset is saved, together with the other
+         * chunks of this batch (upload_flush). */
         up->st.offset = end;
         up->st.updated_ms = util_wall_ms();
-        bool lost = false;
-        int src = rstate_save_offset(env->rs, &up->st, s->lease_token, &lost);
-        if (src == 0 && lost) {
-            /* Someone else writes this upload now: touch nothing more. */
-            send_lease_lost(env, s, doc);
-            return;
-        }
-        if (src == 0) {
-            metrics_add(env->metrics, M_CHUNKS_RECEIVED, 1);
-            metrics_add(env->metrics, M_BYTES_RECEIVED, (uint64_t)c->length);
-            char line[256];
-            int n = msg_progress_line(line, sizeof line, (int64_t)doc, up->st.offset,
-                                      up->st.filesize);
-            if (n > 0)
-                emit_line(s, line, (size_t)n);
-            else
-                s->close = true;
-            return;
-        }
-        /* Redis did not take the offset: undo the chunk everywhere so the
-         * saved state, the file and this session agree on `keep`. */
-        c->io = STORAGE_ERROR;
-        c->io_errno = 0;
+        s->pending_end[s->pending_acks++] = end;
+        if (s->pending_acks == SESSION_PENDING_MAX || end == up->st.filesize)
+            upload_flush(env, s);
+        return;
     }
-    bool lowered = keep < up->st.offset && c->io_errno != 0;
-    up->st.offset = keep;
-    if (up->st.synced_offset > keep)
-        up->st.synced_offset = keep;
-    if (ftruncate(up->fd, (off_t)keep) != 0)
-        log_error("event=truncate_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
-    if (up->hash && up->hashed > keep) {
-        EVP_MD_CTX_free(up->hash);
-        up->hash = NULL;
+    /* This chunk failed: the ones before it are answered first. */
+    upload_flush(env, s);
+    up = s->up;
+    if (!up) {
+        send_error(env, s, 409, "lease_lost", "this connection no longer holds the upload");
+        return;
     }
+    /* After a failed sync the page cache cannot be trusted either:
+     * everything since the last checkpoint is in doubt. */
+    int64_t keep = sync_failed ? up->st.synced_offset : up->st.offset;
+    bool lowered = keep < up->st.offset;
+    rollback_to(s, doc, keep);
     if (lowered) {
         bool lost = false;
         if (rstate_save_offset(env->rs, &up->st, s->lease_token, &lost) != 0 || lost)
             log_warn("event=offset_not_lowered doc=%" PRIu64 " offset=%" PRId64, doc, keep);
+        else
+            up->saved_offset = keep;
     }
-    if (c->io_errno == 0)
-        send_unavailable(env, s, rstate_error(env->rs));
-    else
-        send_storage_error(env, s, doc, c->io, c->io_errno, "write");
+    send_storage_error(env, s, doc, c->io, c->io_errno, "write");
+}
+
+void upload_flush(upload_env *env, session *s)
+{
+    int n = s->pending_acks;
+    if (n == 0)
+        return;
+    s->pending_acks = 0;
+    open_upload *up = s->up;
+    if (!up)
+        return; /* cannot happen: the upload is released only after a flush */
+    uint64_t doc = up->st.document_id;
+    bool lost = false;
+    int rc = rstate_save_offset(env->rs, &up->st, s->lease_token, &lost);
+    if (rc == 0 && lost) {
+        /* Someone else writes this upload now: touch nothing more. */
+        send_lease_lost(env, s, doc);
+        for (int i = 1; i < n; i++)
+            send_error(env, s, 409, "lease_lost", "this connection no longer holds the upload");
+        return;
+    }
+    if (rc == 0) {
+        metrics_add(env->metrics, M_CHUNKS_RECEIVED, (uint64_t)n);
+        metrics_add(env->metrics, M_BYTES_RECEIVED, (uint64_t)(up->st.offset - up->saved_offset));
+        up->saved_offset = up->st.offset;
+        for (int i = 0; i < n; i++) {
+            char line[256];
+            int len = msg_progress_line(line, sizeof line, (int64_t)doc, s->pending_end[i],
+                                        up->st.filesize);
+            if (len > 0)
+                emit_line(s, line, (size_t)len);
+            else
+                s->close = true;
+        }
+        return;
+    }
+    /* Redis did not take the offset: undo those chunks everywhere so the
+     * saved state, the file and this session agree. */
+    char why[256];
+    snprintf(why, sizeof why, "%s", rstate_error(env->rs));
+    rollback_to(s, doc, up->saved_offset);
+    for (int i = 0; i < n; i++)
+        send_unavailable(env, s, why);
 }
 
 /* ---- completion ------------------------------------------------------- */
@@ -980,6 +1022,8 @@ static void handle_abort(upload_env *env, session *s, const msg_request *req)
 
 uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t len)
 {
+    /* Chunks written before this request are answered before it. */
+    upload_flush(env, s);
     msg_request req;
     msg_error err;
     if (msg_parse(line, len, env->cfg->max_file_size, &req, &err) != 0) {

@@ -36,7 +36,14 @@ typedef struct open_upload {
     int fd;
     EVP_MD_CTX *hash;     /* running SHA-256 of [0, hashed); NULL when not continuous */
     int64_t hashed;
+    int64_t saved_offset; /* the offset Redis last took; st.offset may be ahead of it
+                           * by chunks whose acknowledgement is pending */
 } open_upload;
+
+/* Chunks written but not yet acknowledged: their offsets are saved in Redis
+ * with one round trip for all of them when the connection's input runs dry
+ * (upload_flush), then each gets its progress event. */
+#define SESSION_PENDING_MAX 64
 
 /* The chunk whose body is arriving. */
 typedef struct chunk_progress {
@@ -60,6 +67,8 @@ typedef struct session {
     char credential_hash[65];    /* of the credential that authenticated user_id */
     open_upload *up;             /* owned; NULL when none is open */
     chunk_progress chunk;
+    int pending_acks;
+    int64_t pending_end[SESSION_PENDING_MAX];
     bool close;                  /* close once the queued answers are sent */
     char peer[64];
     session_emit_fn emit;
@@ -78,6 +87,12 @@ uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t le
 
 /* A slice of the current body; last is true for its final slice. */
 void upload_on_body(upload_env *env, session *s, const char *data, size_t len, bool last);
+
+/* Saves the offset covering the chunks written since the last save and
+ * answers each of them (progress, or the error if Redis did not take it).
+ * The connection calls it whenever its buffered input is used up; it is
+ * also called before anything else is answered, so answers stay in order. */
+void upload_flush(upload_env *env, session *s);
 
 /* Emits an error answer (and marks the session closing if err->close). */
 void upload_send_error(upload_env *env, session *s, const msg_error *err);

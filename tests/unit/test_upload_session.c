@@ -184,6 +184,7 @@ static void open_upload_42(fixture *f)
     up->st.user_id = 9;
     up->st.filesize = 100;
     up->st.offset = 40;
+    up->saved_offset = 40;
     storage_rel_path(42, up->st.path);
     up->fd = storage_create(f->root, 42);
     assert_true(up->fd >= 0);
