@@ -101,6 +101,8 @@ static void send_json(session *s, json_t *answer)
 
 void upload_send_error(upload_env *env, session *s, const msg_error *err)
 {
+    /* Answers stay in request order: chunks written before come first. */
+    upload_flush(env, s);
     metrics_add(env->metrics, M_ERRORS_SENT, 1);
     if (err->code >= 500 || err->code == 401)
         log_info("event=request_error peer=%s user=%" PRIu64 " code=%d reason=%s msg=\"%s\"",
