@@ -53,6 +53,7 @@ struct docstore {
     metrics *m; /* may be NULL */
     MYSQL *db;
     MYSQL_STMT *stmt[ST_COUNT];
+    bool in_txn;  /* between docstore_txn_begin and its commit or rollback */
     char err[512];
 };
 
@@ -84,6 +85,7 @@ docstore *docstore_new(const chunkd_config *cfg)
 
 static void disconnect(docstore *ds)
 {
+    ds->in_txn = false; /* the server rolls back what the connection had open */
     for (int i = 0; i < ST_COUNT; i++) {
         if (ds->stmt[i])
             mysql_stmt_close(ds->stmt[i]);
@@ -233,6 +235,24 @@ static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *p
      * outcome unknown (2013), so look at the socket first: between
      * statements the server sends nothing, so anything readable (its
      * goodbye, or the close itself) means the connection is gone. */
+    if (ds->in_txn) {
+        /* Inside a transaction a new connection would silently lose the
+         * statements before this one: fail, and let the caller roll back. */
+        if (!ds->db) {
+            snprintf(ds->err, sizeof ds->err, "mysql: connection lost inside a transaction");
+            return NULL;
+        }
+        MYSQL_STMT *st = ds->stmt[id];
+        if (params && mysql_stmt_bind_param(st, params) != 0) {
+            stmt_fail(ds, st, "bind");
+            return NULL;
+        }
+        if (mysql_stmt_execute(st) != 0) {
+            stmt_fail(ds, st, "execute");
+            return NULL;
+        }
+        return st;
+    }
     if (ds->db && connection_closed_by_server(ds->db)) {
         log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
         disconnect(ds);
@@ -282,6 +302,59 @@ int docstore_ping(docstore *ds)
     if (mysql_ping(ds->db) != 0)
         return db_fail(ds, "ping");
     return 0;
+}
+
+int docstore_txn_begin(docstore *ds)
+{
+    if (ds->in_txn) {
+        snprintf(ds->err, sizeof ds->err, "mysql: a transaction is already open");
+        return -1;
+    }
+    /* Reconnecting is still safe here, before anything was sent. */
+    if (ds->db && connection_closed_by_server(ds->db)) {
+        log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
+        disconnect(ds);
+    }
+    if (connect_db(ds) != 0)
+        return -1;
+    int64_t t0 = metrics_now_us();
+    int rc = mysql_query(ds->db, "START TRANSACTION");
+    metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
+    if (rc != 0) {
+        metrics_add(ds->m, M_MYSQL_ERRORS, 1);
+        return db_fail(ds, "start transaction");
+    }
+    ds->in_txn = true;
+    return 0;
+}
+
+int docstore_txn_commit(docstore *ds)
+{
+    if (!ds->in_txn || !ds->db) {
+        snprintf(ds->err, sizeof ds->err, "mysql commit: no transaction open (connection lost)");
+        return -1;
+    }
+    ds->in_txn = false;
+    int64_t t0 = metrics_now_us();
+    my_bool failed = mysql_commit(ds->db);
+    metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
+    if (failed) {
+        metrics_add(ds->m, M_MYSQL_ERRORS, 1);
+        return db_fail(ds, "commit");
+    }
+    return 0;
+}
+
+void docstore_txn_rollback(docstore *ds)
+{
+    if (!ds->in_txn)
+        return;
+    ds->in_txn = false;
+    if (ds->db && mysql_rollback(ds->db)) {
+        /* A connection that cannot roll back is not trusted again. */
+        db_fail(ds, "rollback");
+        log_warn("event=mysql_rollback_failed error=\"%s\"", ds->err);
+    }
 }
 
 int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found)

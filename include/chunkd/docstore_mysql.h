@@ -46,6 +46,15 @@ int docstore_ping(docstore *ds);
 
 /* All calls: 0 on success, -1 when the database could not be reached or
  * failed (docstore_error() says why; the handle reconnects next time). */
+/* A transaction around several writes, so they share one commit (one
+ * redo-log flush) instead of paying one each. Inside it no statement is
+ * retried on a new connection: any failure ends it, and the caller rolls
+ * back. A commit that fails leaves the outcome unknown to us; rows left
+ * 'uploading' that way are ended by the expiry sweep. */
+int docstore_txn_begin(docstore *ds);
+int docstore_txn_commit(docstore *ds);
+void docstore_txn_rollback(docstore *ds); /* no-op when none is open */
+
 int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found);
 int docstore_insert_document(docstore *ds, uint64_t user_id, const char *filename,
                              int64_t filesize, const char *declared_sha256_or_null,
