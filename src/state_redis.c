@@ -178,29 +178,34 @@ static int collect_replies(redis_state *rs, int n, const char *what, long long *
     return rc;
 }
 
-int rstate_put(redis_state *rs, const upload_state *st)
+/* Queues MULTI, HSET of every field, EXPIRE, EXEC (4 replies): MULTI/EXEC
+ * so the hash never exists without its TTL. */
+static int append_put(redis_state *rs, const upload_state *st)
 {
-    if (connect_redis(rs) != 0)
-        return -1;
     char key[128];
     upload_key(rs, st->document_id, key, sizeof key);
-    /* MULTI/EXEC so the hash never exists without its TTL. */
     if (redisAppendCommand(rs->ctx, "MULTI") != REDIS_OK ||
         redisAppendCommand(rs->ctx,
-                       "HSET %s user_id %" PRIu64 " filename %s filesize %" PRId64
-                       " offset %" PRId64 " synced_offset %" PRId64
-                       " declared_sha256 %s path %s node %s boot_id %s writer %s"
-                       " created_ms %" PRId64 " updated_ms %" PRId64,
-                       key, st->user_id, st->filename, st->filesize, st->offset,
-                       st->synced_offset, st->declared_sha256, st->path, st->node, st->boot_id,
-                       st->writer,
-                       st->created_ms,
-                           st->updated_ms) != REDIS_OK ||
+                           "HSET %s user_id %" PRIu64 " filename %s filesize %" PRId64
+                           " offset %" PRId64 " synced_offset %" PRId64
+                           " declared_sha256 %s path %s node %s boot_id %s writer %s"
+                           " created_ms %" PRId64 " updated_ms %" PRId64,
+                           key, st->user_id, st->filename, st->filesize, st->offset,
+                           st->synced_offset, st->declared_sha256, st->path, st->node,
+                           st->boot_id, st->writer, st->created_ms, st->updated_ms) != REDIS_OK ||
         redisAppendCommand(rs->ctx, "EXPIRE %s %lld", key, (long long)rs->cfg->upload_ttl_s) !=
             REDIS_OK ||
         redisAppendCommand(rs->ctx, "EXEC") != REDIS_OK)
         return append_failed(rs);
-    return collect_replies(rs, 4, "HSET upload", NULL);
+    return 0;
+}
+#define PUT_REPLIES 4
+
+int rstate_put(redis_state *rs, const upload_state *st)
+{
+    if (connect_redis(rs) != 0 || append_put(rs, st) != 0)
+        return -1;
+    return collect_replies(rs, PUT_REPLIES, "HSET upload", NULL);
 }
 
 /* KEYS: upload hash, lease. ARGV: token, lease ms, offset, updated_ms, node,
@@ -320,14 +325,10 @@ static const char confirm_lua[] =
 
 int rstate_lease_confirm(redis_state *rs, uint64_t document_id, const char *token, bool *held)
 {
-    char lkey[128], key[128];
-    lease_key(rs, document_id, lkey, sizeof lkey);
-    upload_key(rs, document_id, key, sizeof key);
-    long long v = 0;
-    if (eval_int(rs, "lease confirm", &v, "EVAL %s 2 %s %s %s %lld", confirm_lua, lkey, key,
-                 token, (long long)rs->cfg->lease_ttl_ms) != 0)
+    int8_t h = -1;
+    if (rstate_lease_confirm_many(rs, 1, &document_id, &token, &h) != 0 || h < 0)
         return -1;
-    *held = v == 1;
+    *held = h == 1;
     return 0;
 }
 
@@ -493,20 +494,162 @@ static const char reserve_lua[] =
     "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. ':' .. ARGV[5]) "
     "return promised";
 
+/* A reservation whose upload key is not there yet is kept this long: its
+ * state is being written right now. */
+#define RESERVE_GRACE_MS 60000
+
 int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int64_t available,
                    bool *fits, int64_t *promised)
 {
+    int8_t f = -1;
+    if (rstate_reserve_many(rs, 1, &document_id, &filesize, available, &f, promised) != 0 ||
+        f < 0)
+        return -1;
+    *fits = f == 1;
+    return 0;
+}
+
+/* ---- pipelines: one round trip for the commands of many uploads ---- */
+
+/* The next reply of a pipeline; NULL when the connection failed (nothing
+ * more can be read then). */
+static redisReply *next_reply(redis_state *rs, const char *what)
+{
+    void *p = NULL;
+    if (redisGetReply(rs->ctx, &p) != REDIS_OK) {
+        fail(rs, what);
+        return NULL;
+    }
+    return p;
+}
+
+/* Reads k replies that belong to one item. Returns -1 when the connection
+ * failed; otherwise 0, with *item_ok false if any of them was an error, and
+ * *first the first reply's integer (0 when it is not one). */
+static int read_item(redis_state *rs, int k, const char *what, bool *item_ok, long long *first)
+{
+    *item_ok = true;
+    *first = 0;
+    for (int j = 0; j < k; j++) {
+        redisReply *r = next_reply(rs, what);
+        if (!r)
+            return -1;
+        if (reply_ok(rs, r, what) != 0)
+            *item_ok = false;
+        else if (j == 0 && r->type == REDIS_REPLY_INTEGER)
+            *first = r->integer;
+        else if (j == k - 1 && r->type == REDIS_REPLY_NIL)
+            *item_ok = false; /* an EXEC whose transaction was aborted */
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
+                        const int64_t *filesizes, int64_t available, int8_t *fits,
+                        int64_t *promised)
+{
+    if (connect_redis(rs) != 0)
+        return -1;
     char rkey[128], prefix[96];
     reserved_key(rs, rkey, sizeof rkey);
     snprintf(prefix, sizeof prefix, "%supload:", rs->cfg->redis_prefix);
-    long long v = 0;
-    if (eval_int(rs, "reserve", &v,
-                 "EVAL %s 1 %s %s %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %d",
-                 reserve_lua, rkey, prefix, document_id, filesize, available, util_wall_ms(),
-                 60000) != 0)
+    int64_t now = util_wall_ms();
+    for (size_t i = 0; i < n; i++)
+        if (redisAppendCommand(rs->ctx,
+                               "EVAL %s 1 %s %s %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %d",
+                               reserve_lua, rkey, prefix, docs[i], filesizes[i], available, now,
+                               RESERVE_GRACE_MS) != REDIS_OK)
+            return append_failed(rs);
+    int64_t t0 = metrics_now_us();
+    for (size_t i = 0; i < n; i++) {
+        bool ok = false;
+        long long v = 0;
+        if (read_item(rs, 1, "reserve", &ok, &v) != 0)
+            return -1;
+        fits[i] = !ok ? -1 : v >= 0 ? 1 : 0;
+        promised[i] = v >= 0 ? v : -v - 1;
+    }
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    return 0;
+}
+
+int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t *opened)
+{
+    if (connect_redis(rs) != 0)
         return -1;
-    *fits = v >= 0;
-    *promised = v >= 0 ? v : -v - 1;
+    for (size_t i = 0; i < n; i++) {
+        char lkey[128];
+        lease_key(rs, sts[i].document_id, lkey, sizeof lkey);
+        if (redisAppendCommand(rs->ctx, "EVAL %s 1 %s %s %lld", acquire_lua, lkey, sts[i].writer,
+                               (long long)rs->cfg->lease_ttl_ms) != REDIS_OK ||
+            append_put(rs, &sts[i]) != 0)
+            return append_failed(rs);
+    }
+    int64_t t0 = metrics_now_us();
+    for (size_t i = 0; i < n; i++) {
+        bool lease_ok = false, put_ok = false;
+        long long v = 0, unused = 0;
+        if (read_item(rs, 1, "lease acquire", &lease_ok, &v) != 0 ||
+            read_item(rs, PUT_REPLIES, "HSET upload", &put_ok, &unused) != 0)
+            return -1;
+        opened[i] = !lease_ok || !put_ok ? -1 : v == 1 ? 1 : 0;
+    }
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    return 0;
+}
+
+int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
+                              const char *const *tokens, int8_t *held)
+{
+    if (connect_redis(rs) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char lkey[128], key[128];
+        lease_key(rs, docs[i], lkey, sizeof lkey);
+        upload_key(rs, docs[i], key, sizeof key);
+        if (redisAppendCommand(rs->ctx, "EVAL %s 2 %s %s %s %lld", confirm_lua, lkey, key,
+                               tokens[i], (long long)rs->cfg->lease_ttl_ms) != REDIS_OK)
+            return append_failed(rs);
+    }
+    int64_t t0 = metrics_now_us();
+    for (size_t i = 0; i < n; i++) {
+        bool ok = false;
+        long long v = 0;
+        if (read_item(rs, 1, "lease confirm", &ok, &v) != 0)
+            return -1;
+        held[i] = !ok ? -1 : v == 1 ? 1 : 0;
+    }
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    return 0;
+}
+
+int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
+                       const char *const *tokens, int8_t *done)
+{
+    if (connect_redis(rs) != 0)
+        return -1;
+    char rkey[128];
+    reserved_key(rs, rkey, sizeof rkey);
+    for (size_t i = 0; i < n; i++) {
+        char key[128], lkey[128];
+        upload_key(rs, docs[i], key, sizeof key);
+        lease_key(rs, docs[i], lkey, sizeof lkey);
+        if (redisAppendCommand(rs->ctx, "DEL %s", key) != REDIS_OK ||
+            redisAppendCommand(rs->ctx, "HDEL %s %" PRIu64, rkey, docs[i]) != REDIS_OK ||
+            redisAppendCommand(rs->ctx, "EVAL %s 2 %s %s %s", release_lua, lkey, key,
+                               tokens[i]) != REDIS_OK)
+            return append_failed(rs);
+    }
+    int64_t t0 = metrics_now_us();
+    for (size_t i = 0; i < n; i++) {
+        bool ok = false;
+        long long unused = 0;
+        if (read_item(rs, 3, "finish upload", &ok, &unused) != 0)
+            return -1;
+        done[i] = ok ? 1 : -1;
+    }
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
     return 0;
 }
 

@@ -81,6 +81,25 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
 int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int64_t available,
                    bool *fits, int64_t *promised);
 
+/* Pipelined forms, one round trip for n uploads (the worker's groups, see
+ * upload_run_deferred). They return -1 when Redis could not be reached
+ * (rstate_error says why; no item's outcome is known); otherwise 0 and each
+ * item's outcome, -1 meaning Redis answered that item with an error. */
+/* rstate_reserve for each: fits[i] 1 or 0, promised[i] as there. */
+int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
+                        const int64_t *filesizes, int64_t available, int8_t *fits,
+                        int64_t *promised);
+/* A new upload's lease (for sts[i].writer) and state: opened[i] 1, or 0
+ * when someone else holds the lease (its state was written all the same). */
+int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t *opened);
+/* rstate_lease_confirm for each: held[i] 1 or 0. */
+int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
+                              const char *const *tokens, int8_t *held);
+/* A completed upload's state, reservation and lease (if tokens[i] holds
+ * it) removed: done[i] 1. */
+int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
+                       const char *const *tokens, int8_t *done);
+
 /* Just the saved offset; *found is false when the key is gone. */
 int rstate_get_offset(redis_state *rs, uint64_t document_id, int64_t *offset, bool *found);
 int rstate_del(redis_state *rs, uint64_t document_id);
