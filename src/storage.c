@@ -13,6 +13,7 @@
 
 #include <openssl/evp.h>
 
+#include "chunkd/log.h"
 #include "chunkd/util.h"
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -58,8 +59,8 @@ int storage_init(const char *root, char *err, size_t errlen)
 void storage_rel_path(uint64_t document_id, char out[STORAGE_REL_PATH_MAX])
 {
     /* 256 buckets keep directories small without a deep tree. */
-    snprintf(out, STORAGE_REL_PATH_MAX, "%02x/%" PRIu64 ".data",
-             (unsigned)(document_id & 0xff), document_id);
+    snprintf(out, STORAGE_REL_PATH_MAX, "%02x/%" PRIu64 ".data", storage_bucket(document_id),
+             document_id);
 }
 
 static int full_path(const char *root, uint64_t document_id, char *out, size_t size)
@@ -76,7 +77,7 @@ static int full_path(const char *root, uint64_t document_id, char *out, size_t s
 
 static int bucket_path(const char *root, uint64_t document_id, char *out, size_t size)
 {
-    int n = snprintf(out, size, "%s/%02x", root, (unsigned)(document_id & 0xff));
+    int n = snprintf(out, size, "%s/%02x", root, storage_bucket(document_id));
     if (n < 0 || (size_t)n >= size) {
         errno = ENAMETOOLONG;
         return -1;
@@ -142,6 +143,12 @@ storage_result storage_sync(int fd)
     if (fdatasync(fd) != 0)
         return storage_classify_errno(errno);
     return STORAGE_OK;
+}
+
+void storage_start_writeback(int fd)
+{
+    if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0)
+        log_debug("event=writeback_not_started error=\"%s\"", strerror(errno));
 }
 
 int storage_sync_dir(const char *root, uint64_t document_id)

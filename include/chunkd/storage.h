@@ -24,6 +24,12 @@ typedef enum storage_result {
 /* Checks that root exists (creating it) and is a writable directory. */
 int storage_init(const char *root, char *err, size_t errlen);
 
+/* Files are spread over 256 bucket directories by document id. */
+static inline unsigned storage_bucket(uint64_t document_id)
+{
+    return (unsigned)(document_id & 0xff);
+}
+
 /* "<bucket>/<id>.data", relative to the storage root. */
 void storage_rel_path(uint64_t document_id, char out[STORAGE_REL_PATH_MAX]);
 
@@ -41,6 +47,11 @@ storage_result storage_pwrite_all(int fd, const void *buf, size_t len, int64_t o
 
 /* Flushes file data and, for a new file, its directory entry. */
 storage_result storage_sync(int fd);
+/* Starts writing fd's dirty pages back without waiting. Syncing many files
+ * at once, starting them all first lets their fdatasyncs share journal
+ * commits and device flushes. Best effort: the fdatasync that follows
+ * reports any error. */
+void storage_start_writeback(int fd);
 int storage_sync_dir(const char *root, uint64_t document_id);
 
 int storage_remove(const char *root, uint64_t document_id);
