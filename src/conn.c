@@ -113,9 +113,45 @@ static int conn_emit(void *arg, const char *data, size_t len)
     return conn_out_append(c, data, len);
 }
 
+static void unpark(conn *c)
+{
+    conn_owner *o = c->owner;
+    conn *prev = NULL;
+    for (conn *p = o->parked; p; prev = p, p = p->parked_next) {
+        if (p != c)
+            continue;
+        if (prev)
+            prev->parked_next = c->parked_next;
+        else
+            o->parked = c->parked_next;
+        if (o->parked_tail == c)
+            o->parked_tail = prev;
+        break;
+    }
+    c->parked = false;
+    c->parked_next = NULL;
+}
+
+/* Puts a session that just parked on its owner's list. */
+static void park_if_waiting(conn *c)
+{
+    if (c->parked || !session_parked(&c->sess))
+        return;
+    conn_owner *o = c->owner;
+    c->parked = true;
+    c->parked_next = NULL;
+    if (o->parked_tail)
+        o->parked_tail->parked_next = c;
+    else
+        o->parked = c;
+    o->parked_tail = c;
+}
+
 void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason)
 {
     conn_owner *o = c->owner;
+    if (c->parked)
+        unpark(c); /* its request changed nothing yet: dropping it is safe */
     if (c->web) {
         if (goodbye_reason)
             conn_web_goodbye(c, goodbye_code, goodbye_reason);
@@ -192,9 +228,6 @@ static void send_line_too_long(conn *c)
 /* The request clock and the idle input buffer, after input was processed. */
 static void after_input(conn *c, bool finished_item, bool unfinished)
 {
-    /* The input is used up: acknowledge the chunks it carried, with one
-     * Redis round trip for all of them. */
-    upload_flush(&c->owner->env, &c->sess);
     /* The request clock runs from the first byte of an unfinished item. */
     if (!unfinished)
         c->item_started_ms = 0;
@@ -247,11 +280,12 @@ static void process_input(conn *c)
     if (c->web) {
         bool finished = conn_web_input(c);
         after_input(c, finished, c->in_len > 0 || conn_web_unfinished(c));
+        park_if_waiting(c);
         return;
     }
     size_t pos = 0;
     bool finished_item = false;
-    while (!c->sess.close) {
+    while (!c->sess.close && !session_parked(&c->sess)) {
         /* Until it has authenticated, a connection gets the short limit. */
         c->parser.max_line = (size_t)(c->sess.user_id ? c->owner->cfg->max_line
                                                       : c->owner->cfg->max_line_unauth);
@@ -280,6 +314,7 @@ static void process_input(conn *c)
         c->in_len -= pos;
     }
     after_input(c, finished_item, c->in_len > 0 || proto_in_body(&c->parser));
+    park_if_waiting(c);
 }
 
 /* Returns false when the connection was closed. */
@@ -305,7 +340,7 @@ static bool flush_output(conn *c)
             c->out = NULL;
             c->out_cap = 0;
         }
-        if (c->sess.close) {
+        if (c->sess.close && !c->parked) {
             /* A WebSocket first says goodbye with a close frame, which
              * may need further rounds of sending. */
             if (!c->web || !conn_web_closing(c)) {
@@ -333,7 +368,9 @@ static void on_readable(conn *c)
         conn_web_linger_read(c);
         return;
     }
-    for (int i = 0; i < READS_PER_EVENT && !c->sess.close; i++) {
+    /* A parked connection reads nothing until its request is answered:
+     * what it sent stays in the socket (and counts against its window). */
+    for (int i = 0; i < READS_PER_EVENT && !c->sess.close && !c->parked; i++) {
         if (pending_out(c) > (size_t)c->owner->cfg->max_output_buffer)
             break; /* the client is not reading its answers: stop reading it */
         if (reserve_input(c) != 0) {
@@ -361,6 +398,9 @@ static void on_readable(conn *c)
         c->last_active_ms = util_mono_ms();
         process_input(c);
     }
+    /* The input is used up: acknowledge the chunks that this turn's reads
+     * carried, with one Redis round trip for all of them. */
+    upload_flush(&c->owner->env, &c->sess);
 }
 
 void conn_handle_event(conn *c, uint32_t events)
@@ -374,13 +414,37 @@ void conn_handle_event(conn *c, uint32_t events)
     flush_output(c);
 }
 
+void conn_run_parked(conn_owner *owner)
+{
+    conn *c = owner->parked;
+    owner->parked = owner->parked_tail = NULL;
+    while (c) {
+        conn *taken[UPLOAD_GROUP_MAX];
+        session *group[UPLOAD_GROUP_MAX];
+        size_t n = 0;
+        for (; c && n < UPLOAD_GROUP_MAX; c = c->parked_next) {
+            c->parked = false;
+            taken[n] = c;
+            group[n++] = &c->sess;
+        }
+        for (size_t i = 0; i < n; i++)
+            taken[i]->parked_next = NULL;
+        upload_run_deferred(&owner->env, group, n);
+        for (size_t i = 0; i < n; i++) {
+            process_input(taken[i]); /* may park again, for the next turn */
+            upload_flush(&owner->env, &taken[i]->sess);
+            flush_output(taken[i]);  /* may close it */
+        }
+    }
+}
+
 size_t conn_close_unbusy(conn_owner *owner)
 {
     size_t busy = 0;
     conn *c = owner->head;
     while (c) {
         conn *next = c->next;
-        if (c->sess.chunk.active && !c->sess.close) {
+        if ((c->sess.chunk.active || c->parked) && !c->sess.close) {
             busy++;
         } else {
             /* Answers already queued go first, if the socket takes them. */

@@ -359,7 +359,7 @@ static size_t ws_input(conn *c, size_t pos, bool *finished)
 {
     struct conn_web *w = c->web;
     const chunkd_config *cfg = c->owner->cfg;
-    while (!c->sess.close && w->state == WEB_WS_OPEN) {
+    while (!c->sess.close && !session_parked(&c->sess) && w->state == WEB_WS_OPEN) {
         /* Until it has authenticated, a connection gets the short limit. */
         w->ws.max_text = (uint64_t)(c->sess.user_id ? cfg->max_line : cfg->max_line_unauth);
         ws_item it;

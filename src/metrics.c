@@ -32,6 +32,11 @@ static const char *const counter_names[M_COUNTER_COUNT][2] = {
     [M_TAKEOVERS] = {"chunkd_takeovers_total",
                      "Resumes that took an upload over from a writer that never let go "
                      "(crashed, stalled or partitioned), fencing its file."},
+    [M_COMMIT_GROUPS] = {"chunkd_commit_groups_total",
+                         "Groups of upload or upload_complete requests that shared one commit."},
+    [M_COMMIT_GROUP_REQUESTS] = {"chunkd_commit_group_requests_total",
+                                 "Requests run in those groups (divided by the groups: the "
+                                 "average group size)."},
 };
 
 static const char *const failure_names[MF_COUNT] = {

@@ -69,6 +69,7 @@ static void forget_open_upload(session *s)
 
 void session_release(upload_env *env, session *s)
 {
+    s->deferred.kind = DEFER_NONE; /* a parked request has changed nothing yet */
     upload_flush(env, s); /* saves the offset of chunks written but not yet answered */
     if (s->up && rstate_lease_release(env->rs, s->up->st.document_id, s->lease_token) != 0)
         log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"",
@@ -360,113 +361,213 @@ static void fail_document(upload_env *env, session *s, uint64_t doc, const char 
              s->user_id, s->peer, reason);
 }
 
-/* Refuses early, before any byte is written, an upload that the shared
+/* Refuses early, before any byte is written, uploads that the shared
  * volume cannot hold next to what uploads in flight (on every instance)
- * still need. On refusal the row is failed and the answer sent. */
-static int admit(upload_env *env, session *s, uint64_t doc, int64_t filesize)
+ * still need: one statvfs and one Redis round trip for the group. A refused
+ * upload's row is failed, its answer sent, and live[i] cleared. */
+static void admit_group(upload_env *env, session *const *ss, size_t n, bool *live,
+                        const uint64_t *doc)
 {
-    if (!env->cfg->storage_admission)
-        return 0;
     int64_t avail = 0;
     if (storage_available(env->cfg->storage_dir, &avail) != 0) {
         int e = errno;
-        fail_document(env, s, doc, "storage_error");
-        send_storage_error(env, s, doc, STORAGE_ERROR, e, "statvfs");
-        return -1;
+        for (size_t i = 0; i < n; i++) {
+            if (!live[i])
+                continue;
+            live[i] = false;
+            fail_document(env, ss[i], doc[i], "storage_error");
+            send_storage_error(env, ss[i], doc[i], STORAGE_ERROR, e, "statvfs");
+        }
+        return;
     }
     avail -= env->cfg->min_free_bytes;
-    bool fits = false;
-    int64_t promised = 0;
-    if (rstate_reserve(env->rs, doc, filesize, avail < 0 ? 0 : avail, &fits, &promised) != 0) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", rstate_error(env->rs));
-        fail_document(env, s, doc, "unavailable");
-        send_unavailable(env, s, why);
-        return -1;
+    if (avail < 0)
+        avail = 0;
+    uint64_t docs[UPLOAD_GROUP_MAX];
+    int64_t sizes[UPLOAD_GROUP_MAX], promised[UPLOAD_GROUP_MAX];
+    int8_t fits[UPLOAD_GROUP_MAX];
+    size_t idx[UPLOAD_GROUP_MAX], m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i])
+            continue;
+        docs[m] = doc[i];
+        sizes[m] = ss[i]->deferred.filesize;
+        idx[m++] = i;
     }
-    if (fits)
-        return 0;
-    fail_document(env, s, doc, "insufficient_storage");
-    char msg[256];
-    snprintf(msg, sizeof msg,
-             "not enough space for %" PRId64 " bytes: %" PRId64 " free, %" PRId64
-             " promised to uploads in progress",
-             filesize, avail < 0 ? 0 : avail, promised);
-    send_error(env, s, 507, "insufficient_storage", msg);
-    return -1;
+    int rc = rstate_reserve_many(env->rs, m, docs, sizes, avail, fits, promised);
+    char why[256];
+    snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis reserve failed");
+    for (size_t k = 0; k < m; k++) {
+        size_t i = idx[k];
+        if (rc == 0 && fits[k] == 1)
+            continue;
+        live[i] = false;
+        if (rc != 0 || fits[k] < 0) {
+            fail_document(env, ss[i], doc[i], "unavailable");
+            send_unavailable(env, ss[i], why);
+            continue;
+        }
+        fail_document(env, ss[i], doc[i], "insufficient_storage");
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "not enough space for %" PRId64 " bytes: %" PRId64 " free, %" PRId64
+                 " promised to uploads in progress",
+                 sizes[k], avail, promised[k]);
+        send_error(env, ss[i], 507, "insufficient_storage", msg);
+    }
+}
+
+/* The rest of the group's uploads once their rows exist: each file
+ * created, then every lease and Redis state in one round trip, then the
+ * answers. */
+static void open_group(upload_env *env, session *const *ss, size_t n, const bool *live,
+                       const uint64_t *doc)
+{
+    upload_state sts[UPLOAD_GROUP_MAX];
+    int fds[UPLOAD_GROUP_MAX];
+    size_t idx[UPLOAD_GROUP_MAX], m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i])
+            continue;
+        session *s = ss[i];
+        const deferred_request *d = &s->deferred;
+        int fd = storage_create(env->cfg->storage_dir, doc[i]);
+        if (fd < 0) {
+            int e = errno;
+            storage_result r = storage_classify_errno(e);
+            fail_document(env, s, doc[i],
+                          r == STORAGE_NO_SPACE ? "insufficient_storage" : "storage_error");
+            send_storage_error(env, s, doc[i], r, e, "create");
+            continue;
+        }
+        upload_state *st = &sts[m];
+        memset(st, 0, sizeof *st);
+        st->document_id = doc[i];
+        st->user_id = s->user_id;
+        st->filesize = d->filesize;
+        st->created_ms = st->updated_ms = util_wall_ms();
+        snprintf(st->filename, sizeof st->filename, "%s", d->filename);
+        if (d->has_sha256)
+            memcpy(st->declared_sha256, d->sha256, sizeof st->declared_sha256);
+        storage_rel_path(doc[i], st->path);
+        snprintf(st->node, sizeof st->node, "%s", env->node_id);
+        util_strlcpy(st->boot_id, env->boot_id, sizeof st->boot_id);
+        util_strlcpy(st->writer, s->lease_token, sizeof st->writer);
+        fds[m] = fd;
+        idx[m++] = i;
+    }
+    if (m == 0)
+        return;
+    int8_t opened[UPLOAD_GROUP_MAX];
+    int rc = rstate_open_many(env->rs, m, sts, opened);
+    char why[256];
+    snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis state not written");
+    for (size_t k = 0; k < m; k++) {
+        session *s = ss[idx[k]];
+        uint64_t id = sts[k].document_id;
+        if (rc != 0 || opened[k] != 1) {
+            close(fds[k]);
+            fail_document(env, s, id, "unavailable");
+            send_unavailable(env, s, rc == 0 && opened[k] == 0 ? "lease refused" : why);
+            continue;
+        }
+        if (set_open_upload(env, s, &sts[k], fds[k]) != 0) {
+            fail_document(env, s, id, "internal");
+            send_error(env, s, 500, "internal", "out of memory");
+            continue;
+        }
+        metrics_add(env->metrics, M_UPLOADS_STARTED, 1);
+        log_info("event=upload_started doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64,
+                 id, s->user_id, s->peer, sts[k].filesize);
+        send_json(s, position_answer(env, "upload", &sts[k]));
+    }
 }
 
 static void handle_upload(upload_env *env, session *s, const msg_request *req)
 {
     if (authenticate(env, s, req) != 0)
         return;
-    if (env->cfg->max_uploads_per_user > 0) {
-        /* Checked before the insert; concurrent uploads of one user on
-         * several connections may overshoot by a few, which is harmless:
-         * the limit is against runaway clients, not a quota. */
-        int64_t in_flight = 0;
-        if (docstore_count_uploading(env->ds, s->user_id, &in_flight) != 0) {
-            send_unavailable(env, s, docstore_error(env->ds));
-            return;
+    /* The row's insert waits for a commit: it runs with the other uploads
+     * started in this loop turn (group_upload). */
+    deferred_request *d = &s->deferred;
+    memset(d, 0, sizeof *d);
+    d->filesize = req->filesize;
+    d->has_sha256 = req->has_sha256;
+    memcpy(d->sha256, req->sha256, sizeof d->sha256);
+    memcpy(d->filename, req->filename, sizeof d->filename);
+    d->kind = DEFER_UPLOAD;
+}
+
+/* Parked upload requests: the per-user limit, then every row inserted in
+ * one transaction (one redo-log flush for all), then room reserved and
+ * each upload opened (one Redis round trip each for the group). Order of
+ * effects per upload as before: row, file, Redis state. */
+static void group_upload(upload_env *env, session *const *ss, size_t n)
+{
+    bool live[UPLOAD_GROUP_MAX];
+    int64_t in_flight[UPLOAD_GROUP_MAX]; /* the user's count before this group */
+    uint64_t doc[UPLOAD_GROUP_MAX];
+    size_t nlive = 0;
+    for (size_t i = 0; i < n; i++) {
+        session *s = ss[i];
+        live[i] = true;
+        in_flight[i] = -1;
+        if (env->cfg->max_uploads_per_user <= 0) {
+            nlive++;
+            continue;
         }
-        if (in_flight >= env->cfg->max_uploads_per_user) {
+        /* Checked before the insert; concurrent uploads of one user on
+         * several instances may overshoot by a few, which is harmless: the
+         * limit is against runaway clients, not a quota. Within the group,
+         * one count per user, plus the uploads ahead of this one. */
+        int64_t ahead = 0;
+        for (size_t j = 0; j < i; j++) {
+            if (ss[j]->user_id != s->user_id)
+                continue;
+            if (in_flight[j] >= 0)
+                in_flight[i] = in_flight[j];
+            ahead += live[j];
+        }
+        if (in_flight[i] < 0 && docstore_count_uploading(env->ds, s->user_id, &in_flight[i]) != 0) {
+            in_flight[i] = -1;
+            live[i] = false;
+            send_unavailable(env, s, docstore_error(env->ds));
+            continue;
+        }
+        if (in_flight[i] + ahead >= env->cfg->max_uploads_per_user) {
+            live[i] = false;
             char msg[160];
             snprintf(msg, sizeof msg,
                      "%" PRId64 " uploads are already in progress; finish or abort some first",
-                     in_flight);
+                     in_flight[i] + ahead);
             send_error(env, s, 429, "too_many_uploads", msg);
-            return;
+            continue;
         }
+        nlive++;
     }
-    uint64_t doc = 0;
-    if (docstore_insert_document(env->ds, s->user_id, req->filename, req->filesize,
-                                 req->has_sha256 ? req->sha256 : NULL, &doc) != 0) {
-        send_unavailable(env, s, docstore_error(env->ds));
+    if (nlive == 0)
+        return;
+    int rc = docstore_txn_begin(env->ds);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const deferred_request *d = &ss[i]->deferred;
+        if (live[i])
+            rc = docstore_insert_document(env->ds, ss[i]->user_id, d->filename, d->filesize,
+                                          d->has_sha256 ? d->sha256 : NULL, &doc[i]);
+    }
+    if (rc == 0)
+        rc = docstore_txn_commit(env->ds);
+    if (rc != 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", docstore_error(env->ds));
+        docstore_txn_rollback(env->ds);
+        for (size_t i = 0; i < n; i++)
+            if (live[i])
+                send_unavailable(env, ss[i], why);
         return;
     }
-    if (admit(env, s, doc, req->filesize) != 0)
-        return;
-    int fd = storage_create(env->cfg->storage_dir, doc);
-    if (fd < 0) {
-        int e = errno;
-        storage_result r = storage_classify_errno(e);
-        fail_document(env, s, doc, r == STORAGE_NO_SPACE ? "insufficient_storage" : "storage_error");
-        send_storage_error(env, s, doc, r, e, "create");
-        return;
-    }
-    upload_state st;
-    memset(&st, 0, sizeof st);
-    st.document_id = doc;
-    st.user_id = s->user_id;
-    st.filesize = req->filesize;
-    st.created_ms = st.updated_ms = util_wall_ms();
-    snprintf(st.filename, sizeof st.filename, "%s", req->filename);
-    if (req->has_sha256)
-        memcpy(st.declared_sha256, req->sha256, sizeof st.declared_sha256);
-    storage_rel_path(doc, st.path);
-    snprintf(st.node, sizeof st.node, "%s", env->node_id);
-    util_strlcpy(st.boot_id, env->boot_id, sizeof st.boot_id);
-    util_strlcpy(st.writer, s->lease_token, sizeof st.writer);
-    bool leased = false;
-    int64_t retry_after = 0;
-    if (rstate_lease_acquire(env->rs, doc, s->lease_token, &leased, &retry_after) != 0 ||
-        !leased || rstate_put(env->rs, &st) != 0) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", leased ? rstate_error(env->rs) : "lease refused");
-        close(fd);
-        fail_document(env, s, doc, "unavailable");
-        send_unavailable(env, s, why);
-        return;
-    }
-    if (set_open_upload(env, s, &st, fd) != 0) {
-        fail_document(env, s, doc, "internal");
-        send_error(env, s, 500, "internal", "out of memory");
-        return;
-    }
-    metrics_add(env->metrics, M_UPLOADS_STARTED, 1);
-    log_info("event=upload_started doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64,
-             doc, s->user_id, s->peer, req->filesize);
-    send_json(s, position_answer(env, "upload", &st));
+    if (env->cfg->storage_admission)
+        admit_group(env, ss, n, live, doc);
+    open_group(env, ss, n, live, doc);
 }
 
 /* Brings an uploading document back to a consistent, writable state: the
@@ -700,9 +801,10 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
     int64_t end = c->offset + c->length;
     bool sync_failed = false;
     if (c->io == STORAGE_OK &&
-        (end - up->st.synced_offset >= env->cfg->sync_interval_bytes || end == up->st.filesize)) {
+        end - up->st.synced_offset >= env->cfg->sync_interval_bytes && end < up->st.filesize) {
         /* Checkpoint: the bytes reach stable storage before an offset
-         * covering them is saved as synced (docs/DURABILITY.md). */
+         * covering them is saved as synced (docs/DURABILITY.md). The
+         * file's last chunk needs none: completion syncs the whole file. */
         c->io = timed_sync(env, up->fd);
         if (c->io == STORAGE_OK) {
             up->st.synced_offset = end;
@@ -788,6 +890,27 @@ void upload_flush(upload_env *env, session *s)
 
 /* ---- completion ------------------------------------------------------- */
 
+/* The SHA-256 of all the upload's bytes: from the running hash when it saw
+ * every byte in order, else by reading the file. Kept in up->digest, so a
+ * completion that has to be retried does not hash again. */
+static int upload_digest(open_upload *up)
+{
+    if (up->digest[0])
+        return 0;
+    if (up->hash && up->hashed == up->st.filesize) {
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+        int ok = EVP_DigestFinal_ex(up->hash, md, &mdlen) == 1 && mdlen == 32;
+        EVP_MD_CTX_free(up->hash); /* finalised either way */
+        up->hash = NULL;
+        if (ok) {
+            util_hex(md, 32, up->digest);
+            return 0;
+        }
+    }
+    return storage_sha256(up->fd, up->st.filesize, up->digest);
+}
+
 static void handle_complete(upload_env *env, session *s, const msg_request *req)
 {
     /* Completing needs only the open upload; but credentials that are sent
@@ -804,7 +927,6 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
                    "the document is not open on this connection; resume it first");
         return;
     }
-    uint64_t doc = up->st.document_id;
     if (up->st.offset != up->st.filesize) {
         msg_error err;
         msg_fail(&err, 409, "incomplete", "received %" PRId64 " of %" PRId64 " bytes",
@@ -813,69 +935,25 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         upload_send_error(env, s, &err);
         return;
     }
-    /* Only the lease holder may declare the bytes final. A lease that
-     * lapsed while we stalled counts only if nobody took the upload over
-     * meanwhile (the hash still names us as its writer). */
-    bool held = false;
-    if (rstate_lease_confirm(env->rs, doc, s->lease_token, &held) != 0) {
-        send_unavailable(env, s, rstate_error(env->rs));
+    if (upload_digest(up) != 0) {
+        up->digest[0] = '\0';
+        send_storage_error(env, s, up->st.document_id, STORAGE_ERROR, errno, "hash");
         return;
     }
-    if (!held) {
-        send_lease_lost(env, s, doc);
-        return;
-    }
-    /* Durable before anyone is told it is complete. */
-    storage_result r = timed_sync(env, up->fd);
-    if (r == STORAGE_OK && storage_sync_dir(env->cfg->storage_dir, doc) != 0)
-        r = storage_classify_errno(errno);
-    if (r != STORAGE_OK) {
-        send_storage_error(env, s, doc, r, errno, "sync");
-        return;
-    }
-    struct stat sb;
-    if (storage_is_current(env->cfg->storage_dir, doc, up->fd) == 0) {
-        /* Our file was replaced under us by a takeover (fencing): the
-         * document lives on in the new file, not ours. */
-        send_lease_lost(env, s, doc);
-        return;
-    }
-    if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
-        (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0) {
-        fail_document(env, s, doc, "file_invalid");
-        send_error(env, s, 422, "file_invalid",
-                   "the stored file is missing or does not have the expected size or mode");
-        return;
-    }
-    char sha[65];
-    int hrc = -1;
-    if (up->hash && up->hashed == up->st.filesize) {
-        unsigned char md[32];
-        unsigned int mdlen = 0;
-        if (EVP_DigestFinal_ex(up->hash, md, &mdlen) == 1 && mdlen == 32) {
-            util_hex(md, 32, sha);
-            hrc = 0;
-        }
-        EVP_MD_CTX_free(up->hash); /* finalised: a retry must re-read the file */
-        up->hash = NULL;
-    }
-    if (hrc != 0 && storage_sha256(up->fd, up->st.filesize, sha) != 0) {
-        send_storage_error(env, s, doc, STORAGE_ERROR, errno, "hash");
-        return;
-    }
-    if (up->st.declared_sha256[0] && strcmp(sha, up->st.declared_sha256) != 0) {
-        fail_document(env, s, doc, "checksum_mismatch");
-        char msg[200];
-        snprintf(msg, sizeof msg, "received bytes hash to %s, not the declared sha256", sha);
-        send_error(env, s, 422, "checksum_mismatch", msg);
-        return;
-    }
-    bool changed = false;
-    if (docstore_complete_document(env->ds, doc, sha, up->st.path, &changed) != 0) {
-        send_unavailable(env, s, docstore_error(env->ds));
-        return;
-    }
+    /* The sync and the row's update wait for the disk: they run with the
+     * other completions of this loop turn (group_complete). */
+    memset(&s->deferred, 0, sizeof s->deferred);
+    s->deferred.kind = DEFER_COMPLETE;
+}
+
+/* After the row's update was committed (and, when changed, the Redis state
+ * removed): the answer. */
+static void finish_complete(upload_env *env, session *s, bool changed)
+{
+    open_upload *up = s->up;
+    uint64_t doc = up->st.document_id;
     if (!changed) {
+        /* Someone else ended the row first (abort, expiry, an operator). */
         doc_row d;
         bool found = false;
         if (docstore_get_document(env->ds, doc, &d, &found) != 0 || !found) {
@@ -887,20 +965,142 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         send_not_resumable(env, s, &d);
         return;
     }
-    if (rstate_del(env->rs, doc) != 0) /* harmless: the key expires on its own */
-        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc,
-                 rstate_error(env->rs));
     metrics_add(env->metrics, M_UPLOADS_COMPLETED, 1);
     int64_t size = up->st.filesize;
-    char path[STORAGE_REL_PATH_MAX];
+    char path[STORAGE_REL_PATH_MAX], sha[65];
     memcpy(path, up->st.path, sizeof path);
-    session_release(env, s);
+    memcpy(sha, up->digest, sizeof sha);
+    forget_open_upload(s); /* its lease went with the state (rstate_finish_many) */
     log_info("event=upload_completed doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64
              " sha256=%s",
              doc, s->user_id, s->peer, size, sha);
     send_json(s, json_pack("{s:s, s:I, s:I, s:s, s:s}", "status", "SUCCESS", "document_id",
                            (json_int_t)doc, "filesize", (json_int_t)size, "sha256", sha,
                            "file_path", path));
+}
+
+/* Parked completions, in the order that makes them safe: lease confirmed,
+ * every file synced (write-back started for all first, so the syncs share
+ * journal commits; each bucket directory synced once), files checked, all
+ * rows marked completed in one transaction, then Redis state dropped and
+ * SUCCESS sent. A failure at any step answers that session and leaves the
+ * others going on. */
+static void group_complete(upload_env *env, session *const *ss, size_t n)
+{
+    bool live[UPLOAD_GROUP_MAX];
+    bool changed[UPLOAD_GROUP_MAX];
+    uint64_t docs[UPLOAD_GROUP_MAX];
+    const char *tokens[UPLOAD_GROUP_MAX];
+    int8_t held[UPLOAD_GROUP_MAX];
+    for (size_t i = 0; i < n; i++) {
+        docs[i] = ss[i]->up->st.document_id;
+        tokens[i] = ss[i]->lease_token;
+        changed[i] = false;
+    }
+    /* Only the lease holder may declare the bytes final. A lease that
+     * lapsed while we stalled counts only if nobody took the upload over
+     * meanwhile (the hash still names us as its writer). */
+    int rc = rstate_lease_confirm_many(env->rs, n, docs, tokens, held);
+    char why[256];
+    snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis lease check failed");
+    size_t nlive = 0;
+    for (size_t i = 0; i < n; i++) {
+        live[i] = rc == 0 && held[i] == 1;
+        nlive += live[i];
+        if (rc != 0 || held[i] < 0)
+            send_unavailable(env, ss[i], why);
+        else if (held[i] == 0)
+            send_lease_lost(env, ss[i], docs[i]);
+    }
+    if (nlive == 0)
+        return;
+    /* Durable before anyone is told it is complete. */
+    for (size_t i = 0; i < n; i++)
+        if (live[i])
+            storage_start_writeback(ss[i]->up->fd);
+    uint8_t dir_synced[256 / 8] = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i])
+            continue;
+        session *s = ss[i];
+        open_upload *up = s->up;
+        uint64_t doc = up->st.document_id;
+        unsigned bucket = storage_bucket(doc);
+        storage_result r = timed_sync(env, up->fd);
+        if (r == STORAGE_OK && !(dir_synced[bucket / 8] & (1u << (bucket % 8)))) {
+            if (storage_sync_dir(env->cfg->storage_dir, doc) != 0)
+                r = storage_classify_errno(errno);
+            else
+                dir_synced[bucket / 8] |= (uint8_t)(1u << (bucket % 8));
+        }
+        if (r != STORAGE_OK) {
+            live[i] = false;
+            send_storage_error(env, s, doc, r, errno, "sync");
+            continue;
+        }
+        struct stat sb;
+        if (storage_is_current(env->cfg->storage_dir, doc, up->fd) == 0) {
+            /* Our file was replaced under us by a takeover (fencing): the
+             * document lives on in the new file, not ours. */
+            live[i] = false;
+            send_lease_lost(env, s, doc);
+            continue;
+        }
+        if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
+            (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0) {
+            live[i] = false;
+            fail_document(env, s, doc, "file_invalid");
+            send_error(env, s, 422, "file_invalid",
+                       "the stored file is missing or does not have the expected size or mode");
+            continue;
+        }
+        if (up->st.declared_sha256[0] && strcmp(up->digest, up->st.declared_sha256) != 0) {
+            live[i] = false;
+            char msg[200];
+            snprintf(msg, sizeof msg, "received bytes hash to %s, not the declared sha256",
+                     up->digest);
+            fail_document(env, s, doc, "checksum_mismatch");
+            send_error(env, s, 422, "checksum_mismatch", msg);
+            continue;
+        }
+    }
+    rc = docstore_txn_begin(env->ds);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const open_upload *up = ss[i]->up;
+        if (live[i])
+            rc = docstore_complete_document(env->ds, up->st.document_id, up->digest, up->st.path,
+                                            &changed[i]);
+    }
+    if (rc == 0)
+        rc = docstore_txn_commit(env->ds);
+    if (rc != 0) {
+        /* The files are synced and the uploads stay open: a retry of
+         * upload_complete finishes them. */
+        char dbwhy[512];
+        snprintf(dbwhy, sizeof dbwhy, "%s", docstore_error(env->ds));
+        docstore_txn_rollback(env->ds);
+        for (size_t i = 0; i < n; i++)
+            if (live[i])
+                send_unavailable(env, ss[i], dbwhy);
+        return;
+    }
+    /* Committed: the Redis state, reservation and lease go, for all at once. */
+    uint64_t fdocs[UPLOAD_GROUP_MAX];
+    const char *ftokens[UPLOAD_GROUP_MAX];
+    int8_t done[UPLOAD_GROUP_MAX];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i] || !changed[i])
+            continue;
+        fdocs[m] = docs[i];
+        ftokens[m++] = tokens[i];
+    }
+    /* Harmless if it fails: the keys expire and the lease lapses. */
+    if (m > 0 && rstate_finish_many(env->rs, m, fdocs, ftokens, done) != 0)
+        log_warn("event=redis_finish_failed uploads=%zu error=\"%s\"", m, rstate_error(env->rs));
+    for (size_t i = 0; i < n; i++)
+        if (live[i])
+            finish_complete(env, ss[i], changed[i]);
 }
 
 /* ---- status, list, abort ---------------------------------------------- */
@@ -1052,4 +1252,29 @@ uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t le
     case ACT_ABORT: handle_abort(env, s, &req); break;
     }
     return 0;
+}
+
+void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
+{
+    session *uploads[UPLOAD_GROUP_MAX], *completes[UPLOAD_GROUP_MAX];
+    size_t nu = 0, nc = 0;
+    for (size_t i = 0; i < n && i < UPLOAD_GROUP_MAX; i++) {
+        session *s = sessions[i];
+        if (s->deferred.kind == DEFER_UPLOAD)
+            uploads[nu++] = s;
+        else if (s->deferred.kind == DEFER_COMPLETE && s->up)
+            completes[nc++] = s;
+        else if (s->deferred.kind == DEFER_COMPLETE) /* cannot happen: nothing ran since */
+            send_error(env, s, 409, "upload_not_open", "the upload was closed before completing");
+    }
+    /* Completions first: they free what the uploads of the same users may
+     * need (the per-user limit, reserved room). */
+    if (nc > 0)
+        group_complete(env, completes, nc);
+    if (nu > 0)
+        group_upload(env, uploads, nu);
+    metrics_add(env->metrics, M_COMMIT_GROUPS, (uint64_t)(nc > 0) + (uint64_t)(nu > 0));
+    metrics_add(env->metrics, M_COMMIT_GROUP_REQUESTS, (uint64_t)(nc + nu));
+    for (size_t i = 0; i < n && i < UPLOAD_GROUP_MAX; i++)
+        sessions[i]->deferred.kind = DEFER_NONE;
 }

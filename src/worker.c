@@ -165,7 +165,10 @@ static void *worker_main(void *arg)
             if (conn_close_unbusy(&w->owner) == 0 || now >= drain_deadline)
                 break;
         }
-        int n = epoll_wait(w->owner.epfd, events, MAX_EVENTS, stop ? 50 : LOOP_TICK_MS);
+        /* Parked requests wait for this turn's events only: whoever else
+         * is ready joins their group, nobody waits for a tick. */
+        int timeout = w->owner.parked ? 0 : stop ? 50 : LOOP_TICK_MS;
+        int n = epoll_wait(w->owner.epfd, events, MAX_EVENTS, timeout);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -178,6 +181,7 @@ static void *worker_main(void *arg)
             else
                 conn_handle_event(events[i].data.ptr, events[i].events);
         }
+        conn_run_parked(&w->owner);
         int64_t now = util_mono_ms();
         if (now - last_sweep >= LOOP_TICK_MS) {
             conn_sweep_idle(&w->owner, now);

@@ -28,6 +28,7 @@ typedef struct conn_owner {
     const chunkd_config *cfg;
     upload_env env;
     conn *head;                 /* live connections, for idle checks and shutdown */
+    conn *parked, *parked_tail; /* sessions waiting for conn_run_parked, oldest first */
     size_t count;
     conn_limits *limits;        /* shared admission counts; given back on close */
 } conn_owner;
@@ -48,6 +49,8 @@ struct conn {
     int64_t item_started_ms;    /* when the unfinished line or body began; 0 if none */
     conn_transport transport;
     struct conn_web *web;       /* owned; NULL unless transport is CONN_WEB */
+    bool parked;                /* on owner->parked: input waits for the group run */
+    conn *parked_next;
     conn *prev, *next;
 };
 
@@ -56,6 +59,13 @@ struct conn {
 conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer);
 
 void conn_handle_event(conn *c, uint32_t events);
+
+/* Runs the requests that connections parked during this loop turn (see
+ * upload_run_deferred), then lets each go on with its buffered input; a
+ * connection that parks again waits for the next turn, so the next group
+ * can gather more. The loop calls it after handling its events, and must
+ * not sleep in epoll_wait while owner->parked is set. */
+void conn_run_parked(conn_owner *owner);
 
 /* Queues bytes to send (the transports frame into this). -1 when out of
  * memory. */

@@ -25,6 +25,8 @@ typedef enum metric_counter {
     M_LEASES_LOCKED,      /* resume refused: another connection holds the lease */
     M_LEASES_LOST,        /* a writer found its lease taken over */
     M_TAKEOVERS,          /* resumes that took over from a writer that never let go */
+    M_COMMIT_GROUPS,      /* groups of parked requests run together (upload_run_deferred) */
+    M_COMMIT_GROUP_REQUESTS, /* requests run in those groups */
     M_COUNTER_COUNT
 } metric_counter;
 

@@ -38,7 +38,33 @@ typedef struct open_upload {
     int64_t hashed;
     int64_t saved_offset; /* the offset Redis last took; st.offset may be ahead of it
                            * by chunks whose acknowledgement is pending */
+    char digest[65];      /* SHA-256 of all filesize bytes once known; "" before */
 } open_upload;
+
+/* Requests whose costly part is a commit (a MySQL redo-log flush, a file's
+ * fdatasync) are not run when their line arrives: the session parks, and
+ * the worker runs every parked request of its loop turn together
+ * (upload_run_deferred), so one commit and one round of syncs serve them
+ * all. A parked session takes no further input until its request is
+ * answered, so answers keep their order. Nothing has been changed anywhere
+ * for a parked request: dropping it (the connection closed) is safe. */
+typedef enum deferred_kind {
+    DEFER_NONE = 0,
+    DEFER_UPLOAD,    /* insert the row, then open the upload */
+    DEFER_COMPLETE,  /* sync the file, then mark the row completed */
+} deferred_kind;
+
+typedef struct deferred_request {
+    deferred_kind kind;
+    /* DEFER_UPLOAD: what the request asked for */
+    int64_t filesize;
+    bool has_sha256;
+    char sha256[65];
+    char filename[MSG_FILENAME_MAX + 1];
+} deferred_request;
+
+/* The most sessions one upload_run_deferred call takes. */
+#define UPLOAD_GROUP_MAX 128
 
 /* Chunks written but not yet acknowledged: their offsets are saved in Redis
  * with one round trip for all of them when the connection's input runs dry
@@ -69,6 +95,7 @@ typedef struct session {
     chunk_progress chunk;
     int pending_acks;
     int64_t pending_end[SESSION_PENDING_MAX];
+    deferred_request deferred;   /* kind != DEFER_NONE: parked */
     bool close;                  /* close once the queued answers are sent */
     char peer[64];
     session_emit_fn emit;
@@ -93,6 +120,16 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
  * The connection calls it whenever its buffered input is used up; it is
  * also called before anything else is answered, so answers stay in order. */
 void upload_flush(upload_env *env, session *s);
+
+static inline bool session_parked(const session *s)
+{
+    return s->deferred.kind != DEFER_NONE;
+}
+
+/* Runs the parked requests of n sessions (n <= UPLOAD_GROUP_MAX), sharing
+ * their commits and syncs, and answers each. Every session is unparked
+ * afterwards; the caller then feeds each the rest of its input. */
+void upload_run_deferred(upload_env *env, session *const *sessions, size_t n);
 
 /* Emits an error answer (and marks the session closing if err->close). */
 void upload_send_error(upload_env *env, session *s, const msg_error *err);

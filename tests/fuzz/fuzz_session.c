@@ -274,6 +274,13 @@ static void on_line(driver *d, const char *line, size_t len)
 {
     size_t before = owed(d);
     uint64_t body = upload_on_line(&env, &d->s, line, len);
+    if (session_parked(&d->s)) {
+        /* As the worker does at the end of its loop turn. */
+        FUZZ_CHECK(body == 0, "a parked request expects a body");
+        session *group[1] = {&d->s};
+        upload_run_deferred(&env, group, 1);
+        FUZZ_CHECK(!session_parked(&d->s), "still parked after the group ran");
+    }
     size_t after = owed(d);
     /* Fewer only when the emitter refused answers (then the session closes). */
     FUZZ_CHECK(after >= before || d->o.refused > 0, "answers owed went missing");

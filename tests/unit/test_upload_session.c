@@ -144,7 +144,14 @@ static int teardown(void **state)
 
 static uint64_t feed(fixture *f, const char *line)
 {
-    return upload_on_line(&f->env, &f->s, line, strlen(line));
+    uint64_t body = upload_on_line(&f->env, &f->s, line, strlen(line));
+    if (session_parked(&f->s)) {
+        /* As the worker does at the end of its loop turn. */
+        session *group[1] = {&f->s};
+        upload_run_deferred(&f->env, group, 1);
+        assert_false(session_parked(&f->s));
+    }
+    return body;
 }
 
 /* Checks answer number i is one error line with this code and reason. */
