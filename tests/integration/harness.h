@@ -112,6 +112,18 @@ int it_server_kill(it_server *s, int sig, int timeout_ms, int *wstatus);
  * not used). */
 int it_server_restart(it_server *s, const it_server_opts *opts);
 
+/* ---- the admin endpoint (harness_http.c) -------------------------------- */
+
+/* Starts a chunkd with one worker and an admin port (*port); env as in
+ * it_server_opts. */
+int it_server_start_admin(it_server *s, int *port, const char *const *env);
+/* One HTTP GET; returns the status code and the body (malloc'd). Fails the
+ * test when no whole answer arrives. */
+int it_http_get(int port, const char *path, char **body);
+/* The value of the sample line "name{labels} value" whose name and labels
+ * start with prefix; fails the test when there is none. */
+long long it_metric(const char *text, const char *prefix);
+
 /* ---- other processes (chunkup, chunkctl) ------------------------------- */
 
 /* fork/exec in its own process group; stdout to out_path, stderr to

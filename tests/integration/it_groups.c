@@ -1,0 +1,230 @@
+/* Requests that share a commit (upload_run_deferred): many connections of one
+ * worker send `upload`, or their last chunk and `upload_complete`, at the
+ * same moment, so the worker runs them as one group (one MySQL transaction,
+ * one round of syncs, one Redis pipeline). Each request must still get its
+ * own answer, in order on its connection, and one request's failure must
+ * not touch the others. The tests hold whether or not every request lands
+ * in the same group; sending everything before reading anything is what
+ * makes the groups large. */
+#include "harness.h"
+
+#include <stdio.h>
+
+#define NCONN 24
+#define FILESIZE 4096
+#define LIMIT 5 /* --max-uploads-per-user of the limit test's server */
+
+static it_server srv;
+static it_user user, limited;
+static int admin_port;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (it_init("it_groups") != 0 || it_user_create(&user) != 0 ||
+        it_user_create(&limited) != 0)
+        return -1;
+    /* One worker: every connection shares its groups. */
+    return it_server_start_admin(&srv, &admin_port, NULL);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    it_server_stop(&srv);
+    it_shutdown();
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    (void)state;
+    it_test_begin(&srv);
+    return 0;
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    it_test_end(&srv);
+    return 0;
+}
+
+static long long metric_now(const char *prefix)
+{
+    char *body = NULL;
+    assert_int_equal(it_http_get(admin_port, "/metrics", &body), 200);
+    long long v = it_metric(body, prefix);
+    free(body);
+    return v;
+}
+
+static json_t *read_answer(it_sock *s)
+{
+    json_t *r = NULL;
+    assert_int_equal(it_sock_read_json(s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    return r;
+}
+
+static void send_upload_line(it_sock *s, const it_user *u, const char *sha)
+{
+    json_t *req = json_pack("{s:s, s:I, s:s, s:s, s:I}", "action", "upload", "user_id",
+                            (json_int_t)u->id, "credential", u->credential, "filename",
+                            "grouped.bin", "filesize", (json_int_t)FILESIZE);
+    assert_non_null(req);
+    if (sha)
+        assert_int_equal(json_object_set_new(req, "sha256", json_string(sha)), 0);
+    char *line = it_json_line(req);
+    json_decref(req);
+    assert_int_equal(it_sock_send_str(s, line), 0);
+    free(line);
+}
+
+/* Half the uploads declare a wrong SHA-256. Their completions fail with
+ * checksum_mismatch in the same groups as the others' SUCCESS, and only
+ * their rows end up failed. */
+static void test_failures_stay_with_their_request(void **state)
+{
+    (void)state;
+    static unsigned char data[NCONN][FILESIZE];
+    char sha[NCONN][65];
+    it_sock socks[NCONN];
+    int64_t ids[NCONN];
+    long long groups0 = metric_now("chunkd_commit_groups_total{");
+    long long requests0 = metric_now("chunkd_commit_group_requests_total{");
+    for (int i = 0; i < NCONN; i++) {
+        it_random_bytes(data[i], FILESIZE);
+        it_sha256_hex(data[i], FILESIZE, sha[i]);
+        assert_int_equal(it_sock_connect(&socks[i], srv.port), 0);
+    }
+    for (int i = 0; i < NCONN; i++) {
+        /* a wrong hash: the real one of another upload's bytes */
+        send_upload_line(&socks[i], &user, i % 2 ? sha[(i + 1) % NCONN] : sha[i]);
+    }
+    for (int i = 0; i < NCONN; i++) {
+        json_t *r = read_answer(&socks[i]);
+        it_assert_ok(r, "upload");
+        ids[i] = it_json_int(r, "document_id");
+        assert_int_equal(it_json_int(r, "offset"), 0);
+        json_decref(r);
+        it_assert_doc_status(ids[i], "uploading", NULL);
+        assert_int_equal(it_redis_exists(ids[i]), 1);
+        for (int k = 0; k < i; k++)
+            assert_true(ids[k] != ids[i]);
+    }
+    /* Last (only) chunk and completion, pipelined, on every connection. */
+    for (int i = 0; i < NCONN; i++) {
+        char hdr[160], done[128];
+        it_line(hdr, sizeof hdr,
+                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":0,\"length\":%d}",
+                (long long)ids[i], FILESIZE);
+        it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+                (long long)ids[i]);
+        assert_int_equal(it_sock_send_chunk(&socks[i], hdr, data[i], FILESIZE), 0);
+        assert_int_equal(it_sock_send_str(&socks[i], done), 0);
+    }
+    for (int i = 0; i < NCONN; i++) {
+        json_t *p = read_answer(&socks[i]);
+        assert_string_equal(it_json_str(p, "event"), "progress");
+        assert_int_equal(it_json_int(p, "received"), FILESIZE);
+        json_decref(p);
+        json_t *r = read_answer(&socks[i]);
+        if (i % 2) {
+            it_assert_error(r, 422, "checksum_mismatch");
+            it_doc d;
+            it_assert_doc_status(ids[i], "failed", &d);
+            assert_string_equal(d.failure_reason, "checksum_mismatch");
+        } else {
+            assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+            assert_int_equal(it_json_int(r, "document_id"), ids[i]);
+            assert_string_equal(it_json_str(r, "sha256"), sha[i]);
+            it_assert_stored(&srv, ids[i], FILESIZE, sha[i]);
+        }
+        json_decref(r);
+        assert_int_equal(it_redis_exists(ids[i]), 0);
+        assert_int_equal(it_redis_lease_exists(ids[i]), 0);
+        it_assert_open(&socks[i]);
+        it_sock_close(&socks[i]);
+    }
+    /* Every request was counted, and they did share groups: each group
+     * takes at least a MySQL commit, far longer than the client needs to
+     * send the rest. */
+    long long groups = metric_now("chunkd_commit_groups_total{") - groups0;
+    long long requests = metric_now("chunkd_commit_group_requests_total{") - requests0;
+    fprintf(stderr, "it: %lld requests in %lld groups\n", requests, groups);
+    assert_int_equal(requests, 2 * NCONN);
+    assert_true(groups >= 2 && groups < requests);
+    it_pass();
+}
+
+/* The per-user limit counts the uploads ahead in the same group: of twelve
+ * uploads asked for at once, exactly LIMIT are opened. */
+static void test_user_limit_counts_the_group(void **state)
+{
+    (void)state;
+    enum { N = 12 };
+    static const char *const args[] = {"--workers", "1", "--max-uploads-per-user", "5", NULL};
+    it_server_opts o = {.args = args};
+    it_server lim;
+    memset(&lim, 0, sizeof lim);
+    assert_int_equal(it_server_start(&lim, &o), 0);
+    it_sock socks[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it_sock_connect(&socks[i], lim.port), 0);
+    for (int i = 0; i < N; i++)
+        send_upload_line(&socks[i], &limited, NULL);
+    int opened = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        json_t *r = read_answer(&socks[i]);
+        const char *status = it_json_str(r, "status");
+        if (strcmp(status, "ok") == 0) {
+            it_assert_ok(r, "upload");
+            opened++;
+        } else {
+            it_assert_error(r, 429, "too_many_uploads");
+            refused++;
+        }
+        json_decref(r);
+    }
+    assert_int_equal(opened, LIMIT);
+    assert_int_equal(refused, N - LIMIT);
+    assert_int_equal(it_doc_count(limited.id, "uploading"), LIMIT);
+    assert_int_equal(it_doc_count(limited.id, NULL), LIMIT);
+    for (int i = 0; i < N; i++)
+        it_sock_close(&socks[i]);
+    it_assert_server_stops_cleanly(&lim);
+    it_pass();
+}
+
+/* Connections that hang up right after asking leave nothing half-done: each
+ * upload they asked for either never got a row or is an ordinary upload in
+ * progress (resumable), and the server goes on serving. */
+static void test_hangup_while_parked(void **state)
+{
+    (void)state;
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    for (int i = 0; i < NCONN; i++) {
+        it_sock s;
+        assert_int_equal(it_sock_connect(&s, srv.port), 0);
+        send_upload_line(&s, &u, NULL);
+        it_sock_close(&s);
+    }
+    it_assert_serves(srv.port, &u);
+    int64_t rows = it_doc_count(u.id, NULL);
+    assert_true(rows >= 0 && rows <= NCONN);
+    assert_int_equal(it_doc_count(u.id, "uploading"), rows);
+    it_pass();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_failures_stay_with_their_request, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_user_limit_counts_the_group, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_hangup_while_parked, test_setup, test_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
