@@ -108,6 +108,13 @@ int conn_out_append(conn *c, const void *data, size_t len)
 static int conn_emit(void *arg, const char *data, size_t len)
 {
     conn *c = arg;
+    if (!c->unsent) {
+        /* An answer may come from an offset save's reply, outside this
+         * connection's event: make sure it gets sent. */
+        c->unsent = true;
+        c->unsent_next = c->owner->unsent;
+        c->owner->unsent = c;
+    }
     if (c->web)
         return conn_web_emit(c, data, len);
     return conn_out_append(c, data, len);
@@ -147,6 +154,17 @@ static void park_if_waiting(conn *c)
     o->parked_tail = c;
 }
 
+static void forget_unsent(conn *c)
+{
+    conn **pp = &c->owner->unsent;
+    while (*pp && *pp != c)
+        pp = &(*pp)->unsent_next;
+    if (*pp)
+        *pp = c->unsent_next;
+    c->unsent = false;
+    c->unsent_next = NULL;
+}
+
 void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason)
 {
     conn_owner *o = c->owner;
@@ -174,6 +192,8 @@ void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_
                  (unsigned long long)c->sess.up->st.document_id, c->peer,
                  (long long)c->sess.up->st.offset, why);
     session_release(&o->env, &c->sess);
+    if (c->unsent)
+        forget_unsent(c);
     /* close() also removes the fd from the epoll set. */
     if (close(c->fd) != 0)
         log_warn("event=close_failed peer=%s error=\"%s\"", c->peer, strerror(errno));
@@ -414,6 +434,17 @@ void conn_handle_event(conn *c, uint32_t events)
     flush_output(c);
 }
 
+void conn_send_pending(conn_owner *owner)
+{
+    while (owner->unsent) {
+        conn *c = owner->unsent;
+        owner->unsent = c->unsent_next;
+        c->unsent = false;
+        c->unsent_next = NULL;
+        flush_output(c); /* may close it */
+    }
+}
+
 void conn_run_parked(conn_owner *owner)
 {
     conn *c = owner->parked;
@@ -444,7 +475,8 @@ size_t conn_close_unbusy(conn_owner *owner)
     conn *c = owner->head;
     while (c) {
         conn *next = c->next;
-        if ((c->sess.chunk.active || c->parked) && !c->sess.close) {
+        bool answering = c->sess.saving || c->sess.pending_acks > 0;
+        if ((c->sess.chunk.active || c->parked || answering) && !c->sess.close) {
             busy++;
         } else {
             /* Answers already queued go first, if the socket takes them. */

@@ -222,7 +222,7 @@ static void ws_begin_close(conn *c, uint16_t code, const char *reason)
 {
     struct conn_web *w = c->web;
     /* Chunks already written are answered before the close frame. */
-    upload_flush(&c->owner->env, &c->sess);
+    upload_drain(&c->owner->env, &c->sess);
     uint8_t frame[4 + WS_MAX_CLOSE_REASON];
     size_t n = ws_close_frame(frame, code, reason);
     if (conn_out_append(c, frame, n) != 0)

@@ -274,27 +274,50 @@ static int eval_int(redis_state *rs, const char *what, long long *out, const cha
     return rc;
 }
 
+int rstate_format_save_offset(const chunkd_config *cfg, const upload_state *st,
+                              const char *lease, char **cmd)
+{
+    char key[128], lkey[128];
+    snprintf(key, sizeof key, "%supload:%" PRIu64, cfg->redis_prefix, st->document_id);
+    snprintf(lkey, sizeof lkey, "%slease:%" PRIu64, cfg->redis_prefix, st->document_id);
+    return redisFormatCommand(cmd, "EVAL %s 2 %s %s %s %lld %" PRId64 " %" PRId64 " %s %lld %" PRId64,
+                              save_offset_lua, key, lkey, lease, (long long)cfg->lease_ttl_ms,
+                              st->offset, st->updated_ms, st->node, (long long)cfg->upload_ttl_s,
+                              st->synced_offset);
+}
+
+rstate_saved rstate_save_offset_result(long long reply)
+{
+    return reply < 0 ? RSTATE_SAVE_LEASE_LOST : reply > 0 ? RSTATE_SAVE_KEY_MISSING : RSTATE_SAVED;
+}
+
 int rstate_save_offset(redis_state *rs, const upload_state *st, const char *lease,
                        bool *lease_lost)
 {
     *lease_lost = false;
-    char key[128], lkey[128];
-    upload_key(rs, st->document_id, key, sizeof key);
-    lease_key(rs, st->document_id, lkey, sizeof lkey);
-    long long added = 0;
-    if (eval_int(rs, "save offset", &added,
-                 "EVAL %s 2 %s %s %s %lld %" PRId64 " %" PRId64 " %s %lld %" PRId64, save_offset_lua,
-                 key, lkey, lease, (long long)rs->cfg->lease_ttl_ms, st->offset, st->updated_ms,
-                 st->node, (long long)rs->cfg->upload_ttl_s, st->synced_offset) != 0)
+    if (connect_redis(rs) != 0)
         return -1;
-    if (added < 0) {
+    char *cmd = NULL;
+    int len = rstate_format_save_offset(rs->cfg, st, lease, &cmd);
+    if (len < 0)
+        return append_failed(rs);
+    int queued = redisAppendFormattedCommand(rs->ctx, cmd, (size_t)len);
+    free(cmd);
+    if (queued != REDIS_OK)
+        return append_failed(rs);
+    long long v = 0;
+    if (collect_replies(rs, 1, "save offset", &v) != 0)
+        return -1;
+    switch (rstate_save_offset_result(v)) {
+    case RSTATE_SAVE_LEASE_LOST:
         *lease_lost = true;
         return 0;
-    }
-    if (added > 0) {
+    case RSTATE_SAVE_KEY_MISSING:
         log_warn("event=redis_state_rebuilt doc=%" PRIu64 " reason=key_missing",
                  st->document_id);
         return rstate_put(rs, st);
+    case RSTATE_SAVED:
+        break;
     }
     return 0;
 }

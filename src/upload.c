@@ -10,6 +10,7 @@
 #include "chunkd/upload.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,10 +49,21 @@ void session_init(session *s, const char *node_id, const char *peer, session_emi
     snprintf(s->lease_token, sizeof s->lease_token, "%s/%s", node_id, hex);
 }
 
+/* A checkpoint handed to the syncer. If the upload is let go before the
+ * result comes back, the checkpoint is orphaned and its result dropped. */
+typedef struct checkpoint {
+    sync_job job; /* first: the syncer hands back this pointer */
+    upload_env *env;
+    open_upload *up;
+    bool orphaned;
+} checkpoint;
+
 static void open_upload_free(open_upload *up)
 {
     if (!up)
         return;
+    if (up->checkpoint)
+        up->checkpoint->orphaned = true;
     if (up->fd >= 0 && close(up->fd) != 0)
         log_warn("event=close_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
                  strerror(errno));
@@ -70,7 +82,7 @@ static void forget_open_upload(session *s)
 void session_release(upload_env *env, session *s)
 {
     s->deferred.kind = DEFER_NONE; /* a parked request has changed nothing yet */
-    upload_flush(env, s); /* saves the offset of chunks written but not yet answered */
+    upload_drain(env, s); /* answers the chunks written but not yet answered */
     if (s->up && rstate_lease_release(env->rs, s->up->st.document_id, s->lease_token) != 0)
         log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"",
                  s->up->st.document_id, rstate_error(env->rs));
@@ -103,7 +115,7 @@ static void send_json(session *s, json_t *answer)
 void upload_send_error(upload_env *env, session *s, const msg_error *err)
 {
     /* Answers stay in request order: chunks written before come first. */
-    upload_flush(env, s);
+    upload_drain(env, s);
     metrics_add(env->metrics, M_ERRORS_SENT, 1);
     if (err->code >= 500 || err->code == 401)
         log_info("event=request_error peer=%s user=%" PRIu64 " code=%d reason=%s msg=\"%s\"",
@@ -340,6 +352,7 @@ static void send_lease_lost(upload_env *env, session *s, uint64_t doc)
 {
     log_warn("event=lease_lost doc=%" PRIu64 " peer=%s", doc, s->peer);
     metrics_add(env->metrics, M_LEASES_LOST, 1);
+    upload_drain(env, s); /* chunks written before are answered first */
     forget_open_upload(s);
     send_error(env, s, 409, "lease_lost",
                "this connection no longer holds the upload (another connection took it over, "
@@ -760,6 +773,7 @@ static uint64_t begin_chunk(upload_env *env, session *s, const msg_request *req)
 static void rollback_to(session *s, uint64_t doc, int64_t keep)
 {
     open_upload *up = s->up;
+    up->generation++;
     up->st.offset = keep;
     if (up->st.synced_offset > keep)
         up->st.synced_offset = keep;
@@ -769,6 +783,77 @@ static void rollback_to(session *s, uint64_t doc, int64_t keep)
         EVP_MD_CTX_free(up->hash);
         up->hash = NULL;
     }
+}
+
+/* Cuts the open upload back to keep bytes, in the file, the session and
+ * (when that lowers it) the saved offset. */
+static void cut_back(upload_env *env, session *s, uint64_t doc, int64_t keep)
+{
+    open_upload *up = s->up;
+    bool lowered = keep < up->st.offset;
+    rollback_to(s, doc, keep);
+    if (lowered) {
+        bool lost = false;
+        if (rstate_save_offset(env->rs, &up->st, s->lease_token, &lost) != 0 || lost)
+            log_warn("event=offset_not_lowered doc=%" PRIu64 " offset=%" PRId64, doc, keep);
+        else
+            up->saved_offset = keep;
+    }
+}
+
+/* The syncer's result, on the worker's thread. The synced offset moves only
+ * for a sync of bytes that are all still there; the next offset save takes
+ * it to Redis. A failure is kept for the upload's next chunk or completion,
+ * which cut back to the last good checkpoint (upload_on_body). */
+static void on_checkpoint_done(sync_job *job)
+{
+    checkpoint *cp = (checkpoint *)job;
+    if (cp->orphaned) {
+        free(cp);
+        return;
+    }
+    open_upload *up = cp->up;
+    up->checkpoint = NULL;
+    metrics_observe_us(cp->env->metrics, H_FSYNC, job->sync_us);
+    if (job->err) {
+        log_error("event=checkpoint_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
+                  strerror(job->err));
+        if (!up->sync_error)
+            up->sync_error = job->err;
+    } else if (job->generation == up->generation && job->end > up->st.synced_offset &&
+               job->end <= up->st.offset) {
+        up->st.synced_offset = job->end;
+    }
+    free(cp);
+}
+
+/* A checkpoint of the bytes before `end`, without waiting for it. The
+ * syncer gets a descriptor of its own (reopened, not dup'ed: see syncer.h).
+ * When that cannot be set up, the checkpoint is taken here and now. */
+static storage_result checkpoint_file(upload_env *env, open_upload *up, int64_t end)
+{
+    if (up->checkpoint)
+        return STORAGE_OK; /* one at a time; the next chunk tries again */
+    checkpoint *cp = env->syncer ? calloc(1, sizeof *cp) : NULL;
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", up->fd);
+    int fd = cp ? open(self, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd >= 0) {
+        cp->job = (sync_job){.fd = fd, .end = end, .generation = up->generation,
+                             .done = on_checkpoint_done};
+        cp->env = env;
+        cp->up = up;
+        if (syncer_submit(env->syncer, &cp->job) == 0) {
+            up->checkpoint = cp;
+            return STORAGE_OK;
+        }
+        close(fd);
+    }
+    free(cp);
+    storage_result r = timed_sync(env, up->fd);
+    if (r == STORAGE_OK)
+        up->st.synced_offset = end;
+    return r;
 }
 
 void upload_on_body(upload_env *env, session *s, const char *data, size_t len, bool last)
@@ -800,15 +885,31 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
     uint64_t doc = up->st.document_id;
     int64_t end = c->offset + c->length;
     bool sync_failed = false;
+    if (c->offset != up->st.offset) {
+        /* While this chunk's bytes arrived, Redis refused the offset of
+         * the chunks before it and the upload was cut back (finish_save):
+         * this chunk no longer follows on, so its bytes go too. */
+        upload_drain(env, s);
+        if (s->up == up && up->st.offset < c->offset + c->written)
+            rollback_to(s, doc, up->st.offset);
+        send_unavailable(env, s, "the offset of the chunks before this one could not be saved");
+        return;
+    }
+    if (c->io == STORAGE_OK && up->sync_error) {
+        /* A checkpoint failed in the background: nothing since the last
+         * good one can be trusted. */
+        c->io = storage_classify_errno(up->sync_error);
+        c->io_errno = up->sync_error;
+        up->sync_error = 0;
+        sync_failed = true;
+    }
     if (c->io == STORAGE_OK &&
         end - up->st.synced_offset >= env->cfg->sync_interval_bytes && end < up->st.filesize) {
         /* Checkpoint: the bytes reach stable storage before an offset
          * covering them is saved as synced (docs/DURABILITY.md). The
          * file's last chunk needs none: completion syncs the whole file. */
-        c->io = timed_sync(env, up->fd);
-        if (c->io == STORAGE_OK) {
-            up->st.synced_offset = end;
-        } else {
+        c->io = checkpoint_file(env, up, end);
+        if (c->io != STORAGE_OK) {
             c->io_errno = errno;
             sync_failed = true;
         }
@@ -819,12 +920,14 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
         up->st.offset = end;
         up->st.updated_ms = util_wall_ms();
         s->pending_end[s->pending_acks++] = end;
-        if (s->pending_acks == SESSION_PENDING_MAX || end == up->st.filesize)
+        if (s->pending_acks == SESSION_PENDING_MAX)
+            upload_drain(env, s);
+        else if (end == up->st.filesize)
             upload_flush(env, s);
         return;
     }
     /* This chunk failed: the ones before it are answered first. */
-    upload_flush(env, s);
+    upload_drain(env, s);
     up = s->up;
     if (!up) {
         send_error(env, s, 409, "lease_lost", "this connection no longer holds the upload");
@@ -832,46 +935,38 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
     }
     /* After a failed sync the page cache cannot be trusted either:
      * everything since the last checkpoint is in doubt. */
-    int64_t keep = sync_failed ? up->st.synced_offset : up->st.offset;
-    bool lowered = keep < up->st.offset;
-    rollback_to(s, doc, keep);
-    if (lowered) {
-        bool lost = false;
-        if (rstate_save_offset(env->rs, &up->st, s->lease_token, &lost) != 0 || lost)
-            log_warn("event=offset_not_lowered doc=%" PRIu64 " offset=%" PRId64, doc, keep);
-        else
-            up->saved_offset = keep;
-    }
+    cut_back(env, s, doc, sync_failed ? up->st.synced_offset : up->st.offset);
     send_storage_error(env, s, doc, c->io, c->io_errno, "write");
 }
 
-void upload_flush(upload_env *env, session *s)
+/* Answers the pending chunks after their save: on success the first n
+ * (whose end is `offset`) get their progress events, and any written since
+ * stay pending; a lost lease or a failed save answers them all. */
+static void finish_save(upload_env *env, session *s, int n, int64_t offset, int outcome,
+                        const char *why)
 {
-    int n = s->pending_acks;
-    if (n == 0)
-        return;
-    s->pending_acks = 0;
     open_upload *up = s->up;
-    if (!up)
-        return; /* cannot happen: the upload is released only after a flush */
-    uint64_t doc = up->st.document_id;
-    bool lost = false;
-    int rc = rstate_save_offset(env->rs, &up->st, s->lease_token, &lost);
-    if (rc == 0 && lost) {
-        /* Someone else writes this upload now: touch nothing more. */
-        send_lease_lost(env, s, doc);
-        for (int i = 1; i < n; i++)
+    int total = s->pending_acks;
+    if (!up || n > total) {
+        /* Cannot happen: an upload is let go only after its chunks are
+         * answered. Answer them anyway, so the stream stays in step. */
+        s->pending_acks = 0;
+        for (int i = 0; i < total; i++)
             send_error(env, s, 409, "lease_lost", "this connection no longer holds the upload");
         return;
     }
-    if (rc == 0) {
+    uint64_t doc = up->st.document_id;
+    if (outcome == 0) {
         metrics_add(env->metrics, M_CHUNKS_RECEIVED, (uint64_t)n);
-        metrics_add(env->metrics, M_BYTES_RECEIVED, (uint64_t)(up->st.offset - up->saved_offset));
-        up->saved_offset = up->st.offset;
+        metrics_add(env->metrics, M_BYTES_RECEIVED, (uint64_t)(offset - up->saved_offset));
+        up->saved_offset = offset;
+        int64_t ends[SESSION_PENDING_MAX];
+        memcpy(ends, s->pending_end, (size_t)n * sizeof ends[0]);
+        memmove(s->pending_end, s->pending_end + n, (size_t)(total - n) * sizeof ends[0]);
+        s->pending_acks = total - n;
         for (int i = 0; i < n; i++) {
             char line[256];
-            int len = msg_progress_line(line, sizeof line, (int64_t)doc, s->pending_end[i],
-                                        up->st.filesize);
+            int len = msg_progress_line(line, sizeof line, (int64_t)doc, ends[i], up->st.filesize);
             if (len > 0)
                 emit_line(s, line, (size_t)len);
             else
@@ -879,13 +974,103 @@ void upload_flush(upload_env *env, session *s)
         }
         return;
     }
+    s->pending_acks = 0;
+    if (outcome > 0) {
+        /* Someone else writes this upload now: touch nothing more. */
+        send_lease_lost(env, s, doc);
+        for (int i = 1; i < total; i++)
+            send_error(env, s, 409, "lease_lost", "this connection no longer holds the upload");
+        return;
+    }
     /* Redis did not take the offset: undo those chunks everywhere so the
      * saved state, the file and this session agree. */
-    char why[256];
-    snprintf(why, sizeof why, "%s", rstate_error(env->rs));
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s", why);
     rollback_to(s, doc, up->saved_offset);
-    for (int i = 0; i < n; i++)
-        send_unavailable(env, s, why);
+    for (int i = 0; i < total; i++)
+        send_unavailable(env, s, reason);
+}
+
+/* The reply to a save sent by start_save, on the worker's loop. */
+static void on_offset_saved(void *arg, bool ok, long long reply, const char *why)
+{
+    session *s = arg;
+    upload_env *env = s->saving_env;
+    s->saving = false;
+    int outcome = -1;
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s", why);
+    if (ok) {
+        switch (rstate_save_offset_result(reply)) {
+        case RSTATE_SAVED:
+            outcome = 0;
+            break;
+        case RSTATE_SAVE_LEASE_LOST:
+            outcome = 1;
+            break;
+        case RSTATE_SAVE_KEY_MISSING:
+            /* The key had vanished (expired, or Redis lost it): write the
+             * whole state again, with every byte written so far. */
+            log_warn("event=redis_state_rebuilt doc=%" PRIu64 " reason=key_missing",
+                     s->up ? s->up->st.document_id : 0);
+            if (s->up && rstate_put(env->rs, &s->up->st) == 0)
+                outcome = 0;
+            else
+                snprintf(reason, sizeof reason, "%s", rstate_error(env->rs));
+            break;
+        }
+    }
+    finish_save(env, s, s->saving_acks, s->saving_offset, outcome, reason);
+    if (outcome == 0 && s->pending_acks > 0)
+        upload_flush(env, s); /* the chunks written meanwhile */
+}
+
+void upload_flush(upload_env *env, session *s)
+{
+    if (s->pending_acks == 0 || s->saving || !s->up)
+        return;
+    open_upload *up = s->up;
+    int n = s->pending_acks;
+    int64_t offset = up->st.offset;
+    if (!env->saver) {
+        bool lost = false;
+        int rc = rstate_save_offset(env->rs, &up->st, s->lease_token, &lost);
+        finish_save(env, s, n, offset, rc != 0 ? -1 : lost ? 1 : 0, rstate_error(env->rs));
+        return;
+    }
+    char *cmd = NULL;
+    int len = rstate_format_save_offset(env->cfg, &up->st, s->lease_token, &cmd);
+    if (len < 0 || saver_send(env->saver, cmd, (size_t)len, on_offset_saved, s) != 0) {
+        free(cmd);
+        finish_save(env, s, n, offset, -1,
+                    len < 0 ? "redis save offset: out of memory" : saver_error(env->saver));
+        return;
+    }
+    free(cmd);
+    s->saving = true;
+    s->saving_acks = n;
+    s->saving_offset = offset;
+    s->saving_env = env;
+}
+
+static bool save_answered(void *arg)
+{
+    return !((const session *)arg)->saving;
+}
+
+void upload_drain(upload_env *env, session *s)
+{
+    /* Each turn answers at least one batch or ends; the bound is a guard. */
+    for (int turn = 0; (s->pending_acks > 0 || s->saving) && turn < 2 * SESSION_PENDING_MAX;
+         turn++) {
+        if (s->saving) {
+            saver_wait(env->saver, save_answered, s);
+            if (s->saving)
+                return; /* cannot wait here (inside a reply handler) */
+            continue;
+        }
+        upload_flush(env, s);
+    }
 }
 
 /* ---- completion ------------------------------------------------------- */
@@ -933,6 +1118,15 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
                  up->st.offset, up->st.filesize);
         err.expected_offset = up->st.offset;
         upload_send_error(env, s, &err);
+        return;
+    }
+    if (up->sync_error) {
+        /* A checkpoint failed in the background: continue from the last
+         * good one. */
+        int e = up->sync_error;
+        up->sync_error = 0;
+        cut_back(env, s, up->st.document_id, up->st.synced_offset);
+        send_storage_error(env, s, up->st.document_id, storage_classify_errno(e), e, "sync");
         return;
     }
     if (upload_digest(up) != 0) {
@@ -1224,11 +1418,14 @@ static void handle_abort(upload_env *env, session *s, const msg_request *req)
 
 uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t len)
 {
-    /* Chunks written before this request are answered before it. */
-    upload_flush(env, s);
     msg_request req;
     msg_error err;
-    if (msg_parse(line, len, env->cfg->max_file_size, &req, &err) != 0) {
+    int parsed = msg_parse(line, len, env->cfg->max_file_size, &req, &err);
+    /* Chunks written before this request are answered before it. Another
+     * chunk need not wait: its own answer queues behind theirs. */
+    if (parsed != 0 || req.action != ACT_CHUNK)
+        upload_drain(env, s);
+    if (parsed != 0) {
         if (req.action == ACT_CHUNK && req.length > env->cfg->max_chunk_size)
             return begin_chunk(env, s, &req); /* answers chunk_too_large */
         upload_send_error(env, s, &err);

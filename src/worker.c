@@ -36,6 +36,8 @@ struct worker {
     metrics metrics;      /* written by this worker's thread only */
     redis_state *rs;
     docstore *ds;
+    offset_saver *saver;
+    syncer *syncer;       /* its own thread: checkpoint syncs */
     /* qlock guards only the queue; it is never held while taking another lock. */
     pthread_mutex_t qlock;
     queue_item *qhead, *qtail;
@@ -64,7 +66,8 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
     w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->rs = rstate_new(cfg);
     w->ds = docstore_new(cfg);
-    if (w->owner.epfd < 0 || w->wakefd < 0 || !w->rs || !w->ds) {
+    w->saver = w->owner.epfd >= 0 ? saver_new(cfg, w->owner.epfd, &w->metrics) : NULL;
+    if (w->owner.epfd < 0 || w->wakefd < 0 || !w->rs || !w->ds || !w->saver) {
         snprintf(err, errlen, "worker %d: %s", id, errno ? strerror(errno) : "out of memory");
         worker_join_and_free(w);
         return NULL;
@@ -75,7 +78,15 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
         worker_join_and_free(w);
         return NULL;
     }
+    char why[200];
+    w->syncer = syncer_new(w->owner.epfd, why, sizeof why);
+    if (!w->syncer) {
+        snprintf(err, errlen, "worker %d: %s", id, why);
+        worker_join_and_free(w);
+        return NULL;
+    }
     w->owner.env = (upload_env){.cfg = cfg, .node_id = node_id, .boot_id = boot_id, .rs = w->rs, .ds = w->ds,
+                                .saver = w->saver, .syncer = w->syncer,
                                 .metrics = &w->metrics};
     rstate_set_metrics(w->rs, &w->metrics);
     docstore_set_metrics(w->ds, &w->metrics);
@@ -178,12 +189,18 @@ static void *worker_main(void *arg)
         for (int i = 0; i < n; i++) {
             if (events[i].data.ptr == NULL)
                 stop |= drain_queue(w);
+            else if (events[i].data.ptr == saver_event_tag(w->saver))
+                saver_handle_event(w->saver, events[i].events);
+            else if (events[i].data.ptr == syncer_event_tag(w->syncer))
+                syncer_handle_event(w->syncer);
             else
                 conn_handle_event(events[i].data.ptr, events[i].events);
         }
         conn_run_parked(&w->owner);
+        conn_send_pending(&w->owner);
         int64_t now = util_mono_ms();
         if (now - last_sweep >= LOOP_TICK_MS) {
+            saver_tick(w->saver, now);
             conn_sweep_idle(&w->owner, now);
             last_sweep = now;
         }
@@ -193,6 +210,10 @@ static void *worker_main(void *arg)
     while (w->owner.head)
         conn_close(w->owner.head, "shutdown", 503, "shutting_down");
     /* Backend handles belong to this thread; end them here. */
+    syncer_free(w->syncer); /* every upload is closed: its results are dropped */
+    w->syncer = NULL;
+    saver_free(w->saver);
+    w->saver = NULL;
     rstate_free(w->rs);
     w->rs = NULL;
     docstore_free(w->ds);
@@ -230,6 +251,8 @@ void worker_join_and_free(worker *w)
         }
         free(it);
     }
+    syncer_free(w->syncer);
+    saver_free(w->saver);
     rstate_free(w->rs);
     docstore_free(w->ds);
     if (w->wakefd >= 0)

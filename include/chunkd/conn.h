@@ -29,6 +29,8 @@ typedef struct conn_owner {
     upload_env env;
     conn *head;                 /* live connections, for idle checks and shutdown */
     conn *parked, *parked_tail; /* sessions waiting for conn_run_parked, oldest first */
+    conn *unsent;               /* answered outside their own event (offset saves):
+                                 * conn_send_pending writes them out */
     size_t count;
     conn_limits *limits;        /* shared admission counts; given back on close */
 } conn_owner;
@@ -51,6 +53,8 @@ struct conn {
     struct conn_web *web;       /* owned; NULL unless transport is CONN_WEB */
     bool parked;                /* on owner->parked: input waits for the group run */
     conn *parked_next;
+    bool unsent;                /* on owner->unsent */
+    conn *unsent_next;
     conn *prev, *next;
 };
 
@@ -59,6 +63,11 @@ struct conn {
 conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer);
 
 void conn_handle_event(conn *c, uint32_t events);
+
+/* Sends the answers that offset saves produced outside their
+ * connection's own events (see offset_saver.h). The loop calls it once a
+ * turn, after events and parked requests. */
+void conn_send_pending(conn_owner *owner);
 
 /* Runs the requests that connections parked during this loop turn (see
  * upload_run_deferred), then lets each go on with its buffered input; a
@@ -78,7 +87,8 @@ static inline size_t conn_pending_out(const conn *c) { return c->out_len - c->ou
 void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason);
 
 /* Shutdown: closes (with a 503 shutting_down line) every connection that is
- * not in the middle of a chunk's bytes, so no accepted chunk is cut short.
+ * not in the middle of a chunk's bytes, a parked request or the save of its
+ * chunks' offset, so no accepted chunk is cut short or left unanswered.
  * Returns how many are still busy. */
 size_t conn_close_unbusy(conn_owner *owner);
 

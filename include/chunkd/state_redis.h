@@ -54,6 +54,20 @@ int rstate_put(redis_state *rs, const upload_state *st);
 int rstate_save_offset(redis_state *rs, const upload_state *st, const char *lease,
                        bool *lease_lost);
 
+/* The same save for a non-blocking sender (offset_saver.h): the command in
+ * Redis' wire format, malloc'd in *cmd (the caller frees it); its length,
+ * or -1 when out of memory. Its integer reply means what
+ * rstate_save_offset_result says; RSTATE_SAVE_KEY_MISSING asks the caller
+ * to write the whole state again (rstate_put). */
+typedef enum rstate_saved {
+    RSTATE_SAVED,
+    RSTATE_SAVE_LEASE_LOST,
+    RSTATE_SAVE_KEY_MISSING,
+} rstate_saved;
+int rstate_format_save_offset(const chunkd_config *cfg, const upload_state *st,
+                              const char *lease, char **cmd);
+rstate_saved rstate_save_offset_result(long long reply);
+
 /* Leases: at most one session writes an upload at a time. A lease is a
  * Redis key holding the writer's token, with a TTL of lease_ttl_ms renewed
  * by every chunk; a crashed writer's lease lapses on its own.

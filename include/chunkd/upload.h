@@ -17,8 +17,10 @@
 #include "chunkd/docstore_mysql.h"
 #include "chunkd/metrics.h"
 #include "chunkd/msg.h"
+#include "chunkd/offset_saver.h"
 #include "chunkd/state_redis.h"
 #include "chunkd/storage.h"
+#include "chunkd/syncer.h"
 
 /* What a worker lends its sessions: configuration and its own backends. */
 typedef struct upload_env {
@@ -27,6 +29,8 @@ typedef struct upload_env {
     const char *boot_id;       /* this machine's current kernel boot */
     redis_state *rs;
     docstore *ds;
+    offset_saver *saver;       /* chunk offsets, without waiting; NULL: saved with rs */
+    syncer *syncer;            /* checkpoint syncs, without waiting; NULL: synced in place */
     metrics *metrics;          /* the worker's own block */
 } upload_env;
 
@@ -39,6 +43,9 @@ typedef struct open_upload {
     int64_t saved_offset; /* the offset Redis last took; st.offset may be ahead of it
                            * by chunks whose acknowledgement is pending */
     char digest[65];      /* SHA-256 of all filesize bytes once known; "" before */
+    struct checkpoint *checkpoint; /* a sync on its way through env->syncer; NULL: none */
+    uint64_t generation;  /* bumped when bytes are cut off: a sync started before is stale */
+    int sync_error;       /* errno of a checkpoint sync that failed; 0: none */
 } open_upload;
 
 /* Requests whose costly part is a commit (a MySQL redo-log flush, a file's
@@ -68,7 +75,9 @@ typedef struct deferred_request {
 
 /* Chunks written but not yet acknowledged: their offsets are saved in Redis
  * with one round trip for all of them when the connection's input runs dry
- * (upload_flush), then each gets its progress event. */
+ * (upload_flush), then each gets its progress event. With an offset saver
+ * the worker does not wait for that round trip: chunks written while a save
+ * is on its way are covered by the next one. */
 #define SESSION_PENDING_MAX 64
 
 /* The chunk whose body is arriving. */
@@ -95,6 +104,10 @@ typedef struct session {
     chunk_progress chunk;
     int pending_acks;
     int64_t pending_end[SESSION_PENDING_MAX];
+    bool saving;                 /* a save of the first saving_acks pending chunks is on its way */
+    int saving_acks;
+    int64_t saving_offset;       /* the offset that save carries */
+    upload_env *saving_env;      /* for its reply */
     deferred_request deferred;   /* kind != DEFER_NONE: parked */
     bool close;                  /* close once the queued answers are sent */
     char peer[64];
@@ -115,11 +128,17 @@ uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t le
 /* A slice of the current body; last is true for its final slice. */
 void upload_on_body(upload_env *env, session *s, const char *data, size_t len, bool last);
 
-/* Saves the offset covering the chunks written since the last save and
- * answers each of them (progress, or the error if Redis did not take it).
- * The connection calls it whenever its buffered input is used up; it is
- * also called before anything else is answered, so answers stay in order. */
+/* Starts saving the offset that covers the chunks written since the last
+ * save; each gets its answer (progress, or the error if Redis did not take
+ * it) when Redis replies: at once without an offset saver, else from the
+ * worker's loop. The connection calls it whenever its buffered input is used
+ * up. */
 void upload_flush(upload_env *env, session *s);
+
+/* Waits until every written chunk has been answered. Called before anything
+ * else is answered (and before an upload is let go), so answers stay in
+ * order. */
+void upload_drain(upload_env *env, session *s);
 
 static inline bool session_parked(const session *s)
 {

@@ -1,0 +1,50 @@
+/* Checkpoint syncs off the event loop: one thread per worker that runs
+ * fdatasync for the uploads the worker is writing, while the worker goes on
+ * reading and writing the chunks that follow.
+ *
+ * A checkpoint's fdatasync waits for the disk (tens of milliseconds for
+ * 16 MiB), time in which the worker could do nothing else. Here the worker
+ * hands over a second descriptor of the file, opened anew so that a write-
+ * back error the syncer sees is still reported to the worker's own
+ * descriptor at completion (Linux reports such an error once per open
+ * file), and learns the result through an eventfd in its epoll set. */
+#ifndef CHUNKD_SYNCER_H
+#define CHUNKD_SYNCER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sync_job sync_job;
+typedef void (*sync_done_fn)(sync_job *job);
+
+struct sync_job {
+    int fd;              /* synced, then closed by the syncer */
+    int64_t end;         /* the bytes before this offset are what it makes durable */
+    uint64_t generation; /* the caller's, to tell a stale result */
+    void *arg;
+    sync_done_fn done;   /* runs on the worker's thread (syncer_handle_event) */
+    /* results */
+    int err;             /* 0, or the errno of the failed fdatasync */
+    int64_t sync_us;
+    sync_job *next;
+};
+
+typedef struct syncer syncer;
+
+/* Starts the thread and registers its eventfd with epfd. NULL with a reason
+ * in err. */
+syncer *syncer_new(int epfd, char *err, size_t errlen);
+/* Stops the thread after the syncs already handed over, then runs every
+ * job's done. */
+void syncer_free(syncer *sy);
+
+/* Hands over job (the syncer owns it, and job->fd, until done runs). -1
+ * when the syncer is stopping: the caller keeps the job. */
+int syncer_submit(syncer *sy, sync_job *job);
+
+/* The epoll_event.data.ptr its eventfd is registered with. */
+const void *syncer_event_tag(const syncer *sy);
+/* Runs done for every finished job. */
+void syncer_handle_event(syncer *sy);
+
+#endif

@@ -1,0 +1,175 @@
+/* The checkpoint sync thread of a worker: a queue in, a queue out, an
+ * eventfd to wake the worker. One lock guards both queues and is never held
+ * during an fdatasync. */
+#include "chunkd/syncer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chunkd/log.h"
+
+struct syncer {
+    pthread_t thread;
+    int epfd;
+    int wakefd;              /* tells the worker that jobs are done */
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    sync_job *todo_head, *todo_tail; /* guarded by lock */
+    sync_job *done_head, *done_tail; /* guarded by lock */
+    bool stopping;           /* guarded by lock */
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void append(sync_job **head, sync_job **tail, sync_job *job)
+{
+    job->next = NULL;
+    if (*tail)
+        (*tail)->next = job;
+    else
+        *head = job;
+    *tail = job;
+}
+
+static void *syncer_main(void *arg)
+{
+    syncer *sy = arg;
+    pthread_mutex_lock(&sy->lock);
+    for (;;) {
+        while (!sy->todo_head && !sy->stopping)
+            pthread_cond_wait(&sy->work, &sy->lock);
+        sync_job *job = sy->todo_head;
+        if (!job)
+            break; /* stopping, and nothing left to sync */
+        sy->todo_head = job->next;
+        if (!sy->todo_head)
+            sy->todo_tail = NULL;
+        pthread_mutex_unlock(&sy->lock);
+
+        int64_t t0 = now_us();
+        job->err = fdatasync(job->fd) == 0 ? 0 : errno;
+        job->sync_us = now_us() - t0;
+        if (close(job->fd) != 0)
+            log_warn("event=close_failed what=checkpoint_fd error=\"%s\"", strerror(errno));
+        job->fd = -1;
+
+        pthread_mutex_lock(&sy->lock);
+        append(&sy->done_head, &sy->done_tail, job);
+        uint64_t one = 1;
+        /* EAGAIN: the counter is already non-zero, the worker wakes anyway. */
+        if (write(sy->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
+            log_error("event=syncer_wake_failed error=\"%s\"", strerror(errno));
+    }
+    pthread_mutex_unlock(&sy->lock);
+    return NULL;
+}
+
+syncer *syncer_new(int epfd, char *err, size_t errlen)
+{
+    syncer *sy = calloc(1, sizeof *sy);
+    if (!sy) {
+        snprintf(err, errlen, "syncer: out of memory");
+        return NULL;
+    }
+    sy->epfd = epfd;
+    sy->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sy->wakefd < 0) {
+        snprintf(err, errlen, "syncer: eventfd: %s", strerror(errno));
+        free(sy);
+        return NULL;
+    }
+    int rc = pthread_mutex_init(&sy->lock, NULL);
+    if (rc == 0) {
+        rc = pthread_cond_init(&sy->work, NULL);
+        if (rc != 0)
+            pthread_mutex_destroy(&sy->lock);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "syncer: mutex: %s", strerror(rc));
+        close(sy->wakefd);
+        free(sy);
+        return NULL;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = sy};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, sy->wakefd, &ev) != 0) {
+        snprintf(err, errlen, "syncer: epoll_ctl: %s", strerror(errno));
+        rc = -1;
+    } else if ((rc = pthread_create(&sy->thread, NULL, syncer_main, sy)) != 0) {
+        snprintf(err, errlen, "syncer: pthread_create: %s", strerror(rc));
+        epoll_ctl(epfd, EPOLL_CTL_DEL, sy->wakefd, NULL);
+    }
+    if (rc != 0) {
+        pthread_cond_destroy(&sy->work);
+        pthread_mutex_destroy(&sy->lock);
+        close(sy->wakefd);
+        free(sy);
+        return NULL;
+    }
+    return sy;
+}
+
+int syncer_submit(syncer *sy, sync_job *job)
+{
+    pthread_mutex_lock(&sy->lock);
+    bool stopping = sy->stopping;
+    if (!stopping) {
+        append(&sy->todo_head, &sy->todo_tail, job);
+        pthread_cond_signal(&sy->work);
+    }
+    pthread_mutex_unlock(&sy->lock);
+    return stopping ? -1 : 0;
+}
+
+const void *syncer_event_tag(const syncer *sy)
+{
+    return sy;
+}
+
+void syncer_handle_event(syncer *sy)
+{
+    uint64_t n;
+    if (read(sy->wakefd, &n, sizeof n) < 0 && errno != EAGAIN)
+        log_error("event=syncer_wake_read_failed error=\"%s\"", strerror(errno));
+    pthread_mutex_lock(&sy->lock);
+    sync_job *job = sy->done_head;
+    sy->done_head = sy->done_tail = NULL;
+    pthread_mutex_unlock(&sy->lock);
+    while (job) {
+        sync_job *next = job->next;
+        job->done(job); /* may free job */
+        job = next;
+    }
+}
+
+void syncer_free(syncer *sy)
+{
+    if (!sy)
+        return;
+    pthread_mutex_lock(&sy->lock);
+    sy->stopping = true;
+    pthread_cond_signal(&sy->work);
+    pthread_mutex_unlock(&sy->lock);
+    int rc = pthread_join(sy->thread, NULL);
+    if (rc != 0)
+        log_error("event=join_failed what=syncer error=\"%s\"", strerror(rc));
+    syncer_handle_event(sy);
+    if (epoll_ctl(sy->epfd, EPOLL_CTL_DEL, sy->wakefd, NULL) != 0)
+        log_debug("event=syncer_epoll_del_failed error=\"%s\"", strerror(errno));
+    close(sy->wakefd);
+    pthread_cond_destroy(&sy->work);
+    pthread_mutex_destroy(&sy->lock);
+    free(sy);
+}
