@@ -34,6 +34,11 @@ size_t proto_next(proto_parser *p, const char *buf, size_t avail, proto_item *it
         item->body_done = p->body_left == 0;
         return n;
     }
+    if (avail == 0) {
+        /* Nothing buffered (buf may be NULL): nothing to look for. */
+        item->kind = PROTO_NEED_MORE;
+        return 0;
+    }
     /* Resume the search where the last call stopped, so a line trickling in
      * one byte at a time costs O(n) and not O(n^2). */
     size_t from = p->scanned < avail ? p->scanned : avail;

@@ -345,6 +345,24 @@ static void test_resumed_scan_finds_whole_line(void **state)
     assert_int_equal(it.data[0], 'h');
 }
 
+/* A connection whose input buffer was freed asks with (NULL, 0), e.g. when
+ * it goes on after a parked request: nothing to read, and no memchr on a
+ * NULL pointer (UBSan fails the sanitizer build on that). */
+static void test_empty_input_needs_more(void **state)
+{
+    (void)state;
+    proto_parser p;
+    proto_init(&p, 64);
+    proto_item it;
+    assert_int_equal(proto_next(&p, NULL, 0, &it), 0);
+    assert_int_equal(it.kind, PROTO_NEED_MORE);
+    /* and the parser still reads the next line whole */
+    const char *wire = "{\"a\":1}\n";
+    assert_int_equal(proto_next(&p, wire, strlen(wire), &it), strlen(wire));
+    assert_int_equal(it.kind, PROTO_LINE);
+    assert_int_equal(it.len, strlen(wire) - 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_partial_line_detected_early),
         cmocka_unit_test(test_partial_line_in_one_read),
         cmocka_unit_test(test_resumed_scan_finds_whole_line),
+        cmocka_unit_test(test_empty_input_needs_more),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
