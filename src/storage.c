@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,8 +39,15 @@ static int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
+/* Set by storage_init, before any thread runs: whether the process umask
+ * leaves STORAGE_FILE_MODE as it is, so new files need no fchmod. */
+static bool umask_keeps_mode;
+
 int storage_init(const char *root, char *err, size_t errlen)
 {
+    mode_t mask = umask(0); /* the only way to read it: set it back at once */
+    umask(mask);
+    umask_keeps_mode = (STORAGE_FILE_MODE & ~mask) == STORAGE_FILE_MODE;
     if (mkdir_p(root, STORAGE_DIR_MODE) != 0) {
         snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
         return -1;
@@ -91,13 +99,17 @@ int storage_create(const char *root, uint64_t document_id)
     if (bucket_path(root, document_id, dir, sizeof dir) != 0 ||
         full_path(root, document_id, path, sizeof path) != 0)
         return -1;
-    if (mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST)
-        return -1;
+    /* The bucket usually exists: make it only when the open says so. */
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
+    if (fd < 0 && errno == ENOENT) {
+        if (mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST)
+            return -1;
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
+    }
     if (fd < 0)
         return -1;
     /* The umask may have narrowed the mode; the documented mode is 0640. */
-    if (fchmod(fd, STORAGE_FILE_MODE) != 0) {
+    if (!umask_keeps_mode && fchmod(fd, STORAGE_FILE_MODE) != 0) {
         int e = errno;
         close(fd);
         errno = e;

@@ -1123,6 +1123,12 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
     if (up->sync_error) {
         /* A checkpoint failed in the background: continue from the last
          * good one. */
+        upload_drain(env, s);
+        if (s->up != up) {
+            send_error(env, s, 409, "upload_not_open",
+                       "the document is not open on this connection; resume it first");
+            return;
+        }
         int e = up->sync_error;
         up->sync_error = 0;
         cut_back(env, s, up->st.document_id, up->st.synced_offset);
@@ -1138,6 +1144,7 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
      * other completions of this loop turn (group_complete). */
     memset(&s->deferred, 0, sizeof s->deferred);
     s->deferred.kind = DEFER_COMPLETE;
+    s->deferred.document_id = up->st.document_id;
 }
 
 /* After the row's update was committed (and, when changed, the Redis state
@@ -1422,8 +1429,10 @@ uint64_t upload_on_line(upload_env *env, session *s, const char *line, size_t le
     msg_error err;
     int parsed = msg_parse(line, len, env->cfg->max_file_size, &req, &err);
     /* Chunks written before this request are answered before it. Another
-     * chunk need not wait: its own answer queues behind theirs. */
-    if (parsed != 0 || req.action != ACT_CHUNK)
+     * chunk need not wait: its own answer queues behind theirs; nor does a
+     * completion, which parks and drains in its group (all the group's
+     * saves are answered together then). */
+    if (parsed != 0 || (req.action != ACT_CHUNK && req.action != ACT_COMPLETE))
         upload_drain(env, s);
     if (parsed != 0) {
         if (req.action == ACT_CHUNK && req.length > env->cfg->max_chunk_size)
@@ -1459,10 +1468,27 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
         session *s = sessions[i];
         if (s->deferred.kind == DEFER_UPLOAD)
             uploads[nu++] = s;
-        else if (s->deferred.kind == DEFER_COMPLETE && s->up)
+        else if (s->deferred.kind == DEFER_COMPLETE)
+            upload_drain(env, s); /* its chunks first: their saves were sent already */
+    }
+    for (size_t i = 0; i < n && i < UPLOAD_GROUP_MAX; i++) {
+        session *s = sessions[i];
+        if (s->deferred.kind != DEFER_COMPLETE)
+            continue;
+        /* A save that failed meanwhile cut the upload back, or a lost lease
+         * took it away: the chunks' answers said so, and so does this one. */
+        if (!s->up || s->up->st.document_id != s->deferred.document_id) {
+            send_error(env, s, 409, "upload_not_open",
+                       "the document is not open on this connection; resume it first");
+        } else if (s->up->st.offset != s->up->st.filesize) {
+            msg_error err;
+            msg_fail(&err, 409, "incomplete", "received %" PRId64 " of %" PRId64 " bytes",
+                     s->up->st.offset, s->up->st.filesize);
+            err.expected_offset = s->up->st.offset;
+            upload_send_error(env, s, &err);
+        } else {
             completes[nc++] = s;
-        else if (s->deferred.kind == DEFER_COMPLETE) /* cannot happen: nothing ran since */
-            send_error(env, s, 409, "upload_not_open", "the upload was closed before completing");
+        }
     }
     /* Completions first: they free what the uploads of the same users may
      * need (the per-user limit, reserved room). */

@@ -68,6 +68,8 @@ typedef struct deferred_request {
     bool has_sha256;
     char sha256[65];
     char filename[MSG_FILENAME_MAX + 1];
+    /* DEFER_COMPLETE: the upload it completes */
+    uint64_t document_id;
 } deferred_request;
 
 /* The most sessions one upload_run_deferred call takes. */
