@@ -536,6 +536,75 @@ int docstore_complete_document(docstore *ds, uint64_t document_id, const char *s
     return st ? affected(ds, st, changed) : -1;
 }
 
+/* Runs ST_COMPLETE_DOC once for n rows (MariaDB's array binding: one
+ * round trip). *affected_rows is the total. */
+static int complete_bulk(docstore *ds, size_t n, const uint64_t *ids, const char *const *shas,
+                         const char *const *paths, uint64_t *affected_rows)
+{
+    unsigned long slen[DOCSTORE_BULK_MAX], plen[DOCSTORE_BULK_MAX];
+    for (size_t i = 0; i < n; i++) {
+        slen[i] = (unsigned long)strlen(shas[i]);
+        plen[i] = (unsigned long)strlen(paths[i]);
+    }
+    /* Column-wise: each parameter is an array, strings as arrays of
+     * pointers with their lengths. */
+    MYSQL_BIND p[3];
+    memset(p, 0, sizeof p);
+    p[0].buffer_type = MYSQL_TYPE_STRING;
+    p[0].buffer = (void *)shas;
+    p[0].length = slen;
+    p[1].buffer_type = MYSQL_TYPE_STRING;
+    p[1].buffer = (void *)paths;
+    p[1].length = plen;
+    p[2].buffer_type = MYSQL_TYPE_LONGLONG;
+    p[2].buffer = (void *)ids;
+    p[2].is_unsigned = 1;
+    MYSQL_STMT *st = ds->stmt[ST_COMPLETE_DOC];
+    unsigned int size = (unsigned int)n;
+    if (mysql_stmt_attr_set(st, STMT_ATTR_ARRAY_SIZE, &size) != 0)
+        return stmt_fail(ds, st, "array size");
+    MYSQL_STMT *done = execute(ds, ST_COMPLETE_DOC, p);
+    size = 0; /* back to one row a call, whatever happened */
+    if (mysql_stmt_attr_set(st, STMT_ATTR_ARRAY_SIZE, &size) != 0) {
+        stmt_fail(ds, st, "array size");
+        disconnect(ds); /* the statement would go on sending arrays */
+        return -1;
+    }
+    if (!done)
+        return -1;
+    *affected_rows = (uint64_t)mysql_stmt_affected_rows(done);
+    return 0;
+}
+
+int docstore_complete_documents(docstore *ds, size_t n, const uint64_t *ids,
+                                const char *const *shas, const char *const *paths,
+                                bool *changed)
+{
+    if (!ds->in_txn || n > DOCSTORE_BULK_MAX) {
+        snprintf(ds->err, sizeof ds->err, "mysql: bulk completion outside a transaction");
+        return -1;
+    }
+    if (n > 1) {
+        uint64_t rows = 0;
+        if (complete_bulk(ds, n, ids, shas, paths, &rows) != 0)
+            return -1;
+        if (rows == n) {
+            for (size_t i = 0; i < n; i++)
+                changed[i] = true;
+            return 0;
+        }
+        /* Someone ended some of the rows first. The total does not say
+         * which: undo, and ask row by row in a fresh transaction. */
+        docstore_txn_rollback(ds);
+        if (docstore_txn_begin(ds) != 0)
+            return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (docstore_complete_document(ds, ids[i], shas[i], paths[i], &changed[i]) != 0)
+            return -1;
+    return 0;
+}
+
 int docstore_fail_document(docstore *ds, uint64_t document_id, const char *reason,
                            bool *changed)
 {

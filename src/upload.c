@@ -1265,15 +1265,25 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
             continue;
         }
     }
-    rc = docstore_txn_begin(env->ds);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const open_upload *up = ss[i]->up;
-        if (live[i])
-            rc = docstore_complete_document(env->ds, up->st.document_id, up->digest, up->st.path,
-                                            &changed[i]);
+    uint64_t cdocs[UPLOAD_GROUP_MAX];
+    const char *shas[UPLOAD_GROUP_MAX], *paths[UPLOAD_GROUP_MAX];
+    bool cchanged[UPLOAD_GROUP_MAX];
+    size_t nc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i])
+            continue;
+        cdocs[nc] = docs[i];
+        shas[nc] = ss[i]->up->digest;
+        paths[nc++] = ss[i]->up->st.path;
     }
-    if (rc == 0)
+    rc = nc == 0 ? 0 : docstore_txn_begin(env->ds);
+    if (rc == 0 && nc > 0)
+        rc = docstore_complete_documents(env->ds, nc, cdocs, shas, paths, cchanged);
+    if (rc == 0 && nc > 0)
         rc = docstore_txn_commit(env->ds);
+    for (size_t i = 0, k = 0; rc == 0 && i < n; i++)
+        if (live[i])
+            changed[i] = cchanged[k++];
     if (rc != 0) {
         /* The files are synced and the uploads stay open: a retry of
          * upload_complete finishes them. */

@@ -64,6 +64,14 @@ int docstore_get_document(docstore *ds, uint64_t document_id, doc_row *out, bool
  * was no longer uploading (someone else finished, failed or aborted it). */
 int docstore_complete_document(docstore *ds, uint64_t document_id, const char *sha256,
                                const char *file_path, bool *changed);
+/* docstore_complete_document for n rows (at most DOCSTORE_BULK_MAX) in one
+ * round trip, as the first statement of a transaction (docstore_txn_begin):
+ * if some rows were no longer uploading, it rolls that transaction back and
+ * updates row by row in a new one, so each changed[i] is exact. */
+#define DOCSTORE_BULK_MAX 128
+int docstore_complete_documents(docstore *ds, size_t n, const uint64_t *ids,
+                                const char *const *shas, const char *const *paths,
+                                bool *changed);
 /* Moves an 'uploading' row to 'failed' with a reason; *changed as above. */
 int docstore_fail_document(docstore *ds, uint64_t document_id, const char *reason,
                            bool *changed);

@@ -184,6 +184,10 @@ int it_doc_get(int64_t id, it_doc *d);
 int64_t it_doc_count(int64_t user_id, const char *status);
 /* The user's newest document id, 0 when none, -1 on error. */
 int64_t it_doc_newest(int64_t user_id);
+/* Marks an uploading row failed straight in MySQL, leaving its file, Redis
+ * state and lease alone: what another instance's expiry sweep or an
+ * operator does while this server still has the upload open. */
+int it_doc_end_behind_server(int64_t id, const char *reason);
 /* Fails the test unless the row exists with this status. */
 void it_assert_doc_status(int64_t id, const char *status, it_doc *out);
 

@@ -249,6 +249,31 @@ int it_user_set_disabled(int64_t id, bool disabled)
     return 0;
 }
 
+int it_doc_end_behind_server(int64_t id, const char *reason)
+{
+    int64_t doc = id;
+    MYSQL_BIND p[2];
+    unsigned long rlen = (unsigned long)strlen(reason);
+    memset(p, 0, sizeof p);
+    p[0].buffer_type = MYSQL_TYPE_STRING;
+    p[0].buffer = (void *)reason;
+    p[0].buffer_length = rlen;
+    p[0].length = &rlen;
+    bind_i64(&p[1], &doc);
+    MYSQL_STMT *st = stmt_exec("UPDATE documents SET status = 'failed', failure_reason = ? "
+                               "WHERE id = ? AND status = 'uploading'",
+                               p);
+    if (!st)
+        return -1;
+    my_ulonglong n = mysql_stmt_affected_rows(st);
+    mysql_stmt_close(st);
+    if (n != 1) {
+        fprintf(stderr, "it: document %lld was not uploading\n", (long long)id);
+        return -1;
+    }
+    return 0;
+}
+
 int it_user_get(int64_t id, it_user_row *u)
 {
     memset(u, 0, sizeof *u);
