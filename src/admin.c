@@ -16,6 +16,7 @@
 
 #include "chunkd/docstore_mysql.h"
 #include "chunkd/log.h"
+#include "chunkd/util.h"
 #include "chunkd/metrics.h"
 #include "chunkd/net.h"
 #include "chunkd/state_redis.h"
@@ -130,6 +131,7 @@ static void serve(admin *a, int fd)
 static void *admin_main(void *arg)
 {
     admin *a = arg;
+    util_name_thread("chunkd-admin");
     if (mysql_thread_init() != 0)
         log_error("event=mysql_thread_init_failed thread=admin");
     struct pollfd pfd[2] = {{.fd = a->lfd, .events = POLLIN}, {.fd = a->stopfd, .events = POLLIN}};

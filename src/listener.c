@@ -110,6 +110,7 @@ static bool accept_one(listener *l)
 static void *listener_main(void *arg)
 {
     listener *l = arg;
+    util_name_thread("chunkd-accept");
     struct pollfd pfd[2] = {{.fd = l->lfd, .events = POLLIN}, {.fd = l->stopfd, .events = POLLIN}};
     for (;;) {
         int n = poll(pfd, 2, -1);

@@ -118,6 +118,7 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
 static void *sweeper_main(void *arg)
 {
     sweeper *sw = arg;
+    util_name_thread("chunkd-sweep");
     if (mysql_thread_init() != 0)
         log_error("event=mysql_thread_init_failed thread=sweeper");
     redis_state *rs = rstate_new(sw->cfg);

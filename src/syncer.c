@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "chunkd/log.h"
+#include "chunkd/util.h"
 
 struct syncer {
     pthread_t thread;
@@ -47,6 +48,7 @@ static void append(sync_job **head, sync_job **tail, sync_job *job)
 static void *syncer_main(void *arg)
 {
     syncer *sy = arg;
+    util_name_thread("chunkd-sync");
     pthread_mutex_lock(&sy->lock);
     for (;;) {
         while (!sy->todo_head && !sy->stopping)

@@ -1,5 +1,7 @@
 #include "chunkd/util.h"
 
+#include <pthread.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,4 +80,12 @@ int util_boot_id(char out[40])
     buf[strcspn(buf, "\n")] = '\0';
     util_strlcpy(out, buf, 40);
     return out[0] ? 0 : -1;
+}
+
+void util_name_thread(const char *name)
+{
+    char shortened[16];
+    util_strlcpy(shortened, name, sizeof shortened);
+    /* Fails only for a name that is too long, which cannot happen here. */
+    (void)pthread_setname_np(pthread_self(), shortened);
 }

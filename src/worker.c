@@ -162,6 +162,9 @@ static bool drain_queue(worker *w)
 static void *worker_main(void *arg)
 {
     worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof name, "chunkd-w%d", w->id);
+    util_name_thread(name);
     if (mysql_thread_init() != 0)
         log_error("event=mysql_thread_init_failed worker=%d", w->id);
     struct epoll_event events[MAX_EVENTS];

@@ -26,4 +26,8 @@ int util_boot_id(char out[40]);
 /* Copies src into dst[size], cutting it short if needed; always terminated. */
 void util_strlcpy(char *dst, const char *src, size_t size);
 
+/* Names the calling thread (at most 15 characters are kept), so top -H,
+ * ps -L and gdb tell chunkd's threads apart. Best effort. */
+void util_name_thread(const char *name);
+
 #endif
