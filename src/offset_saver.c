@@ -33,6 +33,7 @@ struct offset_saver {
     saver_conn *conn;     /* NULL: none open */
     size_t waiting;       /* saves sent and not yet answered */
     bool in_callback;     /* a done callback is running: hiredis is not re-entrant */
+    bool freeing;         /* saver_free: no new connection may open */
     int64_t quiet_since;  /* when the oldest unanswered save was sent, or the last reply came */
     char err[256];
 };
@@ -113,6 +114,7 @@ void saver_free(offset_saver *sv)
 {
     if (!sv)
         return;
+    sv->freeing = true; /* a done callback that sends again gets -1 */
     drop(sv, "shutting down");
     free(sv);
 }
@@ -210,6 +212,10 @@ static int open_connection(offset_saver *sv)
 
 int saver_send(offset_saver *sv, const char *cmd, size_t len, saver_done_fn done, void *arg)
 {
+    if (sv->freeing) {
+        snprintf(sv->err, sizeof sv->err, "redis save offset: shutting down");
+        return -1;
+    }
     if (!sv->conn && open_connection(sv) != 0)
         return -1;
     saver_req *req = malloc(sizeof *req);
@@ -230,11 +236,13 @@ int saver_send(offset_saver *sv, const char *cmd, size_t len, saver_done_fn done
 
 void saver_handle_event(offset_saver *sv, uint32_t events)
 {
-    if (sv->conn && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-        redisAsyncHandleWrite(sv->conn->ac);
-    /* The write may have failed and freed the connection. */
-    if (sv->conn && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-        redisAsyncHandleRead(sv->conn->ac);
+    saver_conn *sc = sv->conn;
+    if (sc && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+        redisAsyncHandleWrite(sc->ac);
+    /* The write may have failed and freed the connection (and a callback
+     * opened another, which these events are not about). */
+    if (sc && sv->conn == sc && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+        redisAsyncHandleRead(sc->ac);
 }
 
 void saver_wait(offset_saver *sv, bool (*finished)(void *arg), void *arg)
@@ -245,9 +253,12 @@ void saver_wait(offset_saver *sv, bool (*finished)(void *arg), void *arg)
         log_error("event=saver_wait_in_callback");
         return;
     }
-    int64_t deadline = util_mono_ms() + sv->cfg->backend_timeout_ms;
+    int64_t start = util_mono_ms();
     while (!finished(arg) && sv->conn) {
-        int64_t left = deadline - util_mono_ms();
+        /* Redis is silent when nothing came for backend_timeout_ms: every
+         * reply, to anyone's save, moves the deadline. */
+        int64_t since = sv->quiet_since > start ? sv->quiet_since : start;
+        int64_t left = since + sv->cfg->backend_timeout_ms - util_mono_ms();
         if (left <= 0) {
             drop(sv, "no reply in time");
             break;

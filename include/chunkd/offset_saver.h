@@ -26,7 +26,8 @@ typedef void (*saver_done_fn)(void *arg, bool ok, long long reply, const char *w
  * config, epfd and metrics block must outlive the saver. NULL when out of
  * memory. */
 offset_saver *saver_new(const chunkd_config *cfg, int epfd, metrics *m);
-/* Ends the connection; saves still waiting get done(arg, false, ...). */
+/* Ends the connection; saves still waiting get done(arg, false, ...), and a
+ * saver_send from those callbacks returns -1. */
 void saver_free(offset_saver *sv);
 
 /* Sends a command in Redis' wire format (see rstate_format_save_offset);
@@ -41,8 +42,8 @@ const void *saver_event_tag(const offset_saver *sv);
 void saver_handle_event(offset_saver *sv, uint32_t events);
 
 /* Blocks until finished(arg) is true, handling replies (any save's) as they
- * come; when Redis says nothing for backend_timeout_ms the connection is
- * dropped, which fails every waiting save. */
+ * come; when Redis says nothing at all for backend_timeout_ms the
+ * connection is dropped, which fails every waiting save. */
 void saver_wait(offset_saver *sv, bool (*finished)(void *arg), void *arg);
 
 /* Called every loop tick: drops the connection when saves have waited for

@@ -1,0 +1,348 @@
+/* The checkpoint sync thread: real files and pipes handed over, results
+ * collected through the caller's epoll set, done callbacks on the caller's
+ * thread in submission order, and nothing lost when the syncer stops. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chunkd/syncer.h"
+#include "chunkd/util.h"
+
+#define MAX_JOBS 32
+#define WAIT_MS 10000
+
+/* What the done callbacks saw, in the order they ran. */
+typedef struct record {
+    size_t calls;
+    size_t order[MAX_JOBS];   /* tracked job index, per call */
+    bool off_thread;          /* some done ran on another thread */
+    bool fd_open_at_done;     /* some job's descriptor was still open then */
+    bool fd_not_reset;        /* some job's fd field was not -1 then */
+    bool resubmit_accepted;   /* syncer_submit from done returned 0 */
+    syncer *resubmit_to;      /* done tries to hand over a job here */
+} record;
+
+typedef struct tracked {
+    sync_job job;
+    size_t index;
+    int fd_number;            /* the descriptor handed over */
+    record *rec;
+    pthread_t submitter;
+    bool heap;                /* freed by its done, as upload.c does */
+} tracked;
+
+typedef struct fixture {
+    int epfd;
+    syncer *sy;
+    char path[64];            /* a scratch file with some bytes in it */
+    tracked jobs[MAX_JOBS];
+    record rec;
+} fixture;
+
+static void on_done(sync_job *job)
+{
+    tracked *t = (tracked *)job; /* job is the first member */
+    record *r = t->rec;
+    if (!pthread_equal(pthread_self(), t->submitter))
+        r->off_thread = true;
+    /* Checked here, before anything on this thread can reuse the number. */
+    if (fcntl(t->fd_number, F_GETFD) != -1 || errno != EBADF)
+        r->fd_open_at_done = true;
+    if (job->fd != -1)
+        r->fd_not_reset = true;
+    if (r->calls < MAX_JOBS)
+        r->order[r->calls] = t->index;
+    r->calls++;
+    if (r->resubmit_to) {
+        /* Only set while stopping, when the syncer must refuse. */
+        sync_job again = {.fd = -1, .done = on_done};
+        if (syncer_submit(r->resubmit_to, &again) == 0)
+            r->resubmit_accepted = true;
+    }
+    if (t->heap)
+        free(t);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (f->epfd < 0) {
+        free(f);
+        return -1;
+    }
+    char err[256] = "";
+    f->sy = syncer_new(f->epfd, err, sizeof err);
+    if (!f->sy) {
+        print_error("syncer_new: %s\n", err);
+        close(f->epfd);
+        free(f);
+        return -1;
+    }
+    /* mkstemp's template: the prefix, then six 'X' for it to replace. */
+    static const char prefix[] = "/tmp/chunkd-syncer-";
+    memcpy(f->path, prefix, sizeof prefix - 1);
+    memset(f->path + sizeof prefix - 1, 'X', 6);
+    f->path[sizeof prefix - 1 + 6] = '\0';
+    int fd = mkstemp(f->path);
+    if (fd < 0) {
+        syncer_free(f->sy);
+        close(f->epfd);
+        free(f);
+        return -1;
+    }
+    static const char bytes[] = "some bytes to make durable";
+    ssize_t n = write(fd, bytes, sizeof bytes);
+    int rc = close(fd);
+    if (n != (ssize_t)sizeof bytes || rc != 0) {
+        unlink(f->path);
+        syncer_free(f->sy);
+        close(f->epfd);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    syncer_free(f->sy);
+    int rc = unlink(f->path);
+    if (close(f->epfd) != 0)
+        rc = -1;
+    free(f);
+    return rc;
+}
+
+/* A descriptor of the scratch file opened anew, as upload.c opens one. */
+static int reopen_file(fixture *f)
+{
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+static tracked *track(fixture *f, tracked *t, size_t index, int fd)
+{
+    memset(t, 0, sizeof *t);
+    t->job.fd = fd;
+    t->job.end = 1000 + (int64_t)index;
+    t->job.generation = 7 + index;
+    t->job.done = on_done;
+    t->job.err = -1;       /* the syncer must overwrite both results */
+    t->job.sync_us = -1;
+    t->index = index;
+    t->fd_number = fd;
+    t->rec = &f->rec;
+    t->submitter = pthread_self();
+    return t;
+}
+
+/* Waits on the epoll set as a worker does until `want` callbacks ran.
+ * Every event must carry the syncer's tag. */
+static void run_until(fixture *f, size_t want)
+{
+    int64_t deadline = util_mono_ms() + WAIT_MS;
+    while (f->rec.calls < want) {
+        int64_t left = deadline - util_mono_ms();
+        assert_true(left > 0);
+        struct epoll_event ev[4];
+        int n = epoll_wait(f->epfd, ev, 4, (int)left);
+        assert_true(n >= 0 || errno == EINTR);
+        for (int i = 0; i < n; i++) {
+            assert_ptr_equal(ev[i].data.ptr, syncer_event_tag(f->sy));
+            assert_true(ev[i].events & EPOLLIN);
+            syncer_handle_event(f->sy);
+        }
+    }
+    assert_int_equal(f->rec.calls, want);
+}
+
+static void assert_quiet(fixture *f)
+{
+    struct epoll_event ev;
+    assert_int_equal(epoll_wait(f->epfd, &ev, 1, 0), 0);
+}
+
+static void test_file_sync(void **state)
+{
+    fixture *f = *state;
+    tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
+    assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    run_until(f, 1);
+    assert_false(f->rec.off_thread);
+    assert_false(f->rec.fd_open_at_done);
+    assert_false(f->rec.fd_not_reset);
+    assert_int_equal(t->job.err, 0);
+    assert_true(t->job.sync_us >= 0);
+    /* The caller's fields travel untouched. */
+    assert_true(t->job.end == 1000);
+    assert_true(t->job.generation == 7);
+    /* One job, one wake-up: the eventfd is drained, epoll has nothing more. */
+    assert_quiet(f);
+}
+
+static void test_pipe_fails_with_einval(void **state)
+{
+    fixture *f = *state;
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    tracked *t = track(f, &f->jobs[0], 0, p[1]);
+    assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    run_until(f, 1);
+    assert_int_equal(t->job.err, EINVAL);
+    assert_true(t->job.sync_us >= 0);
+    assert_false(f->rec.fd_open_at_done); /* closed even though the sync failed */
+    assert_false(f->rec.off_thread);
+    assert_int_equal(close(p[0]), 0);
+}
+
+static void test_done_in_submission_order(void **state)
+{
+    fixture *f = *state;
+    enum { N = 12 };
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    bool is_pipe[N];
+    /* All opened before the first hand-over, so no number is reused while
+     * a done checks that its descriptor is closed. */
+    for (size_t i = 0; i < N; i++) {
+        /* Files and pipe ends mixed: quick and failing syncs alike keep their turn. */
+        is_pipe[i] = i % 3 == 1;
+        int fd = is_pipe[i] ? fcntl(p[1], F_DUPFD_CLOEXEC, 0) : reopen_file(f);
+        assert_true(fd >= 0);
+        track(f, &f->jobs[i], i, fd);
+    }
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(syncer_submit(f->sy, &f->jobs[i].job), 0);
+    run_until(f, N);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(f->rec.order[i], i);
+        assert_int_equal(f->jobs[i].job.err, is_pipe[i] ? EINVAL : 0);
+    }
+    assert_false(f->rec.off_thread);
+    assert_false(f->rec.fd_open_at_done);
+    assert_int_equal(close(p[0]), 0);
+    assert_int_equal(close(p[1]), 0);
+}
+
+static void test_done_may_free_job(void **state)
+{
+    fixture *f = *state;
+    enum { N = 6 };
+    tracked *t[N];
+    for (size_t i = 0; i < N; i++) {
+        t[i] = malloc(sizeof *t[i]);
+        assert_non_null(t[i]);
+        track(f, t[i], i, reopen_file(f));
+        t[i]->heap = true;
+    }
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(syncer_submit(f->sy, &t[i]->job), 0);
+    /* ASan reports any use of a job after its done freed it. */
+    run_until(f, N);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(f->rec.order[i], i);
+}
+
+static void test_free_runs_queued_dones(void **state)
+{
+    fixture *f = *state;
+    enum { N = 24 };
+    for (size_t i = 0; i < N; i++)
+        track(f, &f->jobs[i], i, reopen_file(f));
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(syncer_submit(f->sy, &f->jobs[i].job), 0);
+    f->rec.resubmit_to = f->sy;
+    /* No event handled: every result is still with the syncer. */
+    syncer_free(f->sy);
+    f->sy = NULL;
+    assert_int_equal(f->rec.calls, N);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(f->rec.order[i], i);
+        assert_int_equal(f->jobs[i].job.err, 0);
+    }
+    assert_false(f->rec.off_thread);
+    assert_false(f->rec.fd_open_at_done);
+    /* A stopping syncer refuses new work; the caller keeps it. */
+    assert_false(f->rec.resubmit_accepted);
+    /* Its eventfd left the epoll set. */
+    assert_quiet(f);
+}
+
+static void test_free_idle_and_null(void **state)
+{
+    fixture *f = *state;
+    syncer_free(f->sy);
+    f->sy = NULL;
+    assert_int_equal(f->rec.calls, 0);
+    assert_quiet(f);
+    syncer_free(NULL);
+}
+
+static void test_event_tag(void **state)
+{
+    fixture *f = *state;
+    assert_non_null(syncer_event_tag(f->sy));
+    tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
+    assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    int n;
+    do
+        n = epoll_wait(f->epfd, &ev, 1, WAIT_MS);
+    while (n < 0 && errno == EINTR);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(ev.data.ptr, syncer_event_tag(f->sy));
+    assert_int_equal(f->rec.calls, 0); /* nothing runs before the caller asks */
+    syncer_handle_event(f->sy);
+    assert_int_equal(f->rec.calls, 1);
+    assert_quiet(f);
+    /* A spurious call finds nothing and runs nothing. */
+    syncer_handle_event(f->sy);
+    assert_int_equal(f->rec.calls, 1);
+}
+
+static void test_new_with_bad_epfd(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    syncer *sy = syncer_new(-1, err, sizeof err);
+    assert_null(sy);
+    assert_non_null(strstr(err, "epoll_ctl"));
+}
+
+int main(void)
+{
+    /* A syncer that never finishes a job would otherwise hang the run. */
+    alarm(120);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_file_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipe_fails_with_einval, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_in_submission_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_may_free_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_runs_queued_dones, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_idle_and_null, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_tag, setup, teardown),
+        cmocka_unit_test(test_new_with_bad_epfd),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
