@@ -29,6 +29,7 @@ enum {
 };
 
 static int conn_emit(void *arg, const char *data, size_t len);
+static void conn_session_ready(void *arg);
 static size_t pending_out(const conn *c) { return conn_pending_out(c); }
 
 static void set_interest(conn *c, uint32_t events)
@@ -59,6 +60,7 @@ conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer)
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     proto_init(&c->parser, (size_t)owner->cfg->max_line);
     session_init(&c->sess, owner->env.node_id, c->peer, conn_emit, c);
+    c->sess.ready = conn_session_ready;
     c->last_active_ms = util_mono_ms();
     c->events = EPOLLIN;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -142,8 +144,8 @@ static void unpark(conn *c)
 /* Puts a session that just parked on its owner's list. */
 static void park_if_waiting(conn *c)
 {
-    if (c->parked || !session_parked(&c->sess))
-        return;
+    if (c->parked || !session_parked(&c->sess) || c->sess.deferred.syncing)
+        return; /* a syncing request comes back through conn_session_ready */
     conn_owner *o = c->owner;
     c->parked = true;
     c->parked_next = NULL;
@@ -163,6 +165,12 @@ static void forget_unsent(conn *c)
         *pp = c->unsent_next;
     c->unsent = false;
     c->unsent_next = NULL;
+}
+
+/* A parked request whose file sync came back goes to the next group. */
+static void conn_session_ready(void *arg)
+{
+    park_if_waiting(arg);
 }
 
 void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason)
@@ -360,7 +368,7 @@ static bool flush_output(conn *c)
             c->out = NULL;
             c->out_cap = 0;
         }
-        if (c->sess.close && !c->parked) {
+        if (c->sess.close && !session_parked(&c->sess)) {
             /* A WebSocket first says goodbye with a close frame, which
              * may need further rounds of sending. */
             if (!c->web || !conn_web_closing(c)) {
@@ -390,7 +398,7 @@ static void on_readable(conn *c)
     }
     /* A parked connection reads nothing until its request is answered:
      * what it sent stays in the socket (and counts against its window). */
-    for (int i = 0; i < READS_PER_EVENT && !c->sess.close && !c->parked; i++) {
+    for (int i = 0; i < READS_PER_EVENT && !c->sess.close && !session_parked(&c->sess); i++) {
         if (pending_out(c) > (size_t)c->owner->cfg->max_output_buffer)
             break; /* the client is not reading its answers: stop reading it */
         if (reserve_input(c) != 0) {
@@ -476,7 +484,7 @@ size_t conn_close_unbusy(conn_owner *owner)
     while (c) {
         conn *next = c->next;
         bool answering = c->sess.saving || c->sess.pending_acks > 0;
-        if ((c->sess.chunk.active || c->parked || answering) && !c->sess.close) {
+        if ((c->sess.chunk.active || session_parked(&c->sess) || answering) && !c->sess.close) {
             busy++;
         } else {
             /* Answers already queued go first, if the socket takes them. */

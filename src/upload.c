@@ -55,6 +55,7 @@ typedef struct checkpoint {
     sync_job job; /* first: the syncer hands back this pointer */
     upload_env *env;
     open_upload *up;
+    session *s;   /* the completion waiting for it; NULL for a checkpoint */
     bool orphaned;
 } checkpoint;
 
@@ -64,6 +65,8 @@ static void open_upload_free(open_upload *up)
         return;
     if (up->checkpoint)
         up->checkpoint->orphaned = true;
+    if (up->final_sync)
+        up->final_sync->orphaned = true;
     if (up->fd >= 0 && close(up->fd) != 0)
         log_warn("event=close_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
                  strerror(errno));
@@ -827,29 +830,62 @@ static void on_checkpoint_done(sync_job *job)
     free(cp);
 }
 
-/* A checkpoint of the bytes before `end`, without waiting for it. The
- * syncer gets a descriptor of its own (reopened, not dup'ed: see syncer.h).
- * When that cannot be set up, the checkpoint is taken here and now. */
+/* The sync of a completion, back from the syncer: the request rejoins the
+ * groups with its result (group_complete). */
+static void on_final_sync_done(sync_job *job)
+{
+    checkpoint *cp = (checkpoint *)job;
+    if (cp->orphaned) {
+        free(cp);
+        return;
+    }
+    cp->up->final_sync = NULL;
+    metrics_observe_us(cp->env->metrics, H_FSYNC, job->sync_us);
+    session *s = cp->s;
+    s->deferred.syncing = false;
+    s->deferred.synced = true;
+    s->deferred.sync_err = job->err;
+    free(cp);
+    if (s->ready)
+        s->ready(s->emit_arg);
+}
+
+/* Hands a sync of the upload's file to the worker's syncer, with a
+ * descriptor of its own (reopened, not dup'ed: see syncer.h). NULL when
+ * there is no syncer or it cannot be set up: the caller syncs in place. */
+static checkpoint *submit_sync(upload_env *env, open_upload *up, int64_t end, session *s,
+                               sync_done_fn done)
+{
+    if (!env->syncer)
+        return NULL;
+    checkpoint *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        return NULL;
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", up->fd);
+    int fd = open(self, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        cp->job = (sync_job){.fd = fd, .end = end, .generation = up->generation, .done = done};
+        cp->env = env;
+        cp->up = up;
+        cp->s = s;
+        if (syncer_submit(env->syncer, &cp->job) == 0)
+            return cp;
+        close(fd);
+    }
+    free(cp);
+    return NULL;
+}
+
+/* A checkpoint of the bytes before `end`, without waiting for it; when the
+ * syncer cannot take it, here and now. */
 static storage_result checkpoint_file(upload_env *env, open_upload *up, int64_t end)
 {
     if (up->checkpoint)
         return STORAGE_OK; /* one at a time; the next chunk tries again */
-    checkpoint *cp = env->syncer ? calloc(1, sizeof *cp) : NULL;
-    char self[64];
-    snprintf(self, sizeof self, "/proc/self/fd/%d", up->fd);
-    int fd = cp ? open(self, O_RDONLY | O_CLOEXEC) : -1;
-    if (fd >= 0) {
-        cp->job = (sync_job){.fd = fd, .end = end, .generation = up->generation,
-                             .done = on_checkpoint_done};
-        cp->env = env;
-        cp->up = up;
-        if (syncer_submit(env->syncer, &cp->job) == 0) {
-            up->checkpoint = cp;
-            return STORAGE_OK;
-        }
-        close(fd);
-    }
-    free(cp);
+    up->checkpoint = submit_sync(env, up, end, NULL, on_checkpoint_done);
+    if (up->checkpoint)
+        return STORAGE_OK;
     storage_result r = timed_sync(env, up->fd);
     if (r == STORAGE_OK)
         up->st.synced_offset = end;
@@ -1216,8 +1252,10 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
     if (nlive == 0)
         return;
     /* Durable before anyone is told it is complete. */
+    /* Files the syncer has not synced already (upload_run_deferred) are
+     * synced here; their write-back is started first for all. */
     for (size_t i = 0; i < n; i++)
-        if (live[i])
+        if (live[i] && !ss[i]->deferred.synced)
             storage_start_writeback(ss[i]->up->fd);
     uint8_t dir_synced[256 / 8] = {0};
     for (size_t i = 0; i < n; i++) {
@@ -1227,16 +1265,22 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
         open_upload *up = s->up;
         uint64_t doc = up->st.document_id;
         unsigned bucket = storage_bucket(doc);
-        storage_result r = timed_sync(env, up->fd);
+        int e = s->deferred.sync_err;
+        storage_result r = s->deferred.synced ? (e ? storage_classify_errno(e) : STORAGE_OK)
+                                              : timed_sync(env, up->fd);
+        if (!s->deferred.synced && r != STORAGE_OK)
+            e = errno;
         if (r == STORAGE_OK && !(dir_synced[bucket / 8] & (1u << (bucket % 8)))) {
-            if (storage_sync_dir(env->cfg->storage_dir, doc) != 0)
-                r = storage_classify_errno(errno);
-            else
+            if (storage_sync_dir(env->cfg->storage_dir, doc) != 0) {
+                e = errno;
+                r = storage_classify_errno(e);
+            } else {
                 dir_synced[bucket / 8] |= (uint8_t)(1u << (bucket % 8));
+            }
         }
         if (r != STORAGE_OK) {
             live[i] = false;
-            send_storage_error(env, s, doc, r, errno, "sync");
+            send_storage_error(env, s, doc, r, e, "sync");
             continue;
         }
         struct stat sb;
@@ -1496,6 +1540,12 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
                      s->up->st.offset, s->up->st.filesize);
             err.expected_offset = s->up->st.offset;
             upload_send_error(env, s, &err);
+        } else if (!s->deferred.synced &&
+                   (s->up->final_sync = submit_sync(env, s->up, s->up->st.filesize, s,
+                                                    on_final_sync_done)) != NULL) {
+            /* The file's sync runs on the syncer while the worker goes on;
+             * the request comes back to a later group with its result. */
+            s->deferred.syncing = true;
         } else {
             completes[nc++] = s;
         }
@@ -1509,5 +1559,6 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
     metrics_add(env->metrics, M_COMMIT_GROUPS, (uint64_t)(nc > 0) + (uint64_t)(nu > 0));
     metrics_add(env->metrics, M_COMMIT_GROUP_REQUESTS, (uint64_t)(nc + nu));
     for (size_t i = 0; i < n && i < UPLOAD_GROUP_MAX; i++)
-        sessions[i]->deferred.kind = DEFER_NONE;
+        if (!sessions[i]->deferred.syncing)
+            sessions[i]->deferred.kind = DEFER_NONE;
 }

@@ -44,6 +44,7 @@ typedef struct open_upload {
                            * by chunks whose acknowledgement is pending */
     char digest[65];      /* SHA-256 of all filesize bytes once known; "" before */
     struct checkpoint *checkpoint; /* a sync on its way through env->syncer; NULL: none */
+    struct checkpoint *final_sync; /* completion's sync on its way; NULL: none */
     uint64_t generation;  /* bumped when bytes are cut off: a sync started before is stale */
     int sync_error;       /* errno of a checkpoint sync that failed; 0: none */
 } open_upload;
@@ -68,8 +69,14 @@ typedef struct deferred_request {
     bool has_sha256;
     char sha256[65];
     char filename[MSG_FILENAME_MAX + 1];
-    /* DEFER_COMPLETE: the upload it completes */
+    /* DEFER_COMPLETE: the upload it completes, and the file's sync, which
+     * runs on the worker's syncer between two groups: while `syncing` the
+     * session stays parked but waits outside the groups (a large file's
+     * sync takes a while, and the worker serves others meanwhile). */
     uint64_t document_id;
+    bool syncing;
+    bool synced;
+    int sync_err;        /* the sync's errno when synced; 0: durable */
 } deferred_request;
 
 /* The most sessions one upload_run_deferred call takes. */
@@ -115,6 +122,7 @@ typedef struct session {
     char peer[64];
     session_emit_fn emit;
     void *emit_arg;
+    void (*ready)(void *emit_arg); /* a syncing request may rejoin the groups; NULL: none */
 } session;
 
 void session_init(session *s, const char *node_id, const char *peer, session_emit_fn emit,
