@@ -566,7 +566,7 @@ static void parse_args(int argc, char **argv, lg *g)
 {
     lg_opts *o = &g->o;
     const char *server = NULL;
-    *o = (lg_opts){.uploads = 1, .concurrency = 1, .chunk = 65536, .window = 8,
+    *o = (lg_opts){.uploads = 1, .concurrency = 1, .chunk = 65536, .window = 0,
                    .timeout_s = 900, .max_connecting = 256, .tus_path = "/files/",
                    .label = "-", .size = -1};
     for (int i = 1; i < argc; i++) {
@@ -609,6 +609,12 @@ static void parse_args(int argc, char **argv, lg *g)
     }
     if (!o->proto || !server || o->size < 0)
         usage();
+    if (o->window == 0) {
+        /* chunkup's default (client_send.c): about 2 MiB of chunks in
+         * flight, at least 8, at most 64. */
+        int64_t w = (2 * 1024 * 1024) / o->chunk;
+        o->window = w < 8 ? 8 : w > 64 ? 64 : (int)w;
+    }
     if (strcmp(o->proto, "chunkd") == 0)
         g->drv = &lg_chunkd_driver;
     else if (strcmp(o->proto, "tus") == 0)

@@ -69,7 +69,7 @@ int cu_resume(cu_conn *c, const cu_auth *auth, int64_t document_id, cu_upload_in
 typedef bool (*cu_progress_fn)(void *arg, int64_t received, int64_t total);
 
 /* Streams bytes [info->offset, info->filesize) of the open file descriptor fd
- * as chunks of info->chunk_size, pipelining up to `window` chunks (0: 8) and
+ * as chunks of info->chunk_size, pipelining up to `window` chunks (0: about 2 MiB of them, at least 8) and
  * reading progress events as they come. Updates info->offset to the last
  * acknowledged offset, also on failure, so the caller can resume from it.
  * rate_limit_bps > 0 caps the send rate (tests and demos). */
