@@ -157,10 +157,15 @@ storage_result storage_sync(int fd)
     return STORAGE_OK;
 }
 
+void storage_start_writeback_range(int fd, int64_t off, int64_t len)
+{
+    if (sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) != 0)
+        log_debug("event=writeback_not_started error=\"%s\"", strerror(errno));
+}
+
 void storage_start_writeback(int fd)
 {
-    if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0)
-        log_debug("event=writeback_not_started error=\"%s\"", strerror(errno));
+    storage_start_writeback_range(fd, 0, 0); /* length 0: to the end of the file */
 }
 
 int storage_sync_dir(const char *root, uint64_t document_id)

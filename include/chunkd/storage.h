@@ -52,6 +52,8 @@ storage_result storage_sync(int fd);
  * commits and device flushes. Best effort: the fdatasync that follows
  * reports any error. */
 void storage_start_writeback(int fd);
+/* The same for len bytes at off. */
+void storage_start_writeback_range(int fd, int64_t off, int64_t len);
 int storage_sync_dir(const char *root, uint64_t document_id);
 
 int storage_remove(const char *root, uint64_t document_id);

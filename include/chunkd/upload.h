@@ -47,6 +47,7 @@ typedef struct open_upload {
     struct checkpoint *final_sync; /* completion's sync on its way; NULL: none */
     uint64_t generation;  /* bumped when bytes are cut off: a sync started before is stale */
     int sync_error;       /* errno of a checkpoint sync that failed; 0: none */
+    int64_t writeback_from; /* write-back was started for the bytes before this */
 } open_upload;
 
 /* Requests whose costly part is a commit (a MySQL redo-log flush, a file's
