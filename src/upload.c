@@ -518,6 +518,18 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
     d->kind = DEFER_UPLOAD;
 }
 
+/* A group's transaction failed: nothing of it happened. Every request
+ * still in the group gets 503 with the reason. */
+static void group_txn_failed(upload_env *env, session *const *ss, size_t n, const bool *live)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", docstore_error(env->ds));
+    docstore_txn_rollback(env->ds);
+    for (size_t i = 0; i < n; i++)
+        if (live[i])
+            send_unavailable(env, ss[i], why);
+}
+
 /* Parked upload requests: the per-user limit, then every row inserted in
  * one transaction (one redo-log flush for all), then room reserved and
  * each upload opened (one Redis round trip each for the group). Order of
@@ -577,12 +589,7 @@ static void group_upload(upload_env *env, session *const *ss, size_t n)
     if (rc == 0)
         rc = docstore_txn_commit(env->ds);
     if (rc != 0) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", docstore_error(env->ds));
-        docstore_txn_rollback(env->ds);
-        for (size_t i = 0; i < n; i++)
-            if (live[i])
-                send_unavailable(env, ss[i], why);
+        group_txn_failed(env, ss, n, live);
         return;
     }
     if (env->cfg->storage_admission)
@@ -1343,12 +1350,7 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
     if (rc != 0) {
         /* The files are synced and the uploads stay open: a retry of
          * upload_complete finishes them. */
-        char dbwhy[512];
-        snprintf(dbwhy, sizeof dbwhy, "%s", docstore_error(env->ds));
-        docstore_txn_rollback(env->ds);
-        for (size_t i = 0; i < n; i++)
-            if (live[i])
-                send_unavailable(env, ss[i], dbwhy);
+        group_txn_failed(env, ss, n, live);
         return;
     }
     /* Committed: the Redis state, reservation and lease go, for all at once. */
