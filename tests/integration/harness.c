@@ -206,6 +206,44 @@ void it_test_end(it_server *s)
     }
 }
 
+/* The server of the program's fixtures. A program has at most one, so a
+ * file-scope pointer is enough, and the cmocka state stays free for the
+ * tests' own use (it_bad_inputs passes each row there). */
+static it_server *it_fixture_srv;
+
+void it_fixture_server(it_server *s)
+{
+    it_fixture_srv = s;
+}
+
+int it_fixture_test_setup(void **state)
+{
+    (void)state;
+    if (!it_fixture_srv) {
+        fprintf(stderr, "it: %s uses the shared fixtures without it_fixture_server\n",
+                it_program);
+        return -1;
+    }
+    it_test_begin(it_fixture_srv);
+    return 0;
+}
+
+int it_fixture_test_teardown(void **state)
+{
+    (void)state;
+    it_test_end(it_fixture_srv);
+    return 0;
+}
+
+int it_fixture_group_teardown(void **state)
+{
+    (void)state;
+    if (it_fixture_srv)
+        it_server_stop(it_fixture_srv);
+    it_shutdown();
+    return 0;
+}
+
 /* ---- temporary directories ---------------------------------------------- */
 
 int it_tmpdir(const char *tag, char *out, size_t outlen)

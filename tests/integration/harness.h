@@ -57,6 +57,22 @@ void it_test_begin(struct it_server *s);
 void it_pass(void);
 void it_test_end(struct it_server *s);
 
+/* ---- shared cmocka fixtures ---------------------------------------------- */
+
+/* For a program that runs every test against one server: its group setup
+ * registers the server (before starting it), and the tests use these as
+ * their setup and teardown and the group's teardown. */
+void it_fixture_server(struct it_server *s);
+/* it_test_begin on the registered server; fails when none is. */
+int it_fixture_test_setup(void **state);
+/* it_test_end on the registered server (its log when the test failed). */
+int it_fixture_test_teardown(void **state);
+/* Stops the registered server, then it_shutdown. */
+int it_fixture_group_teardown(void **state);
+/* A cmocka test entry with the two per-test fixtures. */
+#define IT_FIXTURE_TEST(f) \
+    cmocka_unit_test_setup_teardown(f, it_fixture_test_setup, it_fixture_test_teardown)
+
 /* ---- temporary directories --------------------------------------------- */
 
 /* Creates a fresh directory under CHUNKD_IT_TMPDIR (or TMPDIR, or /tmp). */

@@ -16,31 +16,10 @@ static int admin_port;
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_admin") != 0 || it_user_create(&u1) != 0)
         return -1;
     return it_server_start_admin(&srv, &admin_port, NULL);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    it_server_stop(&srv);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
-    return 0;
 }
 
 static void test_health_ok(void **state)
@@ -137,10 +116,10 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_health_ok, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_metrics_count_uploads, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_health_follows_redis, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_health_ok),
+        IT_FIXTURE_TEST(test_metrics_count_uploads),
+        IT_FIXTURE_TEST(test_health_follows_redis),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);
 }

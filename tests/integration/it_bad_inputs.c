@@ -357,21 +357,13 @@ static void run_row(void **state)
     it_pass();
 }
 
-static int row_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
 static int row_teardown(void **state)
 {
     const row *r = *state;
     if (!r->passed)
         fprintf(stderr, "it_bad_inputs: row %s sent: %s\n", r->t.id, r->t.input);
     it_sock_close(&sock);
-    it_test_end(&srv);
-    return 0;
+    return it_fixture_test_teardown(state);
 }
 
 /* ---- before and after the rows --------------------------------------------------------- */
@@ -393,6 +385,7 @@ static void make_victim(const it_user *u, int64_t *id, unsigned char *bytes, cha
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_bad_inputs") != 0 || it_user_create(&ua) != 0 || it_user_create(&ub) != 0 ||
         it_user_create(&udis) != 0 || it_user_set_disabled(udis.id, true) != 0)
         return -1;
@@ -421,26 +414,15 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    it_server_stop(&srv);
-    it_shutdown();
+    it_fixture_group_teardown(state);
     bi_plan_free(&plan);
-    return 0;
-}
-
-static int plain_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
     return 0;
 }
 
 static int plain_teardown(void **state)
 {
-    (void)state;
     it_sock_close(&sock);
-    it_test_end(&srv);
-    return 0;
+    return it_fixture_test_teardown(state);
 }
 
 /* resume, asked again while the row's closed connection still holds the lease */
@@ -590,12 +572,14 @@ int main(void)
         return 1;
     }
     static const struct CMUnitTest after[] = {
-        cmocka_unit_test_setup_teardown(test_row_documents_after_all_rows, plain_setup,
+        cmocka_unit_test_setup_teardown(test_row_documents_after_all_rows, it_fixture_test_setup,
                                         plain_teardown),
-        cmocka_unit_test_setup_teardown(test_victims_finish_intact, plain_setup, plain_teardown),
-        cmocka_unit_test_setup_teardown(test_storage_holds_only_server_names, plain_setup,
+        cmocka_unit_test_setup_teardown(test_victims_finish_intact, it_fixture_test_setup,
                                         plain_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, plain_setup, plain_teardown),
+        cmocka_unit_test_setup_teardown(test_storage_holds_only_server_names, it_fixture_test_setup,
+                                        plain_teardown),
+        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, it_fixture_test_setup,
+                                        plain_teardown),
     };
     size_t nafter = sizeof after / sizeof after[0];
     struct CMUnitTest *tests = calloc((size_t)nrows + nafter, sizeof *tests);
@@ -607,7 +591,7 @@ int main(void)
         rows[i].t = table[i];
         tests[i] = (struct CMUnitTest){.name = rows[i].t.name,
                                        .test_func = run_row,
-                                       .setup_func = row_setup,
+                                       .setup_func = it_fixture_test_setup,
                                        .teardown_func = row_teardown,
                                        .initial_state = &rows[i]};
     }

@@ -12,6 +12,7 @@ static char workdir[IT_DIR_MAX];
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_chunkctl") != 0 || it_tmpdir("ctl", workdir, sizeof workdir) != 0)
         return -1;
     static const char *const args[] = {"--workers", "1", NULL};
@@ -21,24 +22,8 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    it_server_stop(&srv);
+    it_fixture_group_teardown(state);
     it_rmtree(workdir);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
     return 0;
 }
 
@@ -231,10 +216,9 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_add_disable_enable_rotate, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_failures, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_add_disable_enable_rotate),
+        IT_FIXTURE_TEST(test_failures),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -18,6 +18,7 @@ static it_user alice, bob;
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_chunkctl_uploads") != 0 || it_tmpdir("ctlup", workdir, sizeof workdir) != 0)
         return -1;
     if (it_user_create(&alice) != 0 || it_user_create(&bob) != 0)
@@ -31,24 +32,8 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    it_server_stop(&srv);
+    it_fixture_group_teardown(state);
     it_rmtree(workdir);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
     return 0;
 }
 
@@ -501,14 +486,13 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_uploads_lists_partial_upload, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_show_consistent, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_show_finds_damage, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_fail_and_expire, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_fail_while_writing, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_fail_refuses_completed, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_uploads_lists_partial_upload),
+        IT_FIXTURE_TEST(test_show_consistent),
+        IT_FIXTURE_TEST(test_show_finds_damage),
+        IT_FIXTURE_TEST(test_fail_and_expire),
+        IT_FIXTURE_TEST(test_fail_while_writing),
+        IT_FIXTURE_TEST(test_fail_refuses_completed),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

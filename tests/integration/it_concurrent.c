@@ -33,6 +33,7 @@ typedef struct job {
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_concurrent") != 0)
         return -1;
     for (int i = 0; i < NUSERS; i++)
@@ -41,28 +42,6 @@ static int group_setup(void **state)
     static const char *const args[] = {"--workers", "2", NULL};
     it_server_opts o = {.args = args};
     return it_server_start(&srv, &o);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    it_server_stop(&srv);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
-    return 0;
 }
 
 static void job_fail(job *j, const char *what, const cu_error *e)
@@ -248,10 +227,9 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_many_uploads_at_once, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_drops_and_resumes_at_once, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_many_uploads_at_once),
+        IT_FIXTURE_TEST(test_drops_and_resumes_at_once),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);
 }

@@ -24,6 +24,7 @@ static it_user u1, u2, udis;
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_errors") != 0 || it_user_create(&u1) != 0 || it_user_create(&u2) != 0 ||
         it_user_create(&udis) != 0 || it_user_set_disabled(udis.id, true) != 0)
         return -1;
@@ -36,28 +37,6 @@ static int group_setup(void **state)
                                 NULL};
     it_server_opts o = {.args = args};
     return it_server_start(&srv, &o);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    it_server_stop(&srv);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
-    return 0;
 }
 
 static void connect_auth(it_sock *s, const it_user *u)
@@ -668,21 +647,19 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_request_shape, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_line_too_long, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_upload_filename, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_upload_filesize, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_upload_sha256, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_upload_validation_order, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_unauthorized, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_documents, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_chunk_errors_keep_connection, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_chunk_errors_close, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_file_invalid, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_locked, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_request_shape),
+        IT_FIXTURE_TEST(test_line_too_long),
+        IT_FIXTURE_TEST(test_upload_filename),
+        IT_FIXTURE_TEST(test_upload_filesize),
+        IT_FIXTURE_TEST(test_upload_sha256),
+        IT_FIXTURE_TEST(test_upload_validation_order),
+        IT_FIXTURE_TEST(test_unauthorized),
+        IT_FIXTURE_TEST(test_documents),
+        IT_FIXTURE_TEST(test_chunk_errors_keep_connection),
+        IT_FIXTURE_TEST(test_chunk_errors_close),
+        IT_FIXTURE_TEST(test_file_invalid),
+        IT_FIXTURE_TEST(test_locked),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);
 }

@@ -29,32 +29,11 @@ static const char *const server_args[] = {
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_limits") != 0 || it_user_create(&u1) != 0)
         return -1;
     it_server_opts o = {.args = server_args};
     return it_server_start(&srv, &o);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    it_server_stop(&srv);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
-    return 0;
 }
 
 /* A list request padded with an ignored field to exactly `len` bytes. */
@@ -267,12 +246,11 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_line_limit_is_tighter_before_auth, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_slow_sender_is_cut_off, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_connections_per_address, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_uploads_per_user, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_line_limit_is_tighter_before_auth),
+        IT_FIXTURE_TEST(test_slow_sender_is_cut_off),
+        IT_FIXTURE_TEST(test_connections_per_address),
+        IT_FIXTURE_TEST(test_uploads_per_user),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);
 }

@@ -22,6 +22,7 @@ static char workdir[IT_DIR_MAX];
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_resume") != 0 || it_user_create(&user) != 0 ||
         it_tmpdir("files", workdir, sizeof workdir) != 0)
         return -1;
@@ -32,24 +33,8 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    it_server_stop(&srv);
+    it_fixture_group_teardown(state);
     it_rmtree(workdir);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
     return 0;
 }
 
@@ -372,11 +357,11 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_cli_killed_then_resumed, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_drop_mid_chunk, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_lost_redis_state, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_close_after_whole_chunk, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_cli_killed_then_resumed),
+        IT_FIXTURE_TEST(test_drop_mid_chunk),
+        IT_FIXTURE_TEST(test_lost_redis_state),
+        IT_FIXTURE_TEST(test_close_after_whole_chunk),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -20,6 +20,7 @@ static char workdir[IT_DIR_MAX];
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_roundtrip") != 0 || it_user_create(&user) != 0 ||
         it_tmpdir("files", workdir, sizeof workdir) != 0)
         return -1;
@@ -30,24 +31,8 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    it_server_stop(&srv);
+    it_fixture_group_teardown(state);
     it_rmtree(workdir);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
     return 0;
 }
 
@@ -642,19 +627,19 @@ static void test_server_stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_size_0, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_size_1, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_size_65535, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_size_65536, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_size_65537, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_size_10mib, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_chunk_by_chunk, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_pipelined_chunks, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_checksum_mismatch, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_many_on_one_connection, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_status_list_abort, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_list_shows_offset, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_server_stops_cleanly, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_size_0),
+        IT_FIXTURE_TEST(test_size_1),
+        IT_FIXTURE_TEST(test_size_65535),
+        IT_FIXTURE_TEST(test_size_65536),
+        IT_FIXTURE_TEST(test_size_65537),
+        IT_FIXTURE_TEST(test_size_10mib),
+        IT_FIXTURE_TEST(test_chunk_by_chunk),
+        IT_FIXTURE_TEST(test_pipelined_chunks),
+        IT_FIXTURE_TEST(test_checksum_mismatch),
+        IT_FIXTURE_TEST(test_many_on_one_connection),
+        IT_FIXTURE_TEST(test_status_list_abort),
+        IT_FIXTURE_TEST(test_list_shows_offset),
+        IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
