@@ -9,6 +9,7 @@
 #include "harness.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #define NCONN 24
 #define FILESIZE 4096
@@ -21,33 +22,12 @@ static int admin_port;
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv);
     if (it_init("it_groups") != 0 || it_user_create(&user) != 0 ||
         it_user_create(&limited) != 0)
         return -1;
     /* One worker: every connection shares its groups. */
     return it_server_start_admin(&srv, &admin_port, NULL);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    it_server_stop(&srv);
-    it_shutdown();
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(&srv);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_test_end(&srv);
-    return 0;
 }
 
 static long long metric_now(const char *prefix)
@@ -66,11 +46,11 @@ static json_t *read_answer(it_sock *s)
     return r;
 }
 
-static void send_upload_line(it_sock *s, const it_user *u, const char *sha)
+static void send_upload_line(it_sock *s, const it_user *u, const char *sha, int64_t size)
 {
     json_t *req = json_pack("{s:s, s:I, s:s, s:s, s:I}", "action", "upload", "user_id",
                             (json_int_t)u->id, "credential", u->credential, "filename",
-                            "grouped.bin", "filesize", (json_int_t)FILESIZE);
+                            "grouped.bin", "filesize", (json_int_t)size);
     assert_non_null(req);
     if (sha)
         assert_int_equal(json_object_set_new(req, "sha256", json_string(sha)), 0);
@@ -99,7 +79,7 @@ static void test_failures_stay_with_their_request(void **state)
     }
     for (int i = 0; i < NCONN; i++) {
         /* a wrong hash: the real one of another upload's bytes */
-        send_upload_line(&socks[i], &user, i % 2 ? sha[(i + 1) % NCONN] : sha[i]);
+        send_upload_line(&socks[i], &user, i % 2 ? sha[(i + 1) % NCONN] : sha[i], FILESIZE);
     }
     for (int i = 0; i < NCONN; i++) {
         json_t *r = read_answer(&socks[i]);
@@ -173,7 +153,7 @@ static void test_rows_ended_elsewhere_fail_alone(void **state)
         it_random_bytes(data[i], FILESIZE);
         it_sha256_hex(data[i], FILESIZE, sha[i]);
         assert_int_equal(it_sock_connect(&socks[i], srv.port), 0);
-        send_upload_line(&socks[i], &user, sha[i]);
+        send_upload_line(&socks[i], &user, sha[i], FILESIZE);
         json_t *r = read_answer(&socks[i]);
         it_assert_ok(r, "upload");
         ids[i] = it_json_int(r, "document_id");
@@ -228,7 +208,7 @@ static void test_user_limit_counts_the_group(void **state)
     for (int i = 0; i < N; i++)
         assert_int_equal(it_sock_connect(&socks[i], lim.port), 0);
     for (int i = 0; i < N; i++)
-        send_upload_line(&socks[i], &limited, NULL);
+        send_upload_line(&socks[i], &limited, NULL, FILESIZE);
     int opened = 0, refused = 0;
     for (int i = 0; i < N; i++) {
         json_t *r = read_answer(&socks[i]);
@@ -263,7 +243,7 @@ static void test_hangup_while_parked(void **state)
     for (int i = 0; i < NCONN; i++) {
         it_sock s;
         assert_int_equal(it_sock_connect(&s, srv.port), 0);
-        send_upload_line(&s, &u, NULL);
+        send_upload_line(&s, &u, NULL, FILESIZE);
         it_sock_close(&s);
     }
     it_assert_serves(srv.port, &u);
@@ -303,16 +283,84 @@ static void test_hangup_while_parked(void **state)
     it_pass();
 }
 
+/* A client that hangs up (with answers unread, so the kernel resets the
+ * connection) right after asking for completion of a large file: its
+ * file's sync is on the syncer when the connection goes, so the sync's
+ * result is dropped, and the upload stays an ordinary one in progress that
+ * a new connection resumes and completes. */
+static void test_hangup_while_file_syncs(void **state)
+{
+    (void)state;
+    const int64_t size = 24 * IT_MiB;
+    const size_t chunk = 64 * 1024;
+    unsigned char *data = malloc((size_t)size);
+    assert_non_null(data);
+    it_random_bytes(data, (size_t)size);
+    char sha[65];
+    it_sha256_hex(data, (size_t)size, sha);
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    send_upload_line(&s, &user, sha, size);
+    json_t *r = read_answer(&s);
+    it_assert_ok(r, "upload");
+    int64_t id = it_json_int(r, "document_id");
+    json_decref(r);
+    for (int64_t off = 0; off < size; off += (int64_t)chunk) {
+        char hdr[160];
+        it_line(hdr, sizeof hdr,
+                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%zu}",
+                (long long)id, (long long)off, chunk);
+        assert_int_equal(it_sock_send_chunk(&s, hdr, data + off, chunk), 0);
+    }
+    char done[128];
+    it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+            (long long)id);
+    assert_int_equal(it_sock_send_str(&s, done), 0);
+    /* Wait until every chunk was acknowledged (the offset is saved), then
+     * leave without reading a single answer. */
+    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+    it_rkey k;
+    while (it_now_ms() < deadline && it_redis_upload(id, &k) == 0 && k.exists &&
+           k.offset < size)
+        it_sleep_ms(5);
+    it_sock_close(&s);
+    /* Whatever the race gave (completed before the reset was seen, or the
+     * sync's result dropped), nothing is half-done. */
+    while (it_now_ms() < deadline && it_redis_lease_exists(id) == 1)
+        it_sleep_ms(20);
+    it_doc d;
+    assert_int_equal(it_doc_get(id, &d), 1);
+    fprintf(stderr, "it: after the reset the upload is %s\n", d.status);
+    if (strcmp(d.status, "uploading") == 0) {
+        cu_conn *c = it_cu_connect(&srv);
+        cu_auth auth = {.user_id = user.id, .credential = user.credential};
+        cu_upload_info info;
+        cu_error err;
+        memset(&err, 0, sizeof err);
+        assert_int_equal(it_cu_resume(c, &auth, id, &info, &err), 0);
+        assert_int_equal(info.offset, size); /* every acknowledged byte was kept */
+        cu_complete_info fin;
+        assert_int_equal(cu_complete(c, id, &fin, &err), 0);
+        assert_string_equal(fin.sha256, sha);
+        cu_close(c);
+    } else {
+        assert_string_equal(d.status, "completed");
+    }
+    it_assert_stored(&srv, id, size, sha);
+    assert_int_equal(it_redis_exists(id), 0);
+    it_assert_serves(srv.port, &user);
+    free(data);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_failures_stay_with_their_request, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_rows_ended_elsewhere_fail_alone, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_user_limit_counts_the_group, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_hangup_while_parked, test_setup, test_teardown),
+        IT_FIXTURE_TEST(test_failures_stay_with_their_request),
+        IT_FIXTURE_TEST(test_rows_ended_elsewhere_fail_alone),
+        IT_FIXTURE_TEST(test_user_limit_counts_the_group),
+        IT_FIXTURE_TEST(test_hangup_while_parked),
+        IT_FIXTURE_TEST(test_hangup_while_file_syncs),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);
 }
