@@ -760,6 +760,14 @@ static uint64_t begin_chunk(upload_env *env, session *s, const msg_request *req)
         upload_send_error(env, s, &err);
         return 0;
     }
+    bool follows = up && up->st.document_id == (uint64_t)req->document_id &&
+                   req->offset == up->st.offset && req->length <= up->st.filesize - req->offset;
+    if (!follows && (s->pending_acks > 0 || s->saving)) {
+        /* The refusal must describe the upload as it is once the chunks
+         * before this one are answered: a save that fails cuts it back. */
+        upload_drain(env, s);
+        up = s->up;
+    }
     if (!up || up->st.document_id != (uint64_t)req->document_id) {
         msg_fail(&err, 409, "upload_not_open",
                  "document %" PRId64 " is not open on this connection; send upload or resume first",
@@ -1162,6 +1170,13 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         return;
     }
     open_upload *up = s->up;
+    if (!up || up->st.document_id != (uint64_t)req->document_id ||
+        up->st.offset != up->st.filesize) {
+        /* A refusal describes the upload once the chunks before are
+         * answered (a failed save cuts it back). */
+        upload_drain(env, s);
+        up = s->up;
+    }
     if (!up || up->st.document_id != (uint64_t)req->document_id) {
         send_error(env, s, 409, "upload_not_open",
                    "the document is not open on this connection; resume it first");

@@ -19,7 +19,8 @@
  * answer, by the end of its body; a session closes only on the documented
  * closing errors; the acknowledged offset never moves without Redis and the
  * file never keeps bytes past it; nothing is answered after close; and the
- * stream gives the same answers in one piece as in many. */
+ * stream gives as many answers in one piece as in many, the same ones up to
+ * the first refused offset save (see before_refused_save). */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -408,6 +409,21 @@ static void run(const uint8_t *hdr, const char *stream, size_t len, uint64_t pie
     *result = d.o;
 }
 
+/* Where the first 503 from a refused offset save starts in the answers (the
+ * end when there is none). Offsets are saved once per read turn, so which
+ * pipelined chunks share a refused save, and how the ones after it are
+ * refused, depends on where reads ended; everything before it may not. */
+static size_t before_refused_save(const outcome *o)
+{
+    static const char mark[] = "\"reason\":\"unavailable\"";
+    const char *p = o->out ? memmem(o->out, o->out_len, mark, sizeof mark - 1) : NULL;
+    if (!p)
+        return o->out_len;
+    while (p > o->out && p[-1] != '\n')
+        p--;
+    return (size_t)(p - o->out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < HEADER)
@@ -417,8 +433,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     outcome whole, pieces;
     run(data, stream, len, 0, &whole);
     run(data, stream, len, 0x100 | data[2], &pieces);
-    FUZZ_CHECK(whole.answers == pieces.answers && whole.out_len == pieces.out_len &&
-                   (whole.out_len == 0 || memcmp(whole.out, pieces.out, whole.out_len) == 0),
+    size_t same = before_refused_save(&whole);
+    FUZZ_CHECK(whole.answers == pieces.answers && before_refused_save(&pieces) == same &&
+                   (same == 0 || memcmp(whole.out, pieces.out, same) == 0) &&
+                   (same < whole.out_len || whole.out_len == pieces.out_len),
                "the answers depend on how the stream was cut:\n%.*s\nvs\n%.*s",
                (int)whole.out_len, whole.out ? whole.out : "", (int)pieces.out_len,
                pieces.out ? pieces.out : "");
