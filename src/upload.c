@@ -1304,6 +1304,16 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
                                               : timed_sync(env, up->fd);
         if (!s->deferred.synced && r != STORAGE_OK)
             e = errno;
+        if (r == STORAGE_OK && up->sync_error) {
+            /* A checkpoint failed while this completion waited (its result
+             * comes back before the completion's sync): the pages it lost
+             * may not show in a descriptor opened after it. Continue from
+             * the last good checkpoint, as handle_complete does. */
+            e = up->sync_error;
+            up->sync_error = 0;
+            r = storage_classify_errno(e);
+            cut_back(env, s, doc, up->st.synced_offset);
+        }
         if (r == STORAGE_OK && !(dir_synced[bucket / 8] & (1u << (bucket % 8)))) {
             if (storage_sync_dir(env->cfg->storage_dir, doc) != 0) {
                 e = errno;

@@ -1,13 +1,13 @@
-/* Checkpoint syncs off the event loop: one thread per worker that runs
- * fdatasync for the uploads the worker is writing, while the worker goes on
- * reading and writing the chunks that follow.
+/* File syncs off the event loop: one thread per worker that runs fdatasync
+ * for the uploads the worker is writing (checkpoints, completions), while
+ * the worker goes on with the chunks that follow and its other connections.
  *
- * A checkpoint's fdatasync waits for the disk (tens of milliseconds for
- * 16 MiB), time in which the worker could do nothing else. Here the worker
- * hands over a second descriptor of the file, opened anew so that a write-
- * back error the syncer sees is still reported to the worker's own
- * descriptor at completion (Linux reports such an error once per open
- * file), and learns the result through an eventfd in its epoll set. */
+ * An fdatasync waits for the disk (tens of milliseconds for 16 MiB), time
+ * in which the worker could do nothing else. Here the worker hands over a
+ * descriptor of the file opened anew (not dup'ed: Linux reports a write-back
+ * error once per open file description, and a dup would consume it for the
+ * worker's too), and learns the result through an eventfd in its epoll
+ * set. */
 #ifndef CHUNKD_SYNCER_H
 #define CHUNKD_SYNCER_H
 
