@@ -546,33 +546,50 @@ static redisReply *next_reply(redis_state *rs, const char *what)
     return p;
 }
 
-/* Reads k replies that belong to one item. Returns -1 when the connection
- * failed; otherwise 0, with *item_ok false if any of them was an error, and
- * *first the first reply's integer (0 when it is not one). */
-static int read_item(redis_state *rs, int k, const char *what, bool *item_ok, long long *first)
+/* Reads the replies of n items of k commands each (one pipeline), timed as
+ * one round trip: v[i] is the item's first reply as an integer (0 when it
+ * is not one), ok[i] whether all its replies were good (an EXEC answered
+ * nil means its transaction was aborted). -1 when the connection failed:
+ * nothing more can be read then. */
+static int read_items(redis_state *rs, size_t n, int k, const char *what, long long *v,
+                      bool *ok)
 {
-    *item_ok = true;
-    *first = 0;
-    for (int j = 0; j < k; j++) {
-        redisReply *r = next_reply(rs, what);
-        if (!r)
-            return -1;
-        if (reply_ok(rs, r, what) != 0)
-            *item_ok = false;
-        else if (j == 0 && r->type == REDIS_REPLY_INTEGER)
-            *first = r->integer;
-        else if (j == k - 1 && r->type == REDIS_REPLY_NIL)
-            *item_ok = false; /* an EXEC whose transaction was aborted */
-        freeReplyObject(r);
+    int64_t t0 = metrics_now_us();
+    for (size_t i = 0; i < n; i++) {
+        ok[i] = true;
+        v[i] = 0;
+        for (int j = 0; j < k; j++) {
+            redisReply *r = next_reply(rs, what);
+            if (!r)
+                return -1;
+            if (reply_ok(rs, r, what) != 0)
+                ok[i] = false;
+            else if (j == 0 && r->type == REDIS_REPLY_INTEGER)
+                v[i] = r->integer;
+            else if (j == k - 1 && r->type == REDIS_REPLY_NIL)
+                ok[i] = false;
+            freeReplyObject(r);
+        }
     }
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
     return 0;
+}
+
+/* The _many calls take at most RSTATE_MANY_MAX items. */
+static int too_many(redis_state *rs, size_t n)
+{
+    if (n <= RSTATE_MANY_MAX)
+        return 0;
+    snprintf(rs->err, sizeof rs->err, "redis: %zu items in one pipeline, at most %d", n,
+             RSTATE_MANY_MAX);
+    return -1;
 }
 
 int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
                         const int64_t *filesizes, int64_t available, int8_t *fits,
                         int64_t *promised)
 {
-    if (connect_redis(rs) != 0)
+    if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
         return -1;
     char rkey[128], prefix[96];
     reserved_key(rs, rkey, sizeof rkey);
@@ -584,22 +601,20 @@ int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
                                reserve_lua, rkey, prefix, docs[i], filesizes[i], available, now,
                                RESERVE_GRACE_MS) != REDIS_OK)
             return append_failed(rs);
-    int64_t t0 = metrics_now_us();
+    long long v[RSTATE_MANY_MAX];
+    bool ok[RSTATE_MANY_MAX];
+    if (read_items(rs, n, 1, "reserve", v, ok) != 0)
+        return -1;
     for (size_t i = 0; i < n; i++) {
-        bool ok = false;
-        long long v = 0;
-        if (read_item(rs, 1, "reserve", &ok, &v) != 0)
-            return -1;
-        fits[i] = !ok ? -1 : v >= 0 ? 1 : 0;
-        promised[i] = v >= 0 ? v : -v - 1;
+        fits[i] = !ok[i] ? -1 : v[i] >= 0 ? 1 : 0;
+        promised[i] = v[i] >= 0 ? v[i] : -v[i] - 1;
     }
-    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
     return 0;
 }
 
 int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t *opened)
 {
-    if (connect_redis(rs) != 0)
+    if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
         char lkey[128];
@@ -609,23 +624,19 @@ int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t 
             append_put(rs, &sts[i]) != 0)
             return append_failed(rs);
     }
-    int64_t t0 = metrics_now_us();
-    for (size_t i = 0; i < n; i++) {
-        bool lease_ok = false, put_ok = false;
-        long long v = 0, unused = 0;
-        if (read_item(rs, 1, "lease acquire", &lease_ok, &v) != 0 ||
-            read_item(rs, PUT_REPLIES, "HSET upload", &put_ok, &unused) != 0)
-            return -1;
-        opened[i] = !lease_ok || !put_ok ? -1 : v == 1 ? 1 : 0;
-    }
-    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    long long v[RSTATE_MANY_MAX]; /* the lease script's answer */
+    bool ok[RSTATE_MANY_MAX];
+    if (read_items(rs, n, 1 + PUT_REPLIES, "open upload", v, ok) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        opened[i] = !ok[i] ? -1 : v[i] == 1 ? 1 : 0;
     return 0;
 }
 
 int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
                               const char *const *tokens, int8_t *held)
 {
-    if (connect_redis(rs) != 0)
+    if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
         char lkey[128], key[128];
@@ -635,22 +646,19 @@ int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
                                tokens[i], (long long)rs->cfg->lease_ttl_ms) != REDIS_OK)
             return append_failed(rs);
     }
-    int64_t t0 = metrics_now_us();
-    for (size_t i = 0; i < n; i++) {
-        bool ok = false;
-        long long v = 0;
-        if (read_item(rs, 1, "lease confirm", &ok, &v) != 0)
-            return -1;
-        held[i] = !ok ? -1 : v == 1 ? 1 : 0;
-    }
-    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    long long v[RSTATE_MANY_MAX];
+    bool ok[RSTATE_MANY_MAX];
+    if (read_items(rs, n, 1, "lease confirm", v, ok) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        held[i] = !ok[i] ? -1 : v[i] == 1 ? 1 : 0;
     return 0;
 }
 
 int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
                        const char *const *tokens, int8_t *done)
 {
-    if (connect_redis(rs) != 0)
+    if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
         return -1;
     char rkey[128];
     reserved_key(rs, rkey, sizeof rkey);
@@ -664,15 +672,12 @@ int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
                                tokens[i]) != REDIS_OK)
             return append_failed(rs);
     }
-    int64_t t0 = metrics_now_us();
-    for (size_t i = 0; i < n; i++) {
-        bool ok = false;
-        long long unused = 0;
-        if (read_item(rs, 3, "finish upload", &ok, &unused) != 0)
-            return -1;
-        done[i] = ok ? 1 : -1;
-    }
-    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    long long v[RSTATE_MANY_MAX];
+    bool ok[RSTATE_MANY_MAX];
+    if (read_items(rs, n, 3, "finish upload", v, ok) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        done[i] = ok[i] ? 1 : -1;
     return 0;
 }
 

@@ -23,7 +23,7 @@ struct syncer {
     int wakefd;              /* tells the worker that jobs are done */
     pthread_mutex_t lock;
     pthread_cond_t work;
-    sync_job *todo_head, *todo_tail; /* guarded by lock */
+    sync_job *queued_head, *queued_tail; /* guarded by lock */
     sync_job *done_head, *done_tail; /* guarded by lock */
     bool stopping;           /* guarded by lock */
 };
@@ -52,14 +52,14 @@ static void *syncer_main(void *arg)
     util_name_thread("chunkd-sync");
     pthread_mutex_lock(&sy->lock);
     for (;;) {
-        while (!sy->todo_head && !sy->stopping)
+        while (!sy->queued_head && !sy->stopping)
             pthread_cond_wait(&sy->work, &sy->lock);
-        sync_job *job = sy->todo_head;
+        sync_job *job = sy->queued_head;
         if (!job)
             break; /* stopping, and nothing left to sync */
-        sy->todo_head = job->next;
-        if (!sy->todo_head)
-            sy->todo_tail = NULL;
+        sy->queued_head = job->next;
+        if (!sy->queued_head)
+            sy->queued_tail = NULL;
         pthread_mutex_unlock(&sy->lock);
 
         int64_t t0 = now_us();
@@ -129,7 +129,7 @@ int syncer_submit(syncer *sy, sync_job *job)
     pthread_mutex_lock(&sy->lock);
     bool stopping = sy->stopping;
     if (!stopping) {
-        append(&sy->todo_head, &sy->todo_tail, job);
+        append(&sy->queued_head, &sy->queued_tail, job);
         pthread_cond_signal(&sy->work);
     }
     pthread_mutex_unlock(&sy->lock);

@@ -26,6 +26,10 @@
 #include "chunkd/util.h"
 
 #define DEFAULT_LIST_LIMIT 100
+
+/* A group goes to Redis and MySQL in one call each. */
+_Static_assert(UPLOAD_GROUP_MAX <= RSTATE_MANY_MAX && UPLOAD_GROUP_MAX <= DOCSTORE_BULK_MAX,
+               "a group must fit one pipeline and one bulk statement");
 /* How often write-back is started behind a large upload (upload_on_body):
  * per 4 MiB, not per chunk, which measured slower. */
 #define WRITEBACK_STEP (4 * 1024 * 1024)

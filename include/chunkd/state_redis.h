@@ -99,6 +99,7 @@ int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int6
  * upload_run_deferred). They return -1 when Redis could not be reached
  * (rstate_error says why; no item's outcome is known); otherwise 0 and each
  * item's outcome, -1 meaning Redis answered that item with an error. */
+#define RSTATE_MANY_MAX 128 /* items in one call */
 /* rstate_reserve for each: fits[i] 1 or 0, promised[i] as there. */
 int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
                         const int64_t *filesizes, int64_t available, int8_t *fits,
