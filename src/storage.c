@@ -168,12 +168,17 @@ void storage_start_writeback(int fd)
     storage_start_writeback_range(fd, 0, 0); /* length 0: to the end of the file */
 }
 
-int storage_sync_dir(const char *root, uint64_t document_id)
+int storage_open_dir(const char *root, uint64_t document_id)
 {
     char dir[PATH_MAX];
     if (bucket_path(root, document_id, dir, sizeof dir) != 0)
         return -1;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+int storage_sync_dir(const char *root, uint64_t document_id)
+{
+    int fd = storage_open_dir(root, document_id);
     if (fd < 0)
         return -1;
     int rc = fsync(fd);

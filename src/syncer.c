@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "chunkd/log.h"
+#include "chunkd/storage.h"
 #include "chunkd/util.h"
 
 struct syncer {
@@ -46,6 +47,64 @@ static void append(sync_job **head, sync_job **tail, sync_job *job)
     *tail = job;
 }
 
+/* The directory fsyncs of one batch, one per key. */
+typedef struct dir_synced {
+    uint32_t key;
+    int err;
+} dir_synced;
+
+/* fsyncs job's directory, or takes the result of the batch's fsync of the
+ * same one: every file of the batch was created before the batch began,
+ * so one fsync makes all their names durable. */
+static int sync_dir(sync_job *job, dir_synced *seen, size_t *nseen, size_t max)
+{
+    for (size_t i = 0; i < *nseen; i++)
+        if (seen[i].key == job->dir_key)
+            return seen[i].err;
+    int err = fsync(job->dir_fd) == 0 ? 0 : errno;
+    if (*nseen < max)
+        seen[(*nseen)++] = (dir_synced){.key = job->dir_key, .err = err};
+    return err;
+}
+
+/* Syncs one batch: every job queued when the thread woke. Write-back of all
+ * of them starts first, so the disk gets their writes at once, and each
+ * fdatasync then mostly waits for the cache flush: for a batch of 32 fresh
+ * 64 KiB files this halves the time of fdatasyncs one after another
+ * (docs/PERFORMANCE.md). sync_file_range without WAIT_AFTER does not look
+ * at write-back errors, so each one is still reported by its fdatasync. */
+static void sync_batch(syncer *sy, sync_job *batch)
+{
+    if (batch->next)
+        for (sync_job *job = batch; job; job = job->next)
+            storage_start_writeback(job->fd);
+    dir_synced seen[64];
+    size_t nseen = 0;
+    while (batch) {
+        sync_job *job = batch;
+        batch = job->next;
+        int64_t t0 = now_us();
+        job->err = fdatasync(job->fd) == 0 ? 0 : errno;
+        if (job->err == 0 && job->dir_key)
+            job->err = sync_dir(job, seen, &nseen, sizeof seen / sizeof seen[0]);
+        job->sync_us = now_us() - t0;
+        if (close(job->fd) != 0)
+            log_warn("event=close_failed what=sync_fd error=\"%s\"", strerror(errno));
+        job->fd = -1;
+        if (job->dir_key && close(job->dir_fd) != 0)
+            log_warn("event=close_failed what=sync_dir_fd error=\"%s\"", strerror(errno));
+        job->dir_fd = -1;
+
+        pthread_mutex_lock(&sy->lock);
+        append(&sy->done_head, &sy->done_tail, job);
+        uint64_t one = 1;
+        /* EAGAIN: the counter is already non-zero, the worker wakes anyway. */
+        if (write(sy->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
+            log_error("event=syncer_wake_failed error=\"%s\"", strerror(errno));
+        pthread_mutex_unlock(&sy->lock);
+    }
+}
+
 static void *syncer_main(void *arg)
 {
     syncer *sy = arg;
@@ -54,27 +113,13 @@ static void *syncer_main(void *arg)
     for (;;) {
         while (!sy->queued_head && !sy->stopping)
             pthread_cond_wait(&sy->work, &sy->lock);
-        sync_job *job = sy->queued_head;
-        if (!job)
+        sync_job *batch = sy->queued_head;
+        if (!batch)
             break; /* stopping, and nothing left to sync */
-        sy->queued_head = job->next;
-        if (!sy->queued_head)
-            sy->queued_tail = NULL;
+        sy->queued_head = sy->queued_tail = NULL;
         pthread_mutex_unlock(&sy->lock);
-
-        int64_t t0 = now_us();
-        job->err = fdatasync(job->fd) == 0 ? 0 : errno;
-        job->sync_us = now_us() - t0;
-        if (close(job->fd) != 0)
-            log_warn("event=close_failed what=checkpoint_fd error=\"%s\"", strerror(errno));
-        job->fd = -1;
-
+        sync_batch(sy, batch);
         pthread_mutex_lock(&sy->lock);
-        append(&sy->done_head, &sy->done_tail, job);
-        uint64_t one = 1;
-        /* EAGAIN: the counter is already non-zero, the worker wakes anyway. */
-        if (write(sy->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
-            log_error("event=syncer_wake_failed error=\"%s\"", strerror(errno));
     }
     pthread_mutex_unlock(&sy->lock);
     return NULL;

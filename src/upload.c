@@ -887,14 +887,32 @@ static checkpoint *submit_sync(upload_env *env, open_upload *up, int64_t end, se
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", up->fd);
     int fd = open(self, O_RDONLY | O_CLOEXEC);
+    /* A completion makes the file's name durable too: its bucket directory
+     * is synced on the syncer, once for all the files of a batch there. */
+    int dir_fd = -1;
+    if (fd >= 0 && s) {
+        dir_fd = storage_open_dir(env->cfg->storage_dir, up->st.document_id);
+        if (dir_fd < 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
     if (fd >= 0) {
-        cp->job = (sync_job){.fd = fd, .end = end, .generation = up->generation, .done = done};
+        uint64_t doc = up->st.document_id;
+        cp->job = (sync_job){.fd = fd,
+                             .dir_key = dir_fd >= 0 ? storage_bucket(doc) + 1 : 0,
+                             .dir_fd = dir_fd,
+                             .end = end,
+                             .generation = up->generation,
+                             .done = done};
         cp->env = env;
         cp->up = up;
         cp->s = s;
         if (syncer_submit(env->syncer, &cp->job) == 0)
             return cp;
         close(fd);
+        if (dir_fd >= 0)
+            close(dir_fd);
     }
     free(cp);
     return NULL;
@@ -1255,8 +1273,8 @@ static void finish_complete(upload_env *env, session *s, bool changed)
 }
 
 /* Parked completions, in the order that makes them safe: lease confirmed,
- * every file synced (write-back started for all first, so the syncs share
- * journal commits; each bucket directory synced once), files checked, all
+ * every file and its bucket directory synced (on the syncer, which batches
+ * them; here, in place, without one), files checked, all
  * rows marked completed in one transaction, then Redis state dropped and
  * SUCCESS sent. A failure at any step answers that session and leaves the
  * others going on. */
@@ -1318,7 +1336,8 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
             r = storage_classify_errno(e);
             cut_back(env, s, doc, up->st.synced_offset);
         }
-        if (r == STORAGE_OK && !(dir_synced[bucket / 8] & (1u << (bucket % 8)))) {
+        if (r == STORAGE_OK && !s->deferred.synced &&
+            !(dir_synced[bucket / 8] & (1u << (bucket % 8)))) {
             if (storage_sync_dir(env->cfg->storage_dir, doc) != 0) {
                 e = errno;
                 r = storage_classify_errno(e);

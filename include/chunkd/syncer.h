@@ -19,12 +19,17 @@ typedef void (*sync_done_fn)(sync_job *job);
 
 struct sync_job {
     int fd;              /* synced, then closed by the syncer */
+    /* Non-zero: dir_fd, the directory that holds the file, is fsynced
+     * after it (so a new file's name is durable too) and closed. Jobs of
+     * one batch with the same key share one fsync of it. */
+    uint32_t dir_key;
+    int dir_fd;
     int64_t end;         /* the bytes before this offset are what it makes durable */
     uint64_t generation; /* the caller's, to tell a stale result */
     void *arg;
     sync_done_fn done;   /* runs on the worker's thread (syncer_handle_event) */
     /* results */
-    int err;             /* 0, or the errno of the failed fdatasync */
+    int err;             /* 0, or the errno of the failed fdatasync or directory fsync */
     int64_t sync_us;
     sync_job *next;
 };

@@ -32,6 +32,7 @@ typedef struct record {
     bool off_thread;          /* some done ran on another thread */
     bool fd_open_at_done;     /* some job's descriptor was still open then */
     bool fd_not_reset;        /* some job's fd field was not -1 then */
+    bool dir_open_at_done;    /* some job's directory descriptor was still open then */
     bool resubmit_accepted;   /* syncer_submit from done returned 0 */
     syncer *resubmit_to;      /* done tries to hand over a job here */
 } record;
@@ -40,6 +41,7 @@ typedef struct tracked {
     sync_job job;
     size_t index;
     int fd_number;            /* the descriptor handed over */
+    int dir_fd_number;        /* and its directory's, or -1 */
     record *rec;
     pthread_t submitter;
     bool heap;                /* freed by its done, as upload.c does */
@@ -64,6 +66,9 @@ static void on_done(sync_job *job)
         r->fd_open_at_done = true;
     if (job->fd != -1)
         r->fd_not_reset = true;
+    if (t->dir_fd_number >= 0 &&
+        (fcntl(t->dir_fd_number, F_GETFD) != -1 || errno != EBADF || job->dir_fd != -1))
+        r->dir_open_at_done = true;
     if (r->calls < MAX_JOBS)
         r->order[r->calls] = t->index;
     r->calls++;
@@ -151,6 +156,7 @@ static tracked *track(fixture *f, tracked *t, size_t index, int fd)
     t->job.sync_us = -1;
     t->index = index;
     t->fd_number = fd;
+    t->dir_fd_number = -1;
     t->rec = &f->rec;
     t->submitter = pthread_self();
     return t;
@@ -211,6 +217,43 @@ static void test_pipe_fails_with_einval(void **state)
     assert_int_equal(t->job.err, EINVAL);
     assert_true(t->job.sync_us >= 0);
     assert_false(f->rec.fd_open_at_done); /* closed even though the sync failed */
+    assert_false(f->rec.off_thread);
+    assert_int_equal(close(p[0]), 0);
+}
+
+/* Hands t over with a directory to sync after its file. */
+static void with_dir(tracked *t, uint32_t key, int dir_fd)
+{
+    assert_true(dir_fd >= 0);
+    t->job.dir_key = key;
+    t->job.dir_fd = dir_fd;
+    t->dir_fd_number = dir_fd;
+}
+
+/* A completion's job: the file, then the directory that names it; both
+ * descriptors closed by the syncer, success or not. */
+static void test_directory_synced_after_the_file(void **state)
+{
+    fixture *f = *state;
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    /* 0: both sync. 1: the directory cannot be synced (an O_PATH
+     * descriptor: EBADF). 2: the file fails first (a pipe: EINVAL), so its
+     * directory is not tried. Different keys: no result is shared. */
+    tracked *ok = track(f, &f->jobs[0], 0, reopen_file(f));
+    with_dir(ok, 1, open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    tracked *bad_dir = track(f, &f->jobs[1], 1, reopen_file(f));
+    with_dir(bad_dir, 2, open("/tmp", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    tracked *bad_file = track(f, &f->jobs[2], 2, p[1]);
+    with_dir(bad_file, 3, open("/tmp", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(syncer_submit(f->sy, &f->jobs[i].job), 0);
+    run_until(f, 3);
+    assert_int_equal(ok->job.err, 0);
+    assert_int_equal(bad_dir->job.err, EBADF);
+    assert_int_equal(bad_file->job.err, EINVAL);
+    assert_false(f->rec.fd_open_at_done);
+    assert_false(f->rec.dir_open_at_done);
     assert_false(f->rec.off_thread);
     assert_int_equal(close(p[0]), 0);
 }
@@ -337,6 +380,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_file_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipe_fails_with_einval, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directory_synced_after_the_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_in_submission_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_may_free_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_runs_queued_dones, setup, teardown),
