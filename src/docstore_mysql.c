@@ -48,11 +48,20 @@ static const char *const stmt_sql[ST_COUNT] = {
                            "AND status = 'uploading'",
 };
 
+/* Not prepared at connect: ST_INSERT_ROWS is the multi-row INSERT of a
+ * given number of rows, prepared the first time that number is needed. */
+#define ST_INSERT_ROWS ST_COUNT
+
 struct docstore {
     const chunkd_config *cfg;
     metrics *m; /* may be NULL */
     MYSQL *db;
     MYSQL_STMT *stmt[ST_COUNT];
+    MYSQL_STMT *insert_rows[DOCSTORE_BULK_MAX + 1]; /* [n]: ST_INSERT_ROWS of n rows */
+    /* Read at connect: a multi-row INSERT gets ids first, first + id_step,
+     * ... (innodb_autoinc_lock_mode 0 or 1), so it can report each row's. */
+    bool consecutive_ids;
+    uint64_t id_step;
     bool in_txn;  /* between docstore_txn_begin and its commit or rollback */
     char err[512];
 };
@@ -90,6 +99,11 @@ static void disconnect(docstore *ds)
         if (ds->stmt[i])
             mysql_stmt_close(ds->stmt[i]);
         ds->stmt[i] = NULL;
+    }
+    for (size_t n = 0; n <= DOCSTORE_BULK_MAX; n++) {
+        if (ds->insert_rows[n])
+            mysql_stmt_close(ds->insert_rows[n]);
+        ds->insert_rows[n] = NULL;
     }
     if (ds->db)
         mysql_close(ds->db);
@@ -134,6 +148,34 @@ static int stmt_fail(docstore *ds, MYSQL_STMT *st, const char *what)
     return -1;
 }
 
+/* How the server numbers the rows of one multi-row INSERT. In the
+ * "traditional" (0) and "consecutive" (1, MariaDB's default) auto-increment
+ * lock modes a statement whose row count is known up front reserves all its
+ * ids at once, so they are consecutive in steps of auto_increment_increment
+ * (Galera sets it); "interleaved" (2) promises nothing of the kind. */
+static int read_id_allocation(docstore *ds)
+{
+    if (mysql_query(ds->db, "SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment") != 0)
+        return db_fail(ds, "read auto-increment settings");
+    MYSQL_RES *res = mysql_store_result(ds->db);
+    if (!res)
+        return db_fail(ds, "read auto-increment settings");
+    MYSQL_ROW row = mysql_fetch_row(res);
+    unsigned long mode = 2, step = 0;
+    if (row && row[0] && row[1]) {
+        mode = strtoul(row[0], NULL, 10);
+        step = strtoul(row[1], NULL, 10);
+    }
+    mysql_free_result(res);
+    ds->consecutive_ids = mode <= 1 && step >= 1;
+    ds->id_step = step;
+    if (!ds->consecutive_ids)
+        log_info("event=mysql_rows_inserted_one_by_one innodb_autoinc_lock_mode=%lu "
+                 "auto_increment_increment=%lu",
+                 mode, step);
+    return 0;
+}
+
 static int connect_db(docstore *ds)
 {
     if (ds->db)
@@ -162,6 +204,8 @@ static int connect_db(docstore *ds)
     /* Timestamps leave the server as UTC; make the session agree. */
     if (mysql_query(ds->db, "SET time_zone = '+00:00'") != 0)
         return db_fail(ds, "set time_zone");
+    if (read_id_allocation(ds) != 0)
+        return -1;
     for (int i = 0; i < ST_COUNT; i++) {
         ds->stmt[i] = mysql_stmt_init(ds->db);
         if (!ds->stmt[i])
@@ -228,7 +272,50 @@ static void bind_out_time(MYSQL_BIND *b, MYSQL_TIME *t, my_bool *is_null)
  * because an idle connection was closed under us (server restart,
  * wait_timeout) is retried once on a fresh connection: the failure happened
  * before the server saw it. */
-static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
+/* The INSERT of n rows in one statement: prepared on first use (and again
+ * after a reconnect), then kept. */
+static MYSQL_STMT *insert_rows_stmt(docstore *ds, size_t n)
+{
+    if (ds->insert_rows[n])
+        return ds->insert_rows[n];
+    static const char head[] = "INSERT INTO documents (user_id, filename, filesize, "
+                               "declared_sha256, status) VALUES ";
+    static const char row[] = "(?, ?, ?, ?, 'uploading')";
+    size_t len = sizeof head + n * (sizeof row + 1);
+    char *sql = malloc(len);
+    if (!sql) {
+        snprintf(ds->err, sizeof ds->err, "mysql insert: out of memory");
+        return NULL;
+    }
+    size_t at = (size_t)snprintf(sql, len, "%s", head);
+    for (size_t i = 0; i < n; i++)
+        at += (size_t)snprintf(sql + at, len - at, "%s%s", i ? "," : "", row);
+    MYSQL_STMT *st = mysql_stmt_init(ds->db);
+    if (!st) {
+        free(sql);
+        db_fail(ds, "stmt init");
+        return NULL;
+    }
+    if (mysql_stmt_prepare(st, sql, at) != 0) {
+        free(sql);
+        stmt_fail(ds, st, "prepare");
+        mysql_stmt_close(st);
+        return NULL;
+    }
+    free(sql);
+    ds->insert_rows[n] = st;
+    return st;
+}
+
+/* Statement id on the connection just (re)opened; rows counts only for
+ * ST_INSERT_ROWS. */
+static MYSQL_STMT *statement(docstore *ds, enum stmt_id id, size_t rows)
+{
+    return id == ST_INSERT_ROWS ? insert_rows_stmt(ds, rows) : ds->stmt[id];
+}
+
+static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, size_t rows,
+                                    MYSQL_BIND *params)
 {
     /* A server restart or wait_timeout closes an idle connection. A
      * writing statement sent into it would fail in a way that leaves its
@@ -242,7 +329,9 @@ static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *p
             snprintf(ds->err, sizeof ds->err, "mysql: connection lost inside a transaction");
             return NULL;
         }
-        MYSQL_STMT *st = ds->stmt[id];
+        MYSQL_STMT *st = statement(ds, id, rows);
+        if (!st)
+            return NULL;
         if (params && mysql_stmt_bind_param(st, params) != 0) {
             stmt_fail(ds, st, "bind");
             return NULL;
@@ -260,7 +349,9 @@ static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *p
     for (int attempt = 0; attempt < 2; attempt++) {
         if (connect_db(ds) != 0)
             return NULL;
-        MYSQL_STMT *st = ds->stmt[id];
+        MYSQL_STMT *st = statement(ds, id, rows);
+        if (!st)
+            return NULL;
         if (params && mysql_stmt_bind_param(st, params) != 0) {
             stmt_fail(ds, st, "bind");
             return NULL;
@@ -280,14 +371,19 @@ static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, MYSQL_BIND *p
 }
 
 /* execute_retrying, timed and with failures counted. */
-static MYSQL_STMT *execute(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
+static MYSQL_STMT *execute_rows(docstore *ds, enum stmt_id id, size_t rows, MYSQL_BIND *params)
 {
     int64_t t0 = metrics_now_us();
-    MYSQL_STMT *st = execute_retrying(ds, id, params);
+    MYSQL_STMT *st = execute_retrying(ds, id, rows, params);
     metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
     if (!st)
         metrics_add(ds->m, M_MYSQL_ERRORS, 1);
     return st;
+}
+
+static MYSQL_STMT *execute(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
+{
+    return execute_rows(ds, id, 1, params);
 }
 
 void docstore_set_metrics(docstore *ds, metrics *m)
@@ -389,25 +485,63 @@ int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found
     return 0;
 }
 
-int docstore_insert_document(docstore *ds, uint64_t user_id, const char *filename,
-                             int64_t filesize, const char *declared_sha256_or_null,
-                             uint64_t *document_id)
+static void bind_insert(MYSQL_BIND p[4], const doc_insert *row, unsigned long len[2])
 {
-    MYSQL_BIND p[4];
-    unsigned long flen = 0, slen = 0;
-    bind_u64(&p[0], &user_id);
-    bind_in_str(&p[1], filename, &flen);
-    bind_i64(&p[2], &filesize);
-    bind_in_str(&p[3], declared_sha256_or_null, &slen);
-    MYSQL_STMT *st = execute(ds, ST_INSERT_DOC, p);
+    bind_u64(&p[0], (uint64_t *)&row->user_id);
+    bind_in_str(&p[1], row->filename, &len[0]);
+    bind_i64(&p[2], (int64_t *)&row->filesize);
+    bind_in_str(&p[3], row->declared_sha256, &len[1]);
+}
+
+/* One INSERT statement of n rows; ids from the first one (see
+ * read_id_allocation). A single statement is atomic on its own: no
+ * transaction needed. */
+static int insert_rows(docstore *ds, size_t n, const doc_insert *rows, uint64_t *ids)
+{
+    MYSQL_BIND p[4 * DOCSTORE_BULK_MAX];
+    unsigned long len[2 * DOCSTORE_BULK_MAX];
+    for (size_t i = 0; i < n; i++)
+        bind_insert(&p[4 * i], &rows[i], &len[2 * i]);
+    MYSQL_STMT *st = n == 1 ? execute(ds, ST_INSERT_DOC, p) : execute_rows(ds, ST_INSERT_ROWS, n, p);
     if (!st)
         return -1;
-    *document_id = (uint64_t)mysql_stmt_insert_id(st);
-    if (*document_id == 0) {
-        snprintf(ds->err, sizeof ds->err, "mysql insert: no document id returned");
+    uint64_t first = (uint64_t)mysql_stmt_insert_id(st);
+    uint64_t added = (uint64_t)mysql_stmt_affected_rows(st);
+    if (first == 0 || added != n) {
+        snprintf(ds->err, sizeof ds->err,
+                 "mysql insert: %" PRIu64 " of %zu rows added, first id %" PRIu64, added, n, first);
         return -1;
     }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = first + i * ds->id_step;
     return 0;
+}
+
+int docstore_insert_documents(docstore *ds, size_t n, const doc_insert *rows, uint64_t *ids)
+{
+    if (n == 0)
+        return 0;
+    if (ds->in_txn || n > DOCSTORE_BULK_MAX) {
+        snprintf(ds->err, sizeof ds->err, "mysql insert: %zu rows, or inside a transaction", n);
+        return -1;
+    }
+    /* The settings are known once connected; a lost connection is found
+     * (and made again) by the statement itself. */
+    if (connect_db(ds) != 0)
+        return -1;
+    if (n == 1 || ds->consecutive_ids)
+        return insert_rows(ds, n, rows, ids);
+    /* Ids the server may interleave with other statements': a statement a
+     * row, sharing one commit. */
+    if (docstore_txn_begin(ds) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (insert_rows(ds, 1, &rows[i], &ids[i]) != 0) {
+            docstore_txn_rollback(ds);
+            return -1;
+        }
+    }
+    return docstore_txn_commit(ds);
 }
 
 static void format_time(const MYSQL_TIME *t, my_bool is_null, char out[DOC_TIME_MAX])

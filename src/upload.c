@@ -534,8 +534,8 @@ static void group_txn_failed(upload_env *env, session *const *ss, size_t n, cons
             send_unavailable(env, ss[i], why);
 }
 
-/* Parked upload requests: the per-user limit, then every row inserted in
- * one transaction (one redo-log flush for all), then room reserved and
+/* Parked upload requests: the per-user limit, then every row inserted at
+ * once (one statement, one redo-log flush for all), then room reserved and
  * each upload opened (one Redis round trip each for the group). Order of
  * effects per upload as before: row, file, Redis state. */
 static void group_upload(upload_env *env, session *const *ss, size_t n)
@@ -583,19 +583,24 @@ static void group_upload(upload_env *env, session *const *ss, size_t n)
     }
     if (nlive == 0)
         return;
-    int rc = docstore_txn_begin(env->ds);
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    doc_insert rows[UPLOAD_GROUP_MAX];
+    uint64_t ids[UPLOAD_GROUP_MAX];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
         const deferred_request *d = &ss[i]->deferred;
         if (live[i])
-            rc = docstore_insert_document(env->ds, ss[i]->user_id, d->filename, d->filesize,
-                                          d->has_sha256 ? d->sha256 : NULL, &doc[i]);
+            rows[m++] = (doc_insert){.user_id = ss[i]->user_id,
+                                     .filename = d->filename,
+                                     .filesize = d->filesize,
+                                     .declared_sha256 = d->has_sha256 ? d->sha256 : NULL};
     }
-    if (rc == 0)
-        rc = docstore_txn_commit(env->ds);
-    if (rc != 0) {
+    if (docstore_insert_documents(env->ds, m, rows, ids) != 0) {
         group_txn_failed(env, ss, n, live);
         return;
     }
+    for (size_t i = 0, k = 0; i < n; i++)
+        if (live[i])
+            doc[i] = ids[k++];
     if (env->cfg->storage_admission)
         admit_group(env, ss, n, live, doc);
     open_group(env, ss, n, live, doc);

@@ -36,6 +36,10 @@ typedef struct doc_row {
 
 typedef struct docstore docstore;
 
+/* The most rows one bulk call takes (docstore_insert_documents,
+ * docstore_complete_documents). */
+#define DOCSTORE_BULK_MAX 128
+
 /* Connects lazily; the config must outlive the handle. NULL when out of memory. */
 docstore *docstore_new(const chunkd_config *cfg);
 void docstore_free(docstore *ds); /* accepts NULL */
@@ -56,9 +60,19 @@ int docstore_txn_commit(docstore *ds);
 void docstore_txn_rollback(docstore *ds); /* no-op when none is open */
 
 int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found);
-int docstore_insert_document(docstore *ds, uint64_t user_id, const char *filename,
-                             int64_t filesize, const char *declared_sha256_or_null,
-                             uint64_t *document_id);
+/* A new 'uploading' row. */
+typedef struct doc_insert {
+    uint64_t user_id;
+    const char *filename;
+    int64_t filesize;
+    const char *declared_sha256; /* NULL: none declared */
+} doc_insert;
+/* Inserts n rows (at most DOCSTORE_BULK_MAX), all or none, outside any
+ * transaction, and gives each one's id in ids[i]. One statement and one
+ * round trip where the server numbers a multi-row INSERT's rows
+ * consecutively (innodb_autoinc_lock_mode 0 or 1, the default); otherwise a
+ * statement a row in one transaction. */
+int docstore_insert_documents(docstore *ds, size_t n, const doc_insert *rows, uint64_t *ids);
 int docstore_get_document(docstore *ds, uint64_t document_id, doc_row *out, bool *found);
 /* Moves an 'uploading' row to 'completed'. *changed is false when the row
  * was no longer uploading (someone else finished, failed or aborted it). */
@@ -68,7 +82,6 @@ int docstore_complete_document(docstore *ds, uint64_t document_id, const char *s
  * round trip, as the first statement of a transaction (docstore_txn_begin):
  * if some rows were no longer uploading, it rolls that transaction back and
  * updates row by row in a new one, so each changed[i] is exact. */
-#define DOCSTORE_BULK_MAX 128
 int docstore_complete_documents(docstore *ds, size_t n, const uint64_t *ids,
                                 const char *const *shas, const char *const *paths,
                                 bool *changed);

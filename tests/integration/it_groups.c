@@ -16,7 +16,7 @@
 #define LIMIT 5 /* --max-uploads-per-user of the limit test's server */
 
 static it_server srv;
-static it_user user, limited;
+static it_user user, limited, second; /* limited: only for the limit test */
 static int admin_port;
 
 static int group_setup(void **state)
@@ -24,7 +24,7 @@ static int group_setup(void **state)
     (void)state;
     it_fixture_server(&srv);
     if (it_init("it_groups") != 0 || it_user_create(&user) != 0 ||
-        it_user_create(&limited) != 0)
+        it_user_create(&limited) != 0 || it_user_create(&second) != 0)
         return -1;
     /* One worker: every connection shares its groups. */
     return it_server_start_admin(&srv, &admin_port, NULL);
@@ -46,11 +46,12 @@ static json_t *read_answer(it_sock *s)
     return r;
 }
 
-static void send_upload_line(it_sock *s, const it_user *u, const char *sha, int64_t size)
+static void send_named_upload_line(it_sock *s, const it_user *u, const char *name,
+                                   const char *sha, int64_t size)
 {
     json_t *req = json_pack("{s:s, s:I, s:s, s:s, s:I}", "action", "upload", "user_id",
-                            (json_int_t)u->id, "credential", u->credential, "filename",
-                            "grouped.bin", "filesize", (json_int_t)size);
+                            (json_int_t)u->id, "credential", u->credential, "filename", name,
+                            "filesize", (json_int_t)size);
     assert_non_null(req);
     if (sha)
         assert_int_equal(json_object_set_new(req, "sha256", json_string(sha)), 0);
@@ -58,6 +59,70 @@ static void send_upload_line(it_sock *s, const it_user *u, const char *sha, int6
     json_decref(req);
     assert_int_equal(it_sock_send_str(s, line), 0);
     free(line);
+}
+
+static void send_upload_line(it_sock *s, const it_user *u, const char *sha, int64_t size)
+{
+    send_named_upload_line(s, u, "grouped.bin", sha, size);
+}
+
+/* A group's rows go in as one multi-row INSERT, whose ids the server
+ * derives from the first one. Two servers insert at the same moment, so
+ * their statements interleave in MariaDB: each upload's id must still name
+ * the row with its own user, name, size and declared hash. */
+static void test_grouped_rows_keep_their_own_fields(void **state)
+{
+    (void)state;
+    enum { PER = NCONN / 2 };
+    it_server other;
+    memset(&other, 0, sizeof other);
+    assert_int_equal(it_server_start(&other, NULL), 0);
+    it_sock socks[NCONN];
+    char names[NCONN][32], sha[NCONN][65];
+    const it_user *owner[NCONN];
+    long long groups0 = metric_now("chunkd_commit_groups_total{");
+    long long requests0 = metric_now("chunkd_commit_group_requests_total{");
+    for (int i = 0; i < NCONN; i++) {
+        assert_int_equal(it_sock_connect(&socks[i], i < PER ? srv.port : other.port), 0);
+        snprintf(names[i], sizeof names[i], "row-%d-of-group.bin", i);
+        unsigned char seed[8] = {(unsigned char)i, 1, 2, 3};
+        it_sha256_hex(seed, sizeof seed, sha[i]);
+        owner[i] = i % 3 ? &user : &second;
+    }
+    for (int k = 0; k < PER; k++) /* alternately, so both servers insert at once */
+        for (int i = k; i < NCONN; i += PER)
+            send_named_upload_line(&socks[i], owner[i], names[i], i % 2 ? NULL : sha[i],
+                                   FILESIZE + i);
+    int64_t ids[NCONN];
+    for (int i = 0; i < NCONN; i++) {
+        json_t *r = read_answer(&socks[i]);
+        it_assert_ok(r, "upload");
+        ids[i] = it_json_int(r, "document_id");
+        assert_int_equal(it_json_int(r, "filesize"), FILESIZE + i);
+        json_decref(r);
+    }
+    for (int i = 0; i < NCONN; i++) {
+        it_doc d;
+        assert_int_equal(it_doc_get(ids[i], &d), 1);
+        assert_int_equal(d.user_id, owner[i]->id);
+        assert_string_equal(d.filename, names[i]);
+        assert_int_equal(d.filesize, FILESIZE + i);
+        assert_string_equal(d.status, "uploading");
+        assert_int_equal(d.declared_sha256_null, i % 2 != 0);
+        if (i % 2 == 0)
+            assert_string_equal(d.declared_sha256, sha[i]);
+        for (int k = 0; k < i; k++)
+            assert_true(ids[k] != ids[i]);
+        it_sock_close(&socks[i]);
+    }
+    /* The fixture's server did put several rows in one statement. */
+    long long groups = metric_now("chunkd_commit_groups_total{") - groups0;
+    long long requests = metric_now("chunkd_commit_group_requests_total{") - requests0;
+    fprintf(stderr, "it: %lld uploads in %lld groups\n", requests, groups);
+    assert_int_equal(requests, PER);
+    assert_true(groups < requests);
+    it_assert_server_stops_cleanly(&other);
+    it_pass();
 }
 
 /* Half the uploads declare a wrong SHA-256. Their completions fail with
@@ -358,6 +423,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         IT_FIXTURE_TEST(test_failures_stay_with_their_request),
         IT_FIXTURE_TEST(test_rows_ended_elsewhere_fail_alone),
+        IT_FIXTURE_TEST(test_grouped_rows_keep_their_own_fields),
         IT_FIXTURE_TEST(test_user_limit_counts_the_group),
         IT_FIXTURE_TEST(test_hangup_while_parked),
         IT_FIXTURE_TEST(test_hangup_while_file_syncs),
