@@ -24,6 +24,7 @@ typedef struct saver_conn {
     redisAsyncContext *ac;
     int fd;
     uint32_t events;      /* registered with epoll; 0 = not registered */
+    bool want_write;      /* hiredis has output queued (saver_flush writes it) */
 } saver_conn;
 
 struct offset_saver {
@@ -63,8 +64,17 @@ static void set_events(saver_conn *sc, uint32_t events)
 
 static void hook_add_read(void *p) { saver_conn *sc = p; set_events(sc, sc->events | EPOLLIN); }
 static void hook_del_read(void *p) { saver_conn *sc = p; set_events(sc, sc->events & ~(uint32_t)EPOLLIN); }
-static void hook_add_write(void *p) { saver_conn *sc = p; set_events(sc, sc->events | EPOLLOUT); }
-static void hook_del_write(void *p) { saver_conn *sc = p; set_events(sc, sc->events & ~(uint32_t)EPOLLOUT); }
+/* Output is not written as each save is queued, nor is EPOLLOUT asked for
+ * every time (two epoll_ctl calls a save): saver_flush writes everything a
+ * loop turn queued at its end, in one write, and only output the socket
+ * does not take waits for EPOLLOUT. */
+static void hook_add_write(void *p) { saver_conn *sc = p; sc->want_write = true; }
+static void hook_del_write(void *p)
+{
+    saver_conn *sc = p;
+    sc->want_write = false;
+    set_events(sc, sc->events & ~(uint32_t)EPOLLOUT);
+}
 
 /* The context is being freed (error, timeout, or ours): forget it. */
 static void hook_cleanup(void *p)
@@ -245,6 +255,18 @@ void saver_handle_event(offset_saver *sv, uint32_t events)
         redisAsyncHandleRead(sc->ac);
 }
 
+void saver_flush(offset_saver *sv)
+{
+    saver_conn *sc = sv ? sv->conn : NULL;
+    if (!sc || !sc->want_write || sv->in_callback)
+        return;
+    /* Also completes a connect in progress, or finds that it has not. */
+    redisAsyncHandleWrite(sc->ac);
+    /* A failed write frees the connection (hook_cleanup). */
+    if (sv->conn == sc && sc->want_write)
+        set_events(sc, sc->events | EPOLLOUT);
+}
+
 void saver_wait(offset_saver *sv, bool (*finished)(void *arg), void *arg)
 {
     if (sv->in_callback) {
@@ -254,6 +276,7 @@ void saver_wait(offset_saver *sv, bool (*finished)(void *arg), void *arg)
         return;
     }
     int64_t start = util_mono_ms();
+    saver_flush(sv);
     while (!finished(arg) && sv->conn) {
         /* Redis is silent when nothing came for backend_timeout_ms: every
          * reply, to anyone's save, moves the deadline. */

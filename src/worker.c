@@ -201,6 +201,7 @@ static void *worker_main(void *arg)
         }
         conn_run_parked(&w->owner);
         conn_send_pending(&w->owner);
+        saver_flush(w->saver);
         int64_t now = util_mono_ms();
         if (now - last_sweep >= LOOP_TICK_MS) {
             saver_tick(w->saver, now);

@@ -40,6 +40,10 @@ int saver_send(offset_saver *sv, const char *cmd, size_t len, saver_done_fn done
 const void *saver_event_tag(const offset_saver *sv);
 /* Reads replies or writes queued commands, as epoll reported. */
 void saver_handle_event(offset_saver *sv, uint32_t events);
+/* Writes the saves queued since the last call (the worker calls it at the
+ * end of every loop turn, before epoll_wait); what the socket does not
+ * take goes out on EPOLLOUT. Accepts NULL. */
+void saver_flush(offset_saver *sv);
 
 /* Blocks until finished(arg) is true, handling replies (any save's) as they
  * come; when Redis says nothing at all for backend_timeout_ms the

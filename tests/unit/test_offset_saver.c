@@ -387,6 +387,7 @@ static void drive(fixture *f, bool (*pred)(void *), void *arg)
     while (!pred(arg)) {
         int64_t left = deadline - util_mono_ms();
         assert_true(left > 0);
+        saver_flush(f->sv); /* as the worker does before each epoll_wait */
         struct epoll_event ev[4];
         int n = epoll_wait(f->epfd, ev, 4, left > 50 ? 50 : (int)left);
         assert_true(n >= 0 || errno == EINTR);
@@ -896,6 +897,34 @@ static bool both(void *arg)
     return s[0].out.calls && s[1].out.calls;
 }
 
+/* Saves queued in a loop turn go out when the worker flushes at its end,
+ * together; the loop alone, without a flush, sends nothing (and asks for
+ * no EPOLLOUT). */
+static void test_saves_wait_for_the_flush(void **state)
+{
+    fixture *f = *state;
+    fake_expect(&f->fake, ":1\r\n", false, 0);
+    fake_expect(&f->fake, ":2\r\n", false, 0);
+    save s[2] = {{0}, {0}};
+    assert_int_equal(send_eval(f, "a", &s[0]), 0);
+    assert_int_equal(send_eval(f, "b", &s[1]), 0);
+    for (int i = 0; i < 3; i++) {
+        struct epoll_event ev;
+        int n = epoll_wait(f->epfd, &ev, 1, 50);
+        assert_true(n == 0 || (n < 0 && errno == EINTR));
+    }
+    assert_int_equal(fake_count(&f->fake, &f->fake.commands), 0);
+    assert_int_equal(s[0].out.calls + s[1].out.calls, 0);
+    drive(f, both, s);
+    assert_int_equal(s[0].out.reply, 1);
+    assert_int_equal(s[1].out.reply, 2);
+    fake_assert_seen(&f->fake, 0, "EVAL a 0");
+    fake_assert_seen(&f->fake, 1, "EVAL b 0");
+    /* Everything written: the socket is back to EPOLLIN only. */
+    assert_quiet(f);
+    assert_no_fault(f);
+}
+
 static void test_done_may_send_the_next_save(void **state)
 {
     fixture *f = *state;
@@ -984,6 +1013,7 @@ int main(void)
     alarm(120);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_integer_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_saves_wait_for_the_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unexpected_reply_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_replies_in_order, setup, teardown),
