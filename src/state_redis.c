@@ -486,36 +486,50 @@ int rstate_del(redis_state *rs, uint64_t document_id)
     return collect_replies(rs, 2, "DEL upload", NULL);
 }
 
-/* KEYS: reserved hash. ARGV: upload key prefix, doc id, filesize, bytes
- * available, now ms, grace ms. Each field of the hash is a document id with
- * "filesize:created_ms"; what an upload still needs is its filesize minus
- * its saved offset. Fields whose upload key is gone are dropped, unless
- * younger than the grace (their state is being written right now).
- * Returns the bytes promised to others, negated minus one when the new
- * upload does not fit (and then nothing is reserved). */
+/* KEYS: reserved hash. ARGV: upload key prefix, bytes available, now ms,
+ * grace ms, then a doc id and its filesize for each upload to admit. Each
+ * field of the hash is a document id with "filesize:created_ms"; what an
+ * upload still needs is its filesize minus its saved offset. Fields whose
+ * upload key is gone are dropped, unless younger than the grace (their
+ * state is being written right now). The uploads in flight are counted
+ * once for the whole group; then each new upload, in order, is reserved if
+ * it fits next to them and the group's uploads admitted before it. Returns,
+ * for each, the bytes promised to others, negated minus one when it does
+ * not fit (and then nothing is reserved for it). */
 static const char reserve_lua[] =
+    "local new = {} "
+    "for j = 5, #ARGV, 2 do new[ARGV[j]] = true end "
     "local all = redis.call('HGETALL', KEYS[1]) "
     "local promised = 0 "
-    "local now = tonumber(ARGV[5]) "
+    "local now = tonumber(ARGV[3]) "
     "for i = 1, #all, 2 do "
     "  local doc = all[i] "
     "  local size, created = string.match(all[i + 1], '^(%d+):(%d+)$') "
     "  size = tonumber(size) or 0 created = tonumber(created) or 0 "
-    "  if doc ~= ARGV[2] then "
+    "  if not new[doc] then "
     "    local off = redis.call('HGET', ARGV[1] .. doc, 'offset') "
     "    if off then "
     "      local left = size - tonumber(off) "
     "      if left > 0 then promised = promised + left end "
-    "    elseif now - created > tonumber(ARGV[6]) then "
+    "    elseif now - created > tonumber(ARGV[4]) then "
     "      redis.call('HDEL', KEYS[1], doc) "
     "    else "
     "      promised = promised + size "
     "    end "
     "  end "
     "end "
-    "if promised + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return -promised - 1 end "
-    "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. ':' .. ARGV[5]) "
-    "return promised";
+    "local out = {} "
+    "for j = 5, #ARGV, 2 do "
+    "  local size = tonumber(ARGV[j + 1]) "
+    "  if promised + size > tonumber(ARGV[2]) then "
+    "    out[#out + 1] = -promised - 1 "
+    "  else "
+    "    redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1] .. ':' .. ARGV[3]) "
+    "    out[#out + 1] = promised "
+    "    promised = promised + size "
+    "  end "
+    "end "
+    "return out";
 
 /* A reservation whose upload key is not there yet is kept this long: its
  * state is being written right now. */
@@ -591,24 +605,49 @@ int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
 {
     if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
         return -1;
-    char rkey[128], prefix[96];
+    enum { FIXED = 8 };
+    char rkey[128], prefix[96], nums[3 + 2 * RSTATE_MANY_MAX][24];
+    const char *argv[FIXED + 2 * RSTATE_MANY_MAX];
     reserved_key(rs, rkey, sizeof rkey);
     snprintf(prefix, sizeof prefix, "%supload:", rs->cfg->redis_prefix);
-    int64_t now = util_wall_ms();
-    for (size_t i = 0; i < n; i++)
-        if (redisAppendCommand(rs->ctx,
-                               "EVAL %s 1 %s %s %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %d",
-                               reserve_lua, rkey, prefix, docs[i], filesizes[i], available, now,
-                               RESERVE_GRACE_MS) != REDIS_OK)
-            return append_failed(rs);
-    long long v[RSTATE_MANY_MAX];
-    bool ok[RSTATE_MANY_MAX];
-    if (read_items(rs, n, 1, "reserve", v, ok) != 0)
-        return -1;
+    snprintf(nums[0], sizeof nums[0], "%" PRId64, available);
+    snprintf(nums[1], sizeof nums[1], "%" PRId64, util_wall_ms());
+    snprintf(nums[2], sizeof nums[2], "%d", RESERVE_GRACE_MS);
+    size_t argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = reserve_lua;
+    argv[argc++] = "1";
+    argv[argc++] = rkey;
+    argv[argc++] = prefix;
+    argv[argc++] = nums[0];
+    argv[argc++] = nums[1];
+    argv[argc++] = nums[2];
     for (size_t i = 0; i < n; i++) {
-        fits[i] = !ok[i] ? -1 : v[i] >= 0 ? 1 : 0;
-        promised[i] = v[i] >= 0 ? v[i] : -v[i] - 1;
+        snprintf(nums[3 + 2 * i], sizeof nums[0], "%" PRIu64, docs[i]);
+        snprintf(nums[4 + 2 * i], sizeof nums[0], "%" PRId64, filesizes[i]);
+        argv[argc++] = nums[3 + 2 * i];
+        argv[argc++] = nums[4 + 2 * i];
     }
+    int64_t t0 = metrics_now_us();
+    redisReply *r = redisCommandArgv(rs->ctx, (int)argc, argv, NULL);
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    if (reply_ok(rs, r, "reserve") != 0) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        snprintf(rs->err, sizeof rs->err, "redis reserve: unexpected reply (type %d)", r->type);
+        freeReplyObject(r);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = r->element[i];
+        long long v = e->type == REDIS_REPLY_INTEGER ? e->integer : 0;
+        fits[i] = e->type != REDIS_REPLY_INTEGER ? -1 : v >= 0 ? 1 : 0;
+        promised[i] = v >= 0 ? v : -v - 1;
+    }
+    freeReplyObject(r);
     return 0;
 }
 

@@ -100,7 +100,9 @@ int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int6
  * (rstate_error says why; no item's outcome is known); otherwise 0 and each
  * item's outcome, -1 meaning Redis answered that item with an error. */
 #define RSTATE_MANY_MAX 128 /* items in one call */
-/* rstate_reserve for each: fits[i] 1 or 0, promised[i] as there. */
+/* rstate_reserve for each, in order, in one script: the uploads in flight
+ * are counted once, and each of these fits next to them and to the ones
+ * before it that fitted. fits[i] 1 or 0, promised[i] as there. */
 int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
                         const int64_t *filesizes, int64_t available, int8_t *fits,
                         int64_t *promised);

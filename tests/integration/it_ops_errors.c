@@ -358,6 +358,50 @@ static void test_admission_refuses_early(void **state)
     it_pass();
 }
 
+/* Admission of a group: three 1.5 MiB uploads asked for at once on 4 MiB.
+ * The server counts the uploads in flight once for the group, then admits
+ * each in turn next to the ones before it: two fit, the third is refused,
+ * whether the three share a group or not. */
+static void test_admission_counts_the_group(void **state)
+{
+    (void)state;
+    enum { N = 3 };
+    if (!mount_tmpfs("4m"))
+        skip();
+    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
+    it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    int64_t uploading = it_doc_count(u1.id, "uploading");
+    it_sock socks[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(it_sock_connect(&socks[i], aux.port), 0);
+        it_sock_auth(&socks[i], &u1);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it_sock_send_str(&socks[i], "{\"action\":\"upload\",\"filename\":"
+                                                     "\"part.bin\",\"filesize\":1572864}\n"),
+                         0);
+    int admitted = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        json_t *r = NULL;
+        assert_int_equal(it_sock_read_json(&socks[i], IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+        if (strcmp(it_json_str(r, "status"), "ok") == 0) {
+            admitted++;
+        } else {
+            it_assert_error(r, 507, "insufficient_storage");
+            refused++;
+        }
+        json_decref(r);
+        it_sock_close(&socks[i]);
+    }
+    assert_int_equal(admitted, 2);
+    assert_int_equal(refused, 1);
+    assert_int_equal(it_doc_count(u1.id, "uploading"), uploading + 2);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 static void test_insufficient_storage(void **state)
 {
     (void)state;
@@ -441,6 +485,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_many_connections, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_insufficient_storage, test_setup, full_teardown),
         cmocka_unit_test_setup_teardown(test_admission_refuses_early, test_setup, full_teardown),
+        cmocka_unit_test_setup_teardown(test_admission_counts_the_group, test_setup,
+                                        full_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
