@@ -276,8 +276,11 @@ void saver_wait(offset_saver *sv, bool (*finished)(void *arg), void *arg)
         return;
     }
     int64_t start = util_mono_ms();
-    saver_flush(sv);
     while (!finished(arg) && sv->conn) {
+        /* Every time: a reply's callback may have queued another save. */
+        saver_flush(sv);
+        if (!sv->conn)
+            break;
         /* Redis is silent when nothing came for backend_timeout_ms: every
          * reply, to anyone's save, moves the deadline. */
         int64_t since = sv->quiet_since > start ? sv->quiet_since : start;

@@ -943,6 +943,31 @@ static void test_done_may_send_the_next_save(void **state)
     assert_int_equal(fake_count(&f->fake, &f->fake.accepted), 1);
 }
 
+/* The same inside saver_wait, as a completion's drain does: the save a
+ * reply's callback queues must be written while the wait goes on, or the
+ * wait for it would only end at the timeout. */
+static bool second_answered(void *arg)
+{
+    return ((save *)arg)[1].out.calls > 0;
+}
+
+static void test_wait_writes_saves_queued_by_callbacks(void **state)
+{
+    fixture *f = *state;
+    f->cfg.backend_timeout_ms = 5000;
+    fake_expect(&f->fake, ":1\r\n", false, 0);
+    fake_expect(&f->fake, ":2\r\n", false, 0);
+    save s[2] = {{0}};
+    s[0].then_send = &s[1];
+    assert_int_equal(send_eval(f, "first", &s[0]), 0);
+    int64_t t0 = util_mono_ms();
+    saver_wait(f->sv, second_answered, s);
+    assert_true(util_mono_ms() - t0 < f->cfg.backend_timeout_ms);
+    assert_true(s[1].out.ok);
+    assert_int_equal(s[1].out.reply, 2);
+    fake_assert_seen(&f->fake, 1, "EVAL next 0");
+}
+
 static void test_done_of_a_dropped_save_may_send_again(void **state)
 {
     fixture *f = *state;
@@ -1032,6 +1057,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_from_done_during_free_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_done_may_send_the_next_save, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_writes_saves_queued_by_callbacks, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_done_of_a_dropped_save_may_send_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_done_of_a_lost_save_may_send_again, setup,
