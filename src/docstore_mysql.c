@@ -48,21 +48,26 @@ static const char *const stmt_sql[ST_COUNT] = {
                            "AND status = 'uploading'",
 };
 
-/* Not prepared at connect: ST_INSERT_ROWS is the multi-row INSERT of a
- * given number of rows, prepared the first time that number is needed. */
-#define ST_INSERT_ROWS ST_COUNT
+/* Not prepared at connect: statements for a given number of rows,
+ * prepared the first time that number is needed (rows_stmt). */
+enum rows_stmt_id {
+    ST_INSERT_ROWS = ST_COUNT, /* INSERT of n new rows */
+    ST_COMPLETE_ROWS,          /* UPDATE of n rows to 'completed' */
+    ST_ROWS_END
+};
+#define ROWS_KINDS (ST_ROWS_END - ST_COUNT)
 
 struct docstore {
     const chunkd_config *cfg;
     metrics *m; /* may be NULL */
     MYSQL *db;
     MYSQL_STMT *stmt[ST_COUNT];
-    MYSQL_STMT *insert_rows[DOCSTORE_BULK_MAX + 1]; /* [n]: ST_INSERT_ROWS of n rows */
+    MYSQL_STMT *rows[ROWS_KINDS][DOCSTORE_BULK_MAX + 1]; /* [kind][n] */
     /* Read at connect: a multi-row INSERT gets ids first, first + id_step,
      * ... (innodb_autoinc_lock_mode 0 or 1), so it can report each row's. */
     bool consecutive_ids;
     uint64_t id_step;
-    bool in_txn;  /* between docstore_txn_begin and its commit or rollback */
+    bool in_txn;  /* between txn_begin and its commit or rollback */
     char err[512];
 };
 
@@ -100,10 +105,12 @@ static void disconnect(docstore *ds)
             mysql_stmt_close(ds->stmt[i]);
         ds->stmt[i] = NULL;
     }
-    for (size_t n = 0; n <= DOCSTORE_BULK_MAX; n++) {
-        if (ds->insert_rows[n])
-            mysql_stmt_close(ds->insert_rows[n]);
-        ds->insert_rows[n] = NULL;
+    for (int k = 0; k < ROWS_KINDS; k++) {
+        for (size_t n = 0; n <= DOCSTORE_BULK_MAX; n++) {
+            if (ds->rows[k][n])
+                mysql_stmt_close(ds->rows[k][n]);
+            ds->rows[k][n] = NULL;
+        }
     }
     if (ds->db)
         mysql_close(ds->db);
@@ -272,50 +279,83 @@ static void bind_out_time(MYSQL_BIND *b, MYSQL_TIME *t, my_bool *is_null)
  * because an idle connection was closed under us (server restart,
  * wait_timeout) is retried once on a fresh connection: the failure happened
  * before the server saw it. */
-/* The INSERT of n rows in one statement: prepared on first use (and again
- * after a reconnect), then kept. */
-static MYSQL_STMT *insert_rows_stmt(docstore *ds, size_t n)
+/* Appends "<lead>" then n copies of item joined by sep to sql at *at. */
+static void append_repeated(char *sql, size_t len, size_t *at, const char *lead, size_t n,
+                            const char *item, const char *sep)
 {
-    if (ds->insert_rows[n])
-        return ds->insert_rows[n];
-    static const char head[] = "INSERT INTO documents (user_id, filename, filesize, "
-                               "declared_sha256, status) VALUES ";
-    static const char row[] = "(?, ?, ?, ?, 'uploading')";
-    size_t len = sizeof head + n * (sizeof row + 1);
+    *at += (size_t)snprintf(sql + *at, len - *at, "%s", lead);
+    for (size_t i = 0; i < n; i++)
+        *at += (size_t)snprintf(sql + *at, len - *at, "%s%s", i ? sep : "", item);
+}
+
+/* The text of a statement of n rows. Only placeholders are repeated: no
+ * value ever goes into it. */
+static char *rows_sql(enum rows_stmt_id id, size_t n, size_t *len_out)
+{
+    size_t len = 256 + n * 64;
     char *sql = malloc(len);
+    if (!sql)
+        return NULL;
+    size_t at = 0;
+    if (id == ST_INSERT_ROWS) {
+        append_repeated(sql, len, &at,
+                        "INSERT INTO documents (user_id, filename, filesize, declared_sha256, "
+                        "status) VALUES ",
+                        n, "(?, ?, ?, ?, 'uploading')", ",");
+    } else {
+        /* Each row's own hash and path by id; one statement, so one
+         * commit (and redo-log flush) for all, without a transaction. */
+        append_repeated(sql, len, &at, "UPDATE documents SET status = 'completed', sha256 = CASE id",
+                        n, " WHEN ? THEN ?", "");
+        append_repeated(sql, len, &at, " END, file_path = CASE id", n, " WHEN ? THEN ?", "");
+        append_repeated(sql, len, &at,
+                        " END, completed_at = CURRENT_TIMESTAMP(3) "
+                        "WHERE status = 'uploading' AND id IN (",
+                        n, "?", ", ");
+        at += (size_t)snprintf(sql + at, len - at, ")");
+    }
+    *len_out = at;
+    return sql;
+}
+
+/* The statement id for n rows: prepared on first use (and again after a
+ * reconnect), then kept. */
+static MYSQL_STMT *rows_stmt(docstore *ds, enum rows_stmt_id id, size_t n)
+{
+    MYSQL_STMT **slot = &ds->rows[id - ST_COUNT][n];
+    if (*slot)
+        return *slot;
+    size_t len = 0;
+    char *sql = rows_sql(id, n, &len);
     if (!sql) {
-        snprintf(ds->err, sizeof ds->err, "mysql insert: out of memory");
+        snprintf(ds->err, sizeof ds->err, "mysql: out of memory");
         return NULL;
     }
-    size_t at = (size_t)snprintf(sql, len, "%s", head);
-    for (size_t i = 0; i < n; i++)
-        at += (size_t)snprintf(sql + at, len - at, "%s%s", i ? "," : "", row);
     MYSQL_STMT *st = mysql_stmt_init(ds->db);
     if (!st) {
         free(sql);
         db_fail(ds, "stmt init");
         return NULL;
     }
-    if (mysql_stmt_prepare(st, sql, at) != 0) {
+    if (mysql_stmt_prepare(st, sql, len) != 0) {
         free(sql);
         stmt_fail(ds, st, "prepare");
         mysql_stmt_close(st);
         return NULL;
     }
     free(sql);
-    ds->insert_rows[n] = st;
+    *slot = st;
     return st;
 }
 
 /* Statement id on the connection just (re)opened; rows counts only for
- * ST_INSERT_ROWS. */
-static MYSQL_STMT *statement(docstore *ds, enum stmt_id id, size_t rows)
+ * the statements of n rows. */
+static MYSQL_STMT *statement(docstore *ds, int id, size_t rows)
 {
-    return id == ST_INSERT_ROWS ? insert_rows_stmt(ds, rows) : ds->stmt[id];
+    return id >= ST_COUNT ? rows_stmt(ds, (enum rows_stmt_id)id, rows) : ds->stmt[id];
 }
 
-static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, size_t rows,
-                                    MYSQL_BIND *params)
+static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIND *params)
 {
     /* A server restart or wait_timeout closes an idle connection. A
      * writing statement sent into it would fail in a way that leaves its
@@ -371,7 +411,7 @@ static MYSQL_STMT *execute_retrying(docstore *ds, enum stmt_id id, size_t rows,
 }
 
 /* execute_retrying, timed and with failures counted. */
-static MYSQL_STMT *execute_rows(docstore *ds, enum stmt_id id, size_t rows, MYSQL_BIND *params)
+static MYSQL_STMT *execute_rows(docstore *ds, int id, size_t rows, MYSQL_BIND *params)
 {
     int64_t t0 = metrics_now_us();
     MYSQL_STMT *st = execute_retrying(ds, id, rows, params);
@@ -398,59 +438,6 @@ int docstore_ping(docstore *ds)
     if (mysql_ping(ds->db) != 0)
         return db_fail(ds, "ping");
     return 0;
-}
-
-int docstore_txn_begin(docstore *ds)
-{
-    if (ds->in_txn) {
-        snprintf(ds->err, sizeof ds->err, "mysql: a transaction is already open");
-        return -1;
-    }
-    /* Reconnecting is still safe here, before anything was sent. */
-    if (ds->db && connection_closed_by_server(ds->db)) {
-        log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
-        disconnect(ds);
-    }
-    if (connect_db(ds) != 0)
-        return -1;
-    int64_t t0 = metrics_now_us();
-    int rc = mysql_query(ds->db, "START TRANSACTION");
-    metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
-    if (rc != 0) {
-        metrics_add(ds->m, M_MYSQL_ERRORS, 1);
-        return db_fail(ds, "start transaction");
-    }
-    ds->in_txn = true;
-    return 0;
-}
-
-int docstore_txn_commit(docstore *ds)
-{
-    if (!ds->in_txn || !ds->db) {
-        snprintf(ds->err, sizeof ds->err, "mysql commit: no transaction open (connection lost)");
-        return -1;
-    }
-    ds->in_txn = false;
-    int64_t t0 = metrics_now_us();
-    my_bool failed = mysql_commit(ds->db);
-    metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
-    if (failed) {
-        metrics_add(ds->m, M_MYSQL_ERRORS, 1);
-        return db_fail(ds, "commit");
-    }
-    return 0;
-}
-
-void docstore_txn_rollback(docstore *ds)
-{
-    if (!ds->in_txn)
-        return;
-    ds->in_txn = false;
-    if (ds->db && mysql_rollback(ds->db)) {
-        /* A connection that cannot roll back is not trusted again. */
-        db_fail(ds, "rollback");
-        log_warn("event=mysql_rollback_failed error=\"%s\"", ds->err);
-    }
 }
 
 int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found)
@@ -483,6 +470,62 @@ int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found
     }
     mysql_stmt_free_result(st);
     return 0;
+}
+
+/* A transaction around several writes, so they share one commit. Inside
+ * it no statement is retried on a new connection: any failure ends it, and
+ * the caller rolls back. */
+static int txn_begin(docstore *ds)
+{
+    if (ds->in_txn) {
+        snprintf(ds->err, sizeof ds->err, "mysql: a transaction is already open");
+        return -1;
+    }
+    /* Reconnecting is still safe here, before anything was sent. */
+    if (ds->db && connection_closed_by_server(ds->db)) {
+        log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
+        disconnect(ds);
+    }
+    if (connect_db(ds) != 0)
+        return -1;
+    int64_t t0 = metrics_now_us();
+    int rc = mysql_query(ds->db, "START TRANSACTION");
+    metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
+    if (rc != 0) {
+        metrics_add(ds->m, M_MYSQL_ERRORS, 1);
+        return db_fail(ds, "start transaction");
+    }
+    ds->in_txn = true;
+    return 0;
+}
+
+static int txn_commit(docstore *ds)
+{
+    if (!ds->in_txn || !ds->db) {
+        snprintf(ds->err, sizeof ds->err, "mysql commit: no transaction open (connection lost)");
+        return -1;
+    }
+    ds->in_txn = false;
+    int64_t t0 = metrics_now_us();
+    my_bool failed = mysql_commit(ds->db);
+    metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
+    if (failed) {
+        metrics_add(ds->m, M_MYSQL_ERRORS, 1);
+        return db_fail(ds, "commit");
+    }
+    return 0;
+}
+
+static void txn_rollback(docstore *ds)
+{
+    if (!ds->in_txn)
+        return;
+    ds->in_txn = false;
+    if (ds->db && mysql_rollback(ds->db)) {
+        /* A connection that cannot roll back is not trusted again. */
+        db_fail(ds, "rollback");
+        log_warn("event=mysql_rollback_failed error=\"%s\"", ds->err);
+    }
 }
 
 static void bind_insert(MYSQL_BIND p[4], const doc_insert *row, unsigned long len[2])
@@ -533,15 +576,15 @@ int docstore_insert_documents(docstore *ds, size_t n, const doc_insert *rows, ui
         return insert_rows(ds, n, rows, ids);
     /* Ids the server may interleave with other statements': a statement a
      * row, sharing one commit. */
-    if (docstore_txn_begin(ds) != 0)
+    if (txn_begin(ds) != 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
         if (insert_rows(ds, 1, &rows[i], &ids[i]) != 0) {
-            docstore_txn_rollback(ds);
+            txn_rollback(ds);
             return -1;
         }
     }
-    return docstore_txn_commit(ds);
+    return txn_commit(ds);
 }
 
 static void format_time(const MYSQL_TIME *t, my_bool is_null, char out[DOC_TIME_MAX])
@@ -658,8 +701,8 @@ static int affected(docstore *ds, MYSQL_STMT *st, bool *changed)
     return 0;
 }
 
-int docstore_complete_document(docstore *ds, uint64_t document_id, const char *sha256,
-                               const char *file_path, bool *changed)
+static int complete_one(docstore *ds, uint64_t document_id, const char *sha256,
+                        const char *file_path, bool *changed)
 {
     MYSQL_BIND p[3];
     unsigned long slen = 0, plen = 0;
@@ -670,43 +713,41 @@ int docstore_complete_document(docstore *ds, uint64_t document_id, const char *s
     return st ? affected(ds, st, changed) : -1;
 }
 
-/* Runs ST_COMPLETE_DOC once for n rows (MariaDB's array binding: one
- * round trip). *affected_rows is the total. */
-static int complete_bulk(docstore *ds, size_t n, const uint64_t *ids, const char *const *shas,
-                         const char *const *paths, uint64_t *affected_rows)
+/* ST_COMPLETE_ROWS for n rows; *rows is how many it changed. */
+static int complete_rows(docstore *ds, size_t n, const uint64_t *ids, const char *const *shas,
+                         const char *const *paths, uint64_t *rows)
 {
-    unsigned long slen[DOCSTORE_BULK_MAX], plen[DOCSTORE_BULK_MAX];
+    MYSQL_BIND p[5 * DOCSTORE_BULK_MAX];
+    unsigned long len[2 * DOCSTORE_BULK_MAX];
     for (size_t i = 0; i < n; i++) {
-        slen[i] = (unsigned long)strlen(shas[i]);
-        plen[i] = (unsigned long)strlen(paths[i]);
+        bind_u64(&p[2 * i], (uint64_t *)&ids[i]);
+        bind_in_str(&p[2 * i + 1], shas[i], &len[2 * i]);
+        bind_u64(&p[2 * n + 2 * i], (uint64_t *)&ids[i]);
+        bind_in_str(&p[2 * n + 2 * i + 1], paths[i], &len[2 * i + 1]);
+        bind_u64(&p[4 * n + i], (uint64_t *)&ids[i]);
     }
-    /* Column-wise: each parameter is an array, strings as arrays of
-     * pointers with their lengths. */
-    MYSQL_BIND p[3];
-    memset(p, 0, sizeof p);
-    p[0].buffer_type = MYSQL_TYPE_STRING;
-    p[0].buffer = (void *)shas;
-    p[0].length = slen;
-    p[1].buffer_type = MYSQL_TYPE_STRING;
-    p[1].buffer = (void *)paths;
-    p[1].length = plen;
-    p[2].buffer_type = MYSQL_TYPE_LONGLONG;
-    p[2].buffer = (void *)ids;
-    p[2].is_unsigned = 1;
-    MYSQL_STMT *st = ds->stmt[ST_COMPLETE_DOC];
-    unsigned int size = (unsigned int)n;
-    if (mysql_stmt_attr_set(st, STMT_ATTR_ARRAY_SIZE, &size) != 0)
-        return stmt_fail(ds, st, "array size");
-    MYSQL_STMT *done = execute(ds, ST_COMPLETE_DOC, p);
-    size = 0; /* back to one row a call, whatever happened */
-    if (mysql_stmt_attr_set(st, STMT_ATTR_ARRAY_SIZE, &size) != 0) {
-        stmt_fail(ds, st, "array size");
-        disconnect(ds); /* the statement would go on sending arrays */
+    MYSQL_STMT *st = execute_rows(ds, ST_COMPLETE_ROWS, n, p);
+    if (!st)
         return -1;
-    }
-    if (!done)
+    my_ulonglong r = mysql_stmt_affected_rows(st);
+    if (r == (my_ulonglong)-1)
+        return stmt_fail(ds, st, "affected rows");
+    *rows = (uint64_t)r;
+    return 0;
+}
+
+/* Whether a row that our UPDATE did not change is completed with exactly
+ * these bytes at this path anyway: by an earlier attempt of ours whose
+ * answer was lost, or by an instance that took the upload over. */
+static int completed_as(docstore *ds, uint64_t id, const char *sha, const char *path,
+                        bool *same)
+{
+    doc_row d;
+    bool found = false;
+    if (docstore_get_document(ds, id, &d, &found) != 0)
         return -1;
-    *affected_rows = (uint64_t)mysql_stmt_affected_rows(done);
+    *same = found && strcmp(d.status, "completed") == 0 && strcmp(d.sha256, sha) == 0 &&
+            strcmp(d.file_path, path) == 0;
     return 0;
 }
 
@@ -714,27 +755,28 @@ int docstore_complete_documents(docstore *ds, size_t n, const uint64_t *ids,
                                 const char *const *shas, const char *const *paths,
                                 bool *changed)
 {
-    if (!ds->in_txn || n > DOCSTORE_BULK_MAX) {
-        snprintf(ds->err, sizeof ds->err, "mysql: bulk completion outside a transaction");
+    if (ds->in_txn || n > DOCSTORE_BULK_MAX) {
+        snprintf(ds->err, sizeof ds->err, "mysql complete: %zu rows, or inside a transaction", n);
         return -1;
     }
-    if (n > 1) {
-        uint64_t rows = 0;
-        if (complete_bulk(ds, n, ids, shas, paths, &rows) != 0)
+    if (n == 0)
+        return 0;
+    uint64_t rows = 0;
+    if (n == 1) {
+        if (complete_one(ds, ids[0], shas[0], paths[0], &changed[0]) != 0)
             return -1;
-        if (rows == n) {
-            for (size_t i = 0; i < n; i++)
-                changed[i] = true;
-            return 0;
-        }
-        /* Someone ended some of the rows first. The total does not say
-         * which: undo, and ask row by row in a fresh transaction. */
-        docstore_txn_rollback(ds);
-        if (docstore_txn_begin(ds) != 0)
-            return -1;
+        rows = changed[0];
+    } else if (complete_rows(ds, n, ids, shas, paths, &rows) != 0) {
+        return -1;
     }
+    if (rows == n) {
+        for (size_t i = 0; i < n; i++)
+            changed[i] = true;
+        return 0;
+    }
+    /* Some rows were not 'uploading' any more: ask each what it is now. */
     for (size_t i = 0; i < n; i++)
-        if (docstore_complete_document(ds, ids[i], shas[i], paths[i], &changed[i]) != 0)
+        if (completed_as(ds, ids[i], shas[i], paths[i], &changed[i]) != 0)
             return -1;
     return 0;
 }

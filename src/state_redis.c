@@ -239,12 +239,17 @@ static const char acquire_lua[] =
 
 /* One reservation table per storage volume, named after storage_dir: the
  * instances that share a volume mount it at the same path. */
-static void reserved_key(const redis_state *rs, char *out, size_t size)
+static void reserved_key_of(const chunkd_config *cfg, char *out, size_t size)
 {
     uint64_t h = 14695981039346656037u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)rs->cfg->storage_dir; *p; p++)
+    for (const unsigned char *p = (const unsigned char *)cfg->storage_dir; *p; p++)
         h = (h ^ *p) * 1099511628211u;
-    snprintf(out, size, "%sreserved:%016" PRIx64, rs->cfg->redis_prefix, h);
+    snprintf(out, size, "%sreserved:%016" PRIx64, cfg->redis_prefix, h);
+}
+
+static void reserved_key(const redis_state *rs, char *out, size_t size)
+{
+    reserved_key_of(rs->cfg, out, size);
 }
 
 static void lease_key(const redis_state *rs, uint64_t document_id, char *out, size_t size)
@@ -694,30 +699,60 @@ int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
     return 0;
 }
 
+/* KEYS: reserved hash. ARGV: upload key prefix, lease key prefix, then a
+ * doc id and its lease token for each completed upload: its state and
+ * reservation go, and its lease if the token holds it. Returns how many
+ * states were there. */
+static const char finish_lua[] =
+    "local n = 0 "
+    "for j = 3, #ARGV, 2 do "
+    "  local lease = ARGV[2] .. ARGV[j] "
+    "  if redis.call('GET', lease) == ARGV[j + 1] then redis.call('DEL', lease) end "
+    "  n = n + redis.call('DEL', ARGV[1] .. ARGV[j]) "
+    "  redis.call('HDEL', KEYS[1], ARGV[j]) "
+    "end "
+    "return n";
+
+int rstate_format_finish_many(const chunkd_config *cfg, size_t n, const uint64_t *docs,
+                              const char *const *tokens, char **cmd)
+{
+    if (n > RSTATE_MANY_MAX)
+        return -1;
+    enum { FIXED = 6 };
+    char rkey[128], prefix[96], lprefix[96], ids[RSTATE_MANY_MAX][24];
+    const char *argv[FIXED + 2 * RSTATE_MANY_MAX];
+    reserved_key_of(cfg, rkey, sizeof rkey);
+    snprintf(prefix, sizeof prefix, "%supload:", cfg->redis_prefix);
+    snprintf(lprefix, sizeof lprefix, "%slease:", cfg->redis_prefix);
+    int argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = finish_lua;
+    argv[argc++] = "1";
+    argv[argc++] = rkey;
+    argv[argc++] = prefix;
+    argv[argc++] = lprefix;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof ids[i], "%" PRIu64, docs[i]);
+        argv[argc++] = ids[i];
+        argv[argc++] = tokens[i];
+    }
+    return redisFormatCommandArgv(cmd, argc, argv, NULL);
+}
+
 int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
-                       const char *const *tokens, int8_t *done)
+                       const char *const *tokens)
 {
     if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
         return -1;
-    char rkey[128];
-    reserved_key(rs, rkey, sizeof rkey);
-    for (size_t i = 0; i < n; i++) {
-        char key[128], lkey[128];
-        upload_key(rs, docs[i], key, sizeof key);
-        lease_key(rs, docs[i], lkey, sizeof lkey);
-        if (redisAppendCommand(rs->ctx, "DEL %s", key) != REDIS_OK ||
-            redisAppendCommand(rs->ctx, "HDEL %s %" PRIu64, rkey, docs[i]) != REDIS_OK ||
-            redisAppendCommand(rs->ctx, "EVAL %s 2 %s %s %s", release_lua, lkey, key,
-                               tokens[i]) != REDIS_OK)
-            return append_failed(rs);
-    }
-    long long v[RSTATE_MANY_MAX];
-    bool ok[RSTATE_MANY_MAX];
-    if (read_items(rs, n, 3, "finish upload", v, ok) != 0)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        done[i] = ok[i] ? 1 : -1;
-    return 0;
+    char *cmd = NULL;
+    int len = rstate_format_finish_many(rs->cfg, n, docs, tokens, &cmd);
+    if (len < 0)
+        return append_failed(rs);
+    int queued = redisAppendFormattedCommand(rs->ctx, cmd, (size_t)len);
+    free(cmd);
+    if (queued != REDIS_OK)
+        return append_failed(rs);
+    return collect_replies(rs, 1, "finish upload", NULL);
 }
 
 int rstate_ping(redis_state *rs)

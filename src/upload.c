@@ -522,13 +522,12 @@ static void handle_upload(upload_env *env, session *s, const msg_request *req)
     d->kind = DEFER_UPLOAD;
 }
 
-/* A group's transaction failed: nothing of it happened. Every request
- * still in the group gets 503 with the reason. */
-static void group_txn_failed(upload_env *env, session *const *ss, size_t n, const bool *live)
+/* A group's statement failed: every request still in the group gets 503
+ * with the reason. */
+static void group_db_failed(upload_env *env, session *const *ss, size_t n, const bool *live)
 {
     char why[512];
     snprintf(why, sizeof why, "%s", docstore_error(env->ds));
-    docstore_txn_rollback(env->ds);
     for (size_t i = 0; i < n; i++)
         if (live[i])
             send_unavailable(env, ss[i], why);
@@ -595,7 +594,8 @@ static void group_upload(upload_env *env, session *const *ss, size_t n)
                                      .declared_sha256 = d->has_sha256 ? d->sha256 : NULL};
     }
     if (docstore_insert_documents(env->ds, m, rows, ids) != 0) {
-        group_txn_failed(env, ss, n, live);
+        /* Nothing was inserted: the statement is all or nothing. */
+        group_db_failed(env, ss, n, live);
         return;
     }
     for (size_t i = 0, k = 0; i < n; i++)
@@ -1268,7 +1268,7 @@ static void finish_complete(upload_env *env, session *s, bool changed)
     char path[STORAGE_REL_PATH_MAX], sha[65];
     memcpy(path, up->st.path, sizeof path);
     memcpy(sha, up->digest, sizeof sha);
-    forget_open_upload(s); /* its lease went with the state (rstate_finish_many) */
+    forget_open_upload(s); /* its lease goes with the state (finish_states) */
     log_info("event=upload_completed doc=%" PRIu64 " user=%" PRIu64 " peer=%s filesize=%" PRId64
              " sha256=%s",
              doc, s->user_id, s->peer, size, sha);
@@ -1277,10 +1277,38 @@ static void finish_complete(upload_env *env, session *s, bool changed)
                            "file_path", path));
 }
 
+static void on_states_finished(void *arg, bool ok, long long reply, const char *why)
+{
+    (void)reply;
+    if (!ok)
+        log_warn("event=redis_finish_failed uploads=%zu error=\"%s\"", (size_t)(uintptr_t)arg,
+                 why);
+}
+
+/* Drops completed uploads' Redis state, reservations and leases. Nobody
+ * waits for it: the rows say 'completed' already, and if it fails the
+ * keys expire and the leases lapse. So it goes through the offset saver's
+ * connection, written at the end of the loop turn, and the SUCCESS answers
+ * need no round trip to Redis. */
+static void finish_states(upload_env *env, size_t m, const uint64_t *docs,
+                          const char *const *tokens)
+{
+    char *cmd = NULL;
+    int len = env->saver ? rstate_format_finish_many(env->cfg, m, docs, tokens, &cmd) : -1;
+    if (len >= 0 && saver_send(env->saver, cmd, (size_t)len, on_states_finished,
+                               (void *)(uintptr_t)m) == 0) {
+        free(cmd);
+        return;
+    }
+    free(cmd);
+    if (rstate_finish_many(env->rs, m, docs, tokens) != 0)
+        log_warn("event=redis_finish_failed uploads=%zu error=\"%s\"", m, rstate_error(env->rs));
+}
+
 /* Parked completions, in the order that makes them safe: lease confirmed,
  * every file and its bucket directory synced (on the syncer, which batches
  * them; here, in place, without one), files checked, all
- * rows marked completed in one transaction, then Redis state dropped and
+ * rows marked completed in one statement, then Redis state dropped and
  * SUCCESS sent. A failure at any step answers that session and leaves the
  * others going on. */
 static void group_complete(upload_env *env, session *const *ss, size_t n)
@@ -1392,24 +1420,20 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
         shas[nc] = ss[i]->up->digest;
         paths[nc++] = ss[i]->up->st.path;
     }
-    rc = nc == 0 ? 0 : docstore_txn_begin(env->ds);
-    if (rc == 0 && nc > 0)
-        rc = docstore_complete_documents(env->ds, nc, cdocs, shas, paths, cchanged);
-    if (rc == 0 && nc > 0)
-        rc = docstore_txn_commit(env->ds);
+    rc = docstore_complete_documents(env->ds, nc, cdocs, shas, paths, cchanged);
     for (size_t i = 0, k = 0; rc == 0 && i < n; i++)
         if (live[i])
             changed[i] = cchanged[k++];
     if (rc != 0) {
         /* The files are synced and the uploads stay open: a retry of
-         * upload_complete finishes them. */
-        group_txn_failed(env, ss, n, live);
+         * upload_complete finishes them (rows this attempt may have
+         * completed anyway count as its own). */
+        group_db_failed(env, ss, n, live);
         return;
     }
     /* Committed: the Redis state, reservation and lease go, for all at once. */
     uint64_t fdocs[UPLOAD_GROUP_MAX];
     const char *ftokens[UPLOAD_GROUP_MAX];
-    int8_t done[UPLOAD_GROUP_MAX];
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (!live[i] || !changed[i])
@@ -1417,9 +1441,8 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
         fdocs[m] = docs[i];
         ftokens[m++] = tokens[i];
     }
-    /* Harmless if it fails: the keys expire and the lease lapses. */
-    if (m > 0 && rstate_finish_many(env->rs, m, fdocs, ftokens, done) != 0)
-        log_warn("event=redis_finish_failed uploads=%zu error=\"%s\"", m, rstate_error(env->rs));
+    if (m > 0)
+        finish_states(env, m, fdocs, ftokens);
     for (size_t i = 0; i < n; i++)
         if (live[i])
             finish_complete(env, ss[i], changed[i]);
@@ -1621,6 +1644,10 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
      * need (the per-user limit, reserved room). */
     if (nc > 0)
         group_complete(env, completes, nc);
+    /* The completions' Redis clean-up goes out now, ahead of their
+     * SUCCESS answers (sent when this returns) and while the uploads'
+     * statements run. */
+    saver_flush(env->saver);
     if (nu > 0)
         group_upload(env, uploads, nu);
     metrics_add(env->metrics, M_COMMIT_GROUPS, (uint64_t)(nc > 0) + (uint64_t)(nu > 0));

@@ -50,15 +50,6 @@ int docstore_ping(docstore *ds);
 
 /* All calls: 0 on success, -1 when the database could not be reached or
  * failed (docstore_error() says why; the handle reconnects next time). */
-/* A transaction around several writes, so they share one commit (one
- * redo-log flush) instead of paying one each. Inside it no statement is
- * retried on a new connection: any failure ends it, and the caller rolls
- * back. A commit that fails leaves the outcome unknown to us; rows left
- * 'uploading' that way are ended by the expiry sweep. */
-int docstore_txn_begin(docstore *ds);
-int docstore_txn_commit(docstore *ds);
-void docstore_txn_rollback(docstore *ds); /* no-op when none is open */
-
 int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found);
 /* A new 'uploading' row. */
 typedef struct doc_insert {
@@ -74,14 +65,13 @@ typedef struct doc_insert {
  * statement a row in one transaction. */
 int docstore_insert_documents(docstore *ds, size_t n, const doc_insert *rows, uint64_t *ids);
 int docstore_get_document(docstore *ds, uint64_t document_id, doc_row *out, bool *found);
-/* Moves an 'uploading' row to 'completed'. *changed is false when the row
- * was no longer uploading (someone else finished, failed or aborted it). */
-int docstore_complete_document(docstore *ds, uint64_t document_id, const char *sha256,
-                               const char *file_path, bool *changed);
-/* docstore_complete_document for n rows (at most DOCSTORE_BULK_MAX) in one
- * round trip, as the first statement of a transaction (docstore_txn_begin):
- * if some rows were no longer uploading, it rolls that transaction back and
- * updates row by row in a new one, so each changed[i] is exact. */
+/* Moves n 'uploading' rows (at most DOCSTORE_BULK_MAX) to 'completed' with
+ * their hashes and paths: one statement, one round trip and one commit.
+ * changed[i] is true when row i is completed with shas[i] at paths[i] now,
+ * and false when it had ended otherwise (someone else failed or aborted
+ * it). A row completed the same way before (an earlier attempt whose
+ * answer was lost) counts as changed, so a retry after a failure is safe;
+ * only when some row was not uploading is each row read back. */
 int docstore_complete_documents(docstore *ds, size_t n, const uint64_t *ids,
                                 const char *const *shas, const char *const *paths,
                                 bool *changed);

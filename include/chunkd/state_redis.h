@@ -112,10 +112,15 @@ int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t 
 /* rstate_lease_confirm for each: held[i] 1 or 0. */
 int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
                               const char *const *tokens, int8_t *held);
-/* A completed upload's state, reservation and lease (if tokens[i] holds
- * it) removed: done[i] 1. */
+/* Completed uploads' states, reservations and leases (those tokens[i]
+ * holds) removed, in one script. */
 int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
-                       const char *const *tokens, int8_t *done);
+                       const char *const *tokens);
+/* The same command for an asynchronous connection (offset_saver.h): *cmd
+ * is malloc'ed, its length returned; -1 when out of memory or n is too
+ * large. Its reply is the number of states removed. */
+int rstate_format_finish_many(const chunkd_config *cfg, size_t n, const uint64_t *docs,
+                              const char *const *tokens, char **cmd);
 
 /* Just the saved offset; *found is false when the key is gone. */
 int rstate_get_offset(redis_state *rs, uint64_t document_id, int64_t *offset, bool *found);

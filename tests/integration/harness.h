@@ -204,6 +204,9 @@ int64_t it_doc_newest(int64_t user_id);
  * state and lease alone: what another instance's expiry sweep or an
  * operator does while this server still has the upload open. */
 int it_doc_end_behind_server(int64_t id, const char *reason);
+/* Marks an uploading row completed with this hash and path, as an earlier
+ * attempt whose answer was lost (or another instance) would have. */
+int it_doc_complete_behind_server(int64_t id, const char *sha256, const char *file_path);
 /* Fails the test unless the row exists with this status. */
 void it_assert_doc_status(int64_t id, const char *status, it_doc *out);
 

@@ -203,9 +203,10 @@ static void test_failures_stay_with_their_request(void **state)
 }
 
 /* Rows that someone else ended (another instance's expiry sweep, an
- * operator) while their uploads were open here: the group's one-round-trip
+ * operator) while their uploads were open here: the group's one-statement
  * update finds fewer rows than it asked for, and must still tell exactly
- * which completions stand. */
+ * which completions stand. A row already completed with the same bytes
+ * and path stands; one completed with other bytes does not. */
 static void test_rows_ended_elsewhere_fail_alone(void **state)
 {
     (void)state;
@@ -230,6 +231,15 @@ static void test_rows_ended_elsewhere_fail_alone(void **state)
     for (int i = 0; i < N; i++)
         if (ended[i])
             assert_int_equal(it_doc_end_behind_server(ids[i], "expired"), 0);
+    /* 3: completed already with these very bytes at this path (an earlier
+     * attempt whose answer was lost): still this completion's SUCCESS.
+     * 6: completed with other bytes: not this upload's any more. */
+    char path3[64], path6[64];
+    snprintf(path3, sizeof path3, "%02x/%lld.data", (unsigned)(ids[3] % 256), (long long)ids[3]);
+    snprintf(path6, sizeof path6, "%02x/%lld.data", (unsigned)(ids[6] % 256), (long long)ids[6]);
+    assert_int_equal(it_doc_complete_behind_server(ids[3], sha[3], path3), 0);
+    assert_int_equal(it_doc_complete_behind_server(ids[6], sha[0], path6), 0);
+    ended[6] = true;
     for (int i = 0; i < N; i++) {
         char done[128];
         it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
@@ -238,7 +248,13 @@ static void test_rows_ended_elsewhere_fail_alone(void **state)
     }
     for (int i = 0; i < N; i++) {
         json_t *r = read_answer(&socks[i]);
-        if (ended[i]) {
+        if (i == 6) {
+            it_assert_error(r, 409, "not_resumable");
+            assert_string_equal(it_json_str(r, "document_status"), "completed");
+            it_doc d;
+            it_assert_doc_status(ids[i], "completed", &d);
+            assert_string_equal(d.sha256, sha[0]);
+        } else if (ended[i]) {
             it_assert_error(r, 409, "not_resumable");
             assert_string_equal(it_json_str(r, "document_status"), "failed");
             it_doc d;
