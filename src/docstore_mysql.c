@@ -275,10 +275,6 @@ static void bind_out_time(MYSQL_BIND *b, MYSQL_TIME *t, my_bool *is_null)
     b->is_null = is_null;
 }
 
-/* Executes a prepared statement with params bound. A statement that fails
- * because an idle connection was closed under us (server restart,
- * wait_timeout) is retried once on a fresh connection: the failure happened
- * before the server saw it. */
 /* Appends "<lead>" then n copies of item joined by sep to sql at *at. */
 static void append_repeated(char *sql, size_t len, size_t *at, const char *lead, size_t n,
                             const char *item, const char *sep)
@@ -355,6 +351,10 @@ static MYSQL_STMT *statement(docstore *ds, int id, size_t rows)
     return id >= ST_COUNT ? rows_stmt(ds, (enum rows_stmt_id)id, rows) : ds->stmt[id];
 }
 
+/* Executes a prepared statement with params bound. A statement that fails
+ * because an idle connection was closed under us (server restart,
+ * wait_timeout) is retried once on a fresh connection: the failure happened
+ * before the server saw it. */
 static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIND *params)
 {
     /* A server restart or wait_timeout closes an idle connection. A

@@ -252,6 +252,17 @@ static void reserved_key(const redis_state *rs, char *out, size_t size)
     reserved_key_of(rs->cfg, out, size);
 }
 
+/* The first arguments of an EVAL of script whose one key is the reserved
+ * hash; returns how many. */
+static size_t eval_on_reserved(const char **argv, const char *script, const char *rkey)
+{
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "1";
+    argv[3] = rkey;
+    return 4;
+}
+
 static void lease_key(const redis_state *rs, uint64_t document_id, char *out, size_t size)
 {
     snprintf(out, size, "%slease:%" PRIu64, rs->cfg->redis_prefix, document_id);
@@ -296,6 +307,20 @@ rstate_saved rstate_save_offset_result(long long reply)
     return reply < 0 ? RSTATE_SAVE_LEASE_LOST : reply > 0 ? RSTATE_SAVE_KEY_MISSING : RSTATE_SAVED;
 }
 
+/* Sends one command formatted by an rstate_format_ function (len < 0: it
+ * failed) and reads its reply; frees cmd. */
+static int run_formatted(redis_state *rs, char *cmd, int len, const char *what,
+                         long long *first_int)
+{
+    if (len < 0)
+        return append_failed(rs);
+    int queued = redisAppendFormattedCommand(rs->ctx, cmd, (size_t)len);
+    free(cmd);
+    if (queued != REDIS_OK)
+        return append_failed(rs);
+    return collect_replies(rs, 1, what, first_int);
+}
+
 int rstate_save_offset(redis_state *rs, const upload_state *st, const char *lease,
                        bool *lease_lost)
 {
@@ -304,14 +329,8 @@ int rstate_save_offset(redis_state *rs, const upload_state *st, const char *leas
         return -1;
     char *cmd = NULL;
     int len = rstate_format_save_offset(rs->cfg, st, lease, &cmd);
-    if (len < 0)
-        return append_failed(rs);
-    int queued = redisAppendFormattedCommand(rs->ctx, cmd, (size_t)len);
-    free(cmd);
-    if (queued != REDIS_OK)
-        return append_failed(rs);
     long long v = 0;
-    if (collect_replies(rs, 1, "save offset", &v) != 0)
+    if (run_formatted(rs, cmd, len, "save offset", &v) != 0)
         return -1;
     switch (rstate_save_offset_result(v)) {
     case RSTATE_SAVE_LEASE_LOST:
@@ -618,11 +637,7 @@ int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
     snprintf(nums[0], sizeof nums[0], "%" PRId64, available);
     snprintf(nums[1], sizeof nums[1], "%" PRId64, util_wall_ms());
     snprintf(nums[2], sizeof nums[2], "%d", RESERVE_GRACE_MS);
-    size_t argc = 0;
-    argv[argc++] = "EVAL";
-    argv[argc++] = reserve_lua;
-    argv[argc++] = "1";
-    argv[argc++] = rkey;
+    size_t argc = eval_on_reserved(argv, reserve_lua, rkey);
     argv[argc++] = prefix;
     argv[argc++] = nums[0];
     argv[argc++] = nums[1];
@@ -724,11 +739,7 @@ int rstate_format_finish_many(const chunkd_config *cfg, size_t n, const uint64_t
     reserved_key_of(cfg, rkey, sizeof rkey);
     snprintf(prefix, sizeof prefix, "%supload:", cfg->redis_prefix);
     snprintf(lprefix, sizeof lprefix, "%slease:", cfg->redis_prefix);
-    int argc = 0;
-    argv[argc++] = "EVAL";
-    argv[argc++] = finish_lua;
-    argv[argc++] = "1";
-    argv[argc++] = rkey;
+    size_t argc = eval_on_reserved(argv, finish_lua, rkey);
     argv[argc++] = prefix;
     argv[argc++] = lprefix;
     for (size_t i = 0; i < n; i++) {
@@ -736,7 +747,7 @@ int rstate_format_finish_many(const chunkd_config *cfg, size_t n, const uint64_t
         argv[argc++] = ids[i];
         argv[argc++] = tokens[i];
     }
-    return redisFormatCommandArgv(cmd, argc, argv, NULL);
+    return redisFormatCommandArgv(cmd, (int)argc, argv, NULL);
 }
 
 int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
@@ -746,13 +757,7 @@ int rstate_finish_many(redis_state *rs, size_t n, const uint64_t *docs,
         return -1;
     char *cmd = NULL;
     int len = rstate_format_finish_many(rs->cfg, n, docs, tokens, &cmd);
-    if (len < 0)
-        return append_failed(rs);
-    int queued = redisAppendFormattedCommand(rs->ctx, cmd, (size_t)len);
-    free(cmd);
-    if (queued != REDIS_OK)
-        return append_failed(rs);
-    return collect_replies(rs, 1, "finish upload", NULL);
+    return run_formatted(rs, cmd, len, "finish upload", NULL);
 }
 
 int rstate_ping(redis_state *rs)

@@ -249,20 +249,11 @@ int it_user_set_disabled(int64_t id, bool disabled)
     return 0;
 }
 
-int it_doc_end_behind_server(int64_t id, const char *reason)
+/* Runs an UPDATE meant to end one 'uploading' row; -1 unless it changed
+ * exactly that row. */
+static int end_uploading_row(const char *sql, MYSQL_BIND *p, int64_t id)
 {
-    int64_t doc = id;
-    MYSQL_BIND p[2];
-    unsigned long rlen = (unsigned long)strlen(reason);
-    memset(p, 0, sizeof p);
-    p[0].buffer_type = MYSQL_TYPE_STRING;
-    p[0].buffer = (void *)reason;
-    p[0].buffer_length = rlen;
-    p[0].length = &rlen;
-    bind_i64(&p[1], &doc);
-    MYSQL_STMT *st = stmt_exec("UPDATE documents SET status = 'failed', failure_reason = ? "
-                               "WHERE id = ? AND status = 'uploading'",
-                               p);
+    MYSQL_STMT *st = stmt_exec(sql, p);
     if (!st)
         return -1;
     my_ulonglong n = mysql_stmt_affected_rows(st);
@@ -274,34 +265,30 @@ int it_doc_end_behind_server(int64_t id, const char *reason)
     return 0;
 }
 
+int it_doc_end_behind_server(int64_t id, const char *reason)
+{
+    int64_t doc = id;
+    MYSQL_BIND p[2];
+    unsigned long rlen;
+    bind_str(&p[0], reason, &rlen);
+    bind_i64(&p[1], &doc);
+    return end_uploading_row("UPDATE documents SET status = 'failed', failure_reason = ? "
+                             "WHERE id = ? AND status = 'uploading'",
+                             p, id);
+}
+
 int it_doc_complete_behind_server(int64_t id, const char *sha256, const char *file_path)
 {
     int64_t doc = id;
     MYSQL_BIND p[3];
-    unsigned long slen = (unsigned long)strlen(sha256), plen = (unsigned long)strlen(file_path);
-    memset(p, 0, sizeof p);
-    p[0].buffer_type = MYSQL_TYPE_STRING;
-    p[0].buffer = (void *)sha256;
-    p[0].buffer_length = slen;
-    p[0].length = &slen;
-    p[1].buffer_type = MYSQL_TYPE_STRING;
-    p[1].buffer = (void *)file_path;
-    p[1].buffer_length = plen;
-    p[1].length = &plen;
+    unsigned long slen, plen;
+    bind_str(&p[0], sha256, &slen);
+    bind_str(&p[1], file_path, &plen);
     bind_i64(&p[2], &doc);
-    MYSQL_STMT *st = stmt_exec("UPDATE documents SET status = 'completed', sha256 = ?, "
-                               "file_path = ?, completed_at = CURRENT_TIMESTAMP(3) "
-                               "WHERE id = ? AND status = 'uploading'",
-                               p);
-    if (!st)
-        return -1;
-    my_ulonglong n = mysql_stmt_affected_rows(st);
-    mysql_stmt_close(st);
-    if (n != 1) {
-        fprintf(stderr, "it: document %lld was not uploading\n", (long long)id);
-        return -1;
-    }
-    return 0;
+    return end_uploading_row("UPDATE documents SET status = 'completed', sha256 = ?, "
+                             "file_path = ?, completed_at = CURRENT_TIMESTAMP(3) "
+                             "WHERE id = ? AND status = 'uploading'",
+                             p, id);
 }
 
 int it_user_get(int64_t id, it_user_row *u)

@@ -304,18 +304,25 @@ static bool mount_tmpfs(const char *size)
     return true;
 }
 
-/* Admission: with 4 MiB free, a 3 MiB upload is admitted and a further
- * 2 MiB one is refused at once (507, row failed, no file), because the
- * first still needs its bytes; once the first completes, room is back. */
-static void test_admission_refuses_early(void **state)
+/* The admission tests' server: one worker, storing on a 4 MiB tmpfs with
+ * no reserve (skips the test where no tmpfs can be mounted). */
+static void start_on_4m_tmpfs(void)
 {
-    (void)state;
     if (!mount_tmpfs("4m"))
         skip();
     static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
     it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
     assert_int_equal(it_server_start(&aux, &o), 0);
     it_test_begin(&aux);
+}
+
+/* Admission: with 4 MiB free, a 3 MiB upload is admitted and a further
+ * 2 MiB one is refused at once (507, row failed, no file), because the
+ * first still needs its bytes; once the first completes, room is back. */
+static void test_admission_refuses_early(void **state)
+{
+    (void)state;
+    start_on_4m_tmpfs();
 
     it_sock s;
     assert_int_equal(it_sock_connect(&s, aux.port), 0);
@@ -366,12 +373,7 @@ static void test_admission_counts_the_group(void **state)
 {
     (void)state;
     enum { N = 3 };
-    if (!mount_tmpfs("4m"))
-        skip();
-    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
-    it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_on_4m_tmpfs();
     int64_t uploading = it_doc_count(u1.id, "uploading");
     it_sock socks[N];
     for (int i = 0; i < N; i++) {
