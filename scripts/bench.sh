@@ -199,16 +199,19 @@ verify_files() {
 
 # Removes what a run stored and lets the disk settle, so that the next run
 # does not pay for this one's write-back.
+LAST_DELETE=0
 settle() {
     local d
     for d in "$@"; do
         [[ -d $d ]] && find "$d" -mindepth 1 -delete
     done
     sync
+    LAST_DELETE=$SECONDS
 }
 
 # Workloads of many small files keep each run's files until the workload
-# ends (moved aside, not deleted): ext4 without a journal, as here, skips
+# ends (moved aside, not deleted), and start 35 s after the last deletion
+# (age_deletions): ext4 without a journal, as here, skips
 # every inode deleted in the last 30 s when it allocates a new one, looking
 # each up, so deleting thousands of files right before a run makes every
 # file the next run creates expensive (about a fifth of the small-file
@@ -229,14 +232,24 @@ hold_or_settle() {
     sync
 }
 
-# After a workload whose files were held: delete them, then let the
-# deletions age past ext4's 30 s window before the next workload creates
-# files (not in --quick mode, which only checks function).
+# After a workload whose files were held: delete them.
 release_held() {
     [[ -d $HELD ]] || return 0
     settle "$HELD"
     rmdir -- "$HELD"
-    ((QUICK)) || sleep 35
+}
+
+# Before a workload of many small files, the deletions of the workloads
+# before it (a few hundred inodes after par256, thousands after small) age
+# past ext4's 30 s window (not in --quick mode, which only checks
+# function).
+age_deletions() {
+    local wl=$1 left
+    [[ $HOLD_WORKLOADS == *" $wl "* ]] || return 0
+    ((QUICK)) && return 0
+    left=$((35 - (SECONDS - LAST_DELETE)))
+    ((left > 0)) && sleep "$left"
+    return 0
 }
 
 mysql_q() {
@@ -309,6 +322,7 @@ workload() {
     local wl=$1 systems=$2
     shift 3
     local sys run
+    age_deletions "$wl"
     for sys in $systems; do
         case $sys in
         chunkd) start_chunkd ;;
