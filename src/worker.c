@@ -213,6 +213,7 @@ static void *worker_main(void *arg)
      * offset was never saved, so the client resumes before that chunk. */
     while (w->owner.head)
         conn_close(w->owner.head, "shutdown", 503, "shutting_down");
+    conn_owner_release(&w->owner);
     /* Backend handles belong to this thread; end them here. */
     syncer_free(w->syncer); /* every upload is closed: its results are dropped */
     w->syncer = NULL;
@@ -259,6 +260,7 @@ void worker_join_and_free(worker *w)
     saver_free(w->saver);
     rstate_free(w->rs);
     docstore_free(w->ds);
+    conn_owner_release(&w->owner);
     if (w->wakefd >= 0)
         close(w->wakefd);
     if (w->owner.epfd >= 0)

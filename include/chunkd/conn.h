@@ -33,6 +33,8 @@ typedef struct conn_owner {
                                  * conn_send_pending writes them out */
     size_t count;
     conn_limits *limits;        /* shared admission counts; given back on close */
+    char *body_buf;             /* owned: the read buffer its connections share
+                                 * while a chunk body streams in (conn.c) */
 } conn_owner;
 
 struct conn {
@@ -44,6 +46,7 @@ struct conn {
     session sess;
     char *in;                   /* received bytes not yet consumed */
     size_t in_len, in_cap;
+    bool in_shared;             /* in is owner->body_buf, lent for one read */
     char *out;                  /* answers not yet sent: out[out_off..out_len) */
     size_t out_off, out_len, out_cap;
     uint32_t events;            /* epoll interest currently registered */
@@ -96,5 +99,8 @@ size_t conn_close_unbusy(conn_owner *owner);
  * whose current line or chunk has taken longer than request_timeout_ms (a
  * slow sender cannot hold a connection by trickling bytes). */
 void conn_sweep_idle(conn_owner *owner, int64_t now_ms);
+/* Frees what the owner holds for its connections, once they are all
+ * closed. */
+void conn_owner_release(conn_owner *owner);
 
 #endif

@@ -346,6 +346,78 @@ static void test_pipelined_chunks(void **state)
     it_pass();
 }
 
+/* Large chunks whose headers fall anywhere in a read, the completion and
+ * two more requests, all in one send. Chunk bodies are read through the
+ * worker's shared buffer (conn.c); a partial header at the end of a read,
+ * and the requests after the completion (which parks its session), must
+ * be kept for the connection and answered in order. */
+static void test_pipelined_past_the_completion(void **state)
+{
+    (void)state;
+    enum { NCHUNKS = 6, CLEN = 100003 }; /* odd: headers land at odd places */
+    const int64_t size = (int64_t)NCHUNKS * CLEN;
+    unsigned char *data = malloc((size_t)size);
+    assert_non_null(data);
+    it_random_bytes(data, (size_t)size);
+    char sha[65];
+    it_sha256_hex(data, (size_t)size, sha);
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    json_t *r = it_sock_req_json(
+        &s, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "action", "upload", "filename",
+                      "past.bin", "filesize", (json_int_t)size, "user_id", (json_int_t)user.id,
+                      "credential", user.credential, "sha256", sha));
+    it_assert_ok(r, "upload");
+    int64_t id = it_json_int(r, "document_id");
+    json_decref(r);
+
+    size_t cap = (size_t)size + NCHUNKS * 128 + 512;
+    char *wire = malloc(cap);
+    assert_non_null(wire);
+    size_t w = 0;
+    for (int i = 0; i < NCHUNKS; i++) {
+        w += (size_t)snprintf(
+            wire + w, cap - w,
+            "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%d}\n",
+            (long long)id, (long long)i * CLEN, CLEN);
+        memcpy(wire + w, data + (size_t)i * CLEN, CLEN);
+        w += CLEN;
+    }
+    w += (size_t)snprintf(wire + w, cap - w,
+                          "{\"action\":\"upload_complete\",\"document_id\":%lld}\n"
+                          "{\"action\":\"status\",\"document_id\":%lld}\n"
+                          "{\"action\":\"list\",\"limit\":1}\n",
+                          (long long)id, (long long)id);
+    assert_int_equal(it_sock_send(&s, wire, w), 0);
+    for (int i = 0; i < NCHUNKS; i++) {
+        json_t *ev;
+        assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &ev), IT_READ_OK);
+        assert_string_equal(it_json_str(ev, "event"), "progress");
+        assert_int_equal(it_json_int(ev, "received"), (int64_t)(i + 1) * CLEN);
+        json_decref(ev);
+    }
+    assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "sha256"), sha);
+    json_decref(r);
+    assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    it_assert_ok(r, "status");
+    json_t *doc = json_object_get(r, "document");
+    assert_non_null(doc);
+    assert_int_equal(it_json_int(doc, "document_id"), id);
+    assert_string_equal(it_json_str(doc, "status"), "completed");
+    json_decref(r);
+    assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    it_assert_ok(r, "list");
+    json_decref(r);
+    it_assert_stored(&srv, id, size, sha);
+    it_assert_open(&s);
+    it_sock_close(&s);
+    free(wire);
+    free(data);
+    it_pass();
+}
+
 static void test_checksum_mismatch(void **state)
 {
     (void)state;
@@ -635,6 +707,7 @@ int main(void)
         IT_FIXTURE_TEST(test_size_10mib),
         IT_FIXTURE_TEST(test_chunk_by_chunk),
         IT_FIXTURE_TEST(test_pipelined_chunks),
+        IT_FIXTURE_TEST(test_pipelined_past_the_completion),
         IT_FIXTURE_TEST(test_checksum_mismatch),
         IT_FIXTURE_TEST(test_many_on_one_connection),
         IT_FIXTURE_TEST(test_status_list_abort),
