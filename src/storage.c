@@ -93,6 +93,19 @@ static int bucket_path(const char *root, uint64_t document_id, char *out, size_t
     return 0;
 }
 
+/* fsync of a directory by its path; -1 with errno. */
+static int sync_path_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 int storage_create(const char *root, uint64_t document_id)
 {
     char dir[PATH_MAX], path[PATH_MAX];
@@ -102,7 +115,11 @@ int storage_create(const char *root, uint64_t document_id)
     /* The bucket usually exists: make it only when the open says so. */
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
     if (fd < 0 && errno == ENOENT) {
-        if (mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST)
+        /* A new bucket's own name must be durable before any file in it
+         * is called complete (the completion syncs only the bucket): sync
+         * the root when the bucket is made, also when another worker made
+         * it a moment ago and may still be syncing. */
+        if ((mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST) || sync_path_dir(root) != 0)
             return -1;
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
     }
@@ -178,14 +195,10 @@ int storage_open_dir(const char *root, uint64_t document_id)
 
 int storage_sync_dir(const char *root, uint64_t document_id)
 {
-    int fd = storage_open_dir(root, document_id);
-    if (fd < 0)
+    char dir[PATH_MAX];
+    if (bucket_path(root, document_id, dir, sizeof dir) != 0)
         return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
+    return sync_path_dir(dir);
 }
 
 static int copy_range(int in, int out, int64_t len)
