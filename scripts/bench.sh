@@ -226,9 +226,11 @@ hold_or_settle() {
         settle "$dir"
         return
     fi
+    # The files only: chunkd's bucket directories stay, as on a server that
+    # has been running (file names are unique across buckets).
     local to=$HELD/$wl-$sys-$run
     mkdir -p -- "$to"
-    find "$dir" -mindepth 1 -maxdepth 1 -exec mv -t "$to" -- {} +
+    find "$dir" -type f -exec mv -t "$to" -- {} +
     sync
 }
 
