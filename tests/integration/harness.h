@@ -354,6 +354,9 @@ bool it_json_is_null(json_t *obj, const char *key);
 
 void it_random_bytes(void *buf, size_t n);
 void it_sha256_hex(const void *p, size_t n, char out[65]);
+/* n random bytes (malloc'ed, the caller frees) and their SHA-256 in sha;
+ * aborts when out of memory. */
+unsigned char *it_random_payload(size_t n, char sha[65]);
 int it_sha256_file(const char *path, char out[65]);
 /* Writes `size` random bytes to path and returns their SHA-256. */
 int it_make_file(const char *path, int64_t size, char sha_out[65]);

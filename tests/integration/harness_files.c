@@ -28,6 +28,18 @@ void it_random_bytes(void *buf, size_t n)
     }
 }
 
+unsigned char *it_random_payload(size_t n, char sha[65])
+{
+    unsigned char *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "it: out of memory for %zu random bytes\n", n);
+        abort();
+    }
+    it_random_bytes(p, n);
+    it_sha256_hex(p, n, sha);
+    return p;
+}
+
 static void hex(const unsigned char *d, unsigned n, char *out)
 {
     for (unsigned i = 0; i < n; i++)

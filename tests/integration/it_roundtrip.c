@@ -291,28 +291,26 @@ static void test_chunk_by_chunk(void **state)
 
 /* Many chunks written back to back before reading any answer: one
  * progress event each, in order. */
-static void test_pipelined_chunks(void **state)
+/* Connects and starts an upload of size bytes with this hash; its id. */
+static int64_t start_upload(it_sock *s, const char *name, int64_t size, const char *sha)
 {
-    (void)state;
-    const int nchunks = 16;
-    const int64_t clen = 4096, size = nchunks * clen;
-    unsigned char *data = malloc((size_t)size);
-    assert_non_null(data);
-    it_random_bytes(data, (size_t)size);
-    char sha[65];
-    it_sha256_hex(data, (size_t)size, sha);
-
-    it_sock s;
-    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    assert_int_equal(it_sock_connect(s, srv.port), 0);
     json_t *r = it_sock_req_json(
-        &s, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "action", "upload", "filename",
-                      "pipelined.bin", "filesize", (json_int_t)size, "user_id",
-                      (json_int_t)user.id, "credential", user.credential, "sha256", sha));
+        s, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "action", "upload", "filename", name,
+                     "filesize", (json_int_t)size, "user_id", (json_int_t)user.id, "credential",
+                     user.credential, "sha256", sha));
     it_assert_ok(r, "upload");
     int64_t id = it_json_int(r, "document_id");
     json_decref(r);
+    return id;
+}
 
-    size_t cap = (size_t)size + (size_t)nchunks * 128;
+/* nchunks chunks of clen bytes of data for document id, then tail, as one
+ * buffer to send (malloc'ed; *len its length). */
+static char *chunks_wire(int64_t id, const unsigned char *data, int nchunks, int64_t clen,
+                         const char *tail, size_t *len)
+{
+    size_t cap = (size_t)(nchunks * clen) + (size_t)nchunks * 128 + strlen(tail) + 1;
     char *wire = malloc(cap);
     assert_non_null(wire);
     size_t w = 0;
@@ -324,24 +322,55 @@ static void test_pipelined_chunks(void **state)
         memcpy(wire + w, data + i * clen, (size_t)clen);
         w += (size_t)clen;
     }
-    w += (size_t)snprintf(wire + w, cap - w,
-                          "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
-                          (long long)id);
-    assert_int_equal(it_sock_send(&s, wire, w), 0);
+    w += (size_t)snprintf(wire + w, cap - w, "%s", tail);
+    *len = w;
+    return wire;
+}
+
+/* Sends the chunks and tail in one go (chunks_wire), then reads one
+ * progress event a chunk, in order. */
+static void send_chunks_read_progress(it_sock *s, int64_t id, const unsigned char *data,
+                                      int nchunks, int64_t clen, const char *tail)
+{
+    size_t w = 0;
+    char *wire = chunks_wire(id, data, nchunks, clen, tail, &w);
+    assert_int_equal(it_sock_send(s, wire, w), 0);
+    free(wire);
     for (int i = 0; i < nchunks; i++) {
         json_t *ev;
-        assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &ev), IT_READ_OK);
+        assert_int_equal(it_sock_read_json(s, IT_REPLY_TIMEOUT_MS, &ev), IT_READ_OK);
         assert_string_equal(it_json_str(ev, "event"), "progress");
-        assert_int_equal(it_json_int(ev, "received"), (i + 1) * clen);
+        assert_int_equal(it_json_int(ev, "received"), (int64_t)(i + 1) * clen);
         json_decref(ev);
     }
-    assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+}
+
+/* Reads the next answer: SUCCESS, with this hash. */
+static void read_success(it_sock *s, const char *sha)
+{
+    json_t *r;
+    assert_int_equal(it_sock_read_json(s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     assert_string_equal(it_json_str(r, "sha256"), sha);
     json_decref(r);
+}
+
+static void test_pipelined_chunks(void **state)
+{
+    (void)state;
+    const int nchunks = 16;
+    const int64_t clen = 4096, size = nchunks * clen;
+    char sha[65];
+    unsigned char *data = it_random_payload((size_t)size, sha);
+    it_sock s;
+    int64_t id = start_upload(&s, "pipelined.bin", size, sha);
+    char tail[96];
+    snprintf(tail, sizeof tail, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+             (long long)id);
+    send_chunks_read_progress(&s, id, data, nchunks, clen, tail);
+    read_success(&s, sha);
     it_assert_stored(&srv, id, size, sha);
     it_sock_close(&s);
-    free(wire);
     free(data);
     it_pass();
 }
@@ -356,50 +385,19 @@ static void test_pipelined_past_the_completion(void **state)
     (void)state;
     enum { NCHUNKS = 6, CLEN = 100003 }; /* odd: headers land at odd places */
     const int64_t size = (int64_t)NCHUNKS * CLEN;
-    unsigned char *data = malloc((size_t)size);
-    assert_non_null(data);
-    it_random_bytes(data, (size_t)size);
     char sha[65];
-    it_sha256_hex(data, (size_t)size, sha);
+    unsigned char *data = it_random_payload((size_t)size, sha);
     it_sock s;
-    assert_int_equal(it_sock_connect(&s, srv.port), 0);
-    json_t *r = it_sock_req_json(
-        &s, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "action", "upload", "filename",
-                      "past.bin", "filesize", (json_int_t)size, "user_id", (json_int_t)user.id,
-                      "credential", user.credential, "sha256", sha));
-    it_assert_ok(r, "upload");
-    int64_t id = it_json_int(r, "document_id");
-    json_decref(r);
-
-    size_t cap = (size_t)size + NCHUNKS * 128 + 512;
-    char *wire = malloc(cap);
-    assert_non_null(wire);
-    size_t w = 0;
-    for (int i = 0; i < NCHUNKS; i++) {
-        w += (size_t)snprintf(
-            wire + w, cap - w,
-            "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%d}\n",
-            (long long)id, (long long)i * CLEN, CLEN);
-        memcpy(wire + w, data + (size_t)i * CLEN, CLEN);
-        w += CLEN;
-    }
-    w += (size_t)snprintf(wire + w, cap - w,
-                          "{\"action\":\"upload_complete\",\"document_id\":%lld}\n"
-                          "{\"action\":\"status\",\"document_id\":%lld}\n"
-                          "{\"action\":\"list\",\"limit\":1}\n",
-                          (long long)id, (long long)id);
-    assert_int_equal(it_sock_send(&s, wire, w), 0);
-    for (int i = 0; i < NCHUNKS; i++) {
-        json_t *ev;
-        assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &ev), IT_READ_OK);
-        assert_string_equal(it_json_str(ev, "event"), "progress");
-        assert_int_equal(it_json_int(ev, "received"), (int64_t)(i + 1) * CLEN);
-        json_decref(ev);
-    }
-    assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
-    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
-    assert_string_equal(it_json_str(r, "sha256"), sha);
-    json_decref(r);
+    int64_t id = start_upload(&s, "past.bin", size, sha);
+    char tail[256];
+    snprintf(tail, sizeof tail,
+             "{\"action\":\"upload_complete\",\"document_id\":%lld}\n"
+             "{\"action\":\"status\",\"document_id\":%lld}\n"
+             "{\"action\":\"list\",\"limit\":1}\n",
+             (long long)id, (long long)id);
+    send_chunks_read_progress(&s, id, data, NCHUNKS, CLEN, tail);
+    read_success(&s, sha);
+    json_t *r;
     assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
     it_assert_ok(r, "status");
     json_t *doc = json_object_get(r, "document");
@@ -413,7 +411,6 @@ static void test_pipelined_past_the_completion(void **state)
     it_assert_stored(&srv, id, size, sha);
     it_assert_open(&s);
     it_sock_close(&s);
-    free(wire);
     free(data);
     it_pass();
 }
