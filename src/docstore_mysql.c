@@ -284,8 +284,8 @@ static void append_repeated(char *sql, size_t len, size_t *at, const char *lead,
         *at += (size_t)snprintf(sql + *at, len - *at, "%s%s", i ? sep : "", item);
 }
 
-/* The text of a statement of n rows. Only placeholders are repeated: no
- * value ever goes into it. */
+/* The text of a statement of n rows. Only the `?` markers are repeated:
+ * no value ever goes into it. */
 static char *rows_sql(enum rows_stmt_id id, size_t n, size_t *len_out)
 {
     size_t len = 256 + n * 64;
@@ -351,6 +351,28 @@ static MYSQL_STMT *statement(docstore *ds, int id, size_t rows)
     return id >= ST_COUNT ? rows_stmt(ds, (enum rows_stmt_id)id, rows) : ds->stmt[id];
 }
 
+/* Binds params to statement id (of rows rows) and runs it once. NULL on
+ * failure, with the statement's error code in *code (0 when it was never
+ * sent). */
+static MYSQL_STMT *run_once(docstore *ds, int id, size_t rows, MYSQL_BIND *params,
+                            unsigned int *code)
+{
+    *code = 0;
+    MYSQL_STMT *st = statement(ds, id, rows);
+    if (!st)
+        return NULL;
+    if (params && mysql_stmt_bind_param(st, params) != 0) {
+        stmt_fail(ds, st, "bind");
+        return NULL;
+    }
+    if (mysql_stmt_execute(st) != 0) {
+        *code = mysql_stmt_errno(st);
+        stmt_fail(ds, st, "execute"); /* may disconnect: st is gone then */
+        return NULL;
+    }
+    return st;
+}
+
 /* Executes a prepared statement with params bound. A statement that fails
  * because an idle connection was closed under us (server restart,
  * wait_timeout) is retried once on a fresh connection: the failure happened
@@ -369,18 +391,8 @@ static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIN
             snprintf(ds->err, sizeof ds->err, "mysql: connection lost inside a transaction");
             return NULL;
         }
-        MYSQL_STMT *st = statement(ds, id, rows);
-        if (!st)
-            return NULL;
-        if (params && mysql_stmt_bind_param(st, params) != 0) {
-            stmt_fail(ds, st, "bind");
-            return NULL;
-        }
-        if (mysql_stmt_execute(st) != 0) {
-            stmt_fail(ds, st, "execute");
-            return NULL;
-        }
-        return st;
+        unsigned int code;
+        return run_once(ds, id, rows, params, &code);
     }
     if (ds->db && connection_closed_by_server(ds->db)) {
         log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
@@ -389,17 +401,10 @@ static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIN
     for (int attempt = 0; attempt < 2; attempt++) {
         if (connect_db(ds) != 0)
             return NULL;
-        MYSQL_STMT *st = statement(ds, id, rows);
-        if (!st)
-            return NULL;
-        if (params && mysql_stmt_bind_param(st, params) != 0) {
-            stmt_fail(ds, st, "bind");
-            return NULL;
-        }
-        if (mysql_stmt_execute(st) == 0)
+        unsigned int code;
+        MYSQL_STMT *st = run_once(ds, id, rows, params, &code);
+        if (st)
             return st;
-        unsigned int code = mysql_stmt_errno(st);
-        stmt_fail(ds, st, "execute");
         if (attempt == 0 && (code == CR_SERVER_GONE_ERROR ||
                              (code == CR_SERVER_LOST && idempotent(id)))) {
             log_info("event=mysql_reconnect reason=\"%s\"", ds->err);

@@ -125,6 +125,17 @@ static void test_grouped_rows_keep_their_own_fields(void **state)
     it_pass();
 }
 
+/* r refuses with code and error, and the upload's row is failed for
+ * reason. */
+static void assert_refused_row_failed(json_t *r, int code, const char *error, int64_t id,
+                                      const char *reason)
+{
+    it_assert_error(r, code, error);
+    it_doc d;
+    it_assert_doc_status(id, "failed", &d);
+    assert_string_equal(d.failure_reason, reason);
+}
+
 /* Half the uploads declare a wrong SHA-256. Their completions fail with
  * checksum_mismatch in the same groups as the others' SUCCESS, and only
  * their rows end up failed. */
@@ -175,10 +186,7 @@ static void test_failures_stay_with_their_request(void **state)
         json_decref(p);
         json_t *r = read_answer(&socks[i]);
         if (i % 2) {
-            it_assert_error(r, 422, "checksum_mismatch");
-            it_doc d;
-            it_assert_doc_status(ids[i], "failed", &d);
-            assert_string_equal(d.failure_reason, "checksum_mismatch");
+            assert_refused_row_failed(r, 422, "checksum_mismatch", ids[i], "checksum_mismatch");
         } else {
             assert_string_equal(it_json_str(r, "status"), "SUCCESS");
             assert_int_equal(it_json_int(r, "document_id"), ids[i]);
@@ -255,11 +263,8 @@ static void test_rows_ended_elsewhere_fail_alone(void **state)
             it_assert_doc_status(ids[i], "completed", &d);
             assert_string_equal(d.sha256, sha[0]);
         } else if (ended[i]) {
-            it_assert_error(r, 409, "not_resumable");
             assert_string_equal(it_json_str(r, "document_status"), "failed");
-            it_doc d;
-            it_assert_doc_status(ids[i], "failed", &d);
-            assert_string_equal(d.failure_reason, "expired");
+            assert_refused_row_failed(r, 409, "not_resumable", ids[i], "expired");
         } else {
             assert_string_equal(it_json_str(r, "status"), "SUCCESS");
             assert_int_equal(it_json_int(r, "document_id"), ids[i]);
