@@ -805,6 +805,7 @@ static void rollback_to(session *s, uint64_t doc, int64_t keep)
 {
     open_upload *up = s->up;
     up->generation++;
+    up->digest[0] = '\0'; /* of bytes that are no longer all there */
     up->st.offset = keep;
     if (up->st.synced_offset > keep)
         up->st.synced_offset = keep;

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -454,6 +455,41 @@ static void test_chunk_undone_when_redis_is_down(void **state)
     assert_int_equal(f->metrics.counter[M_REDIS_ERRORS], 1);
 }
 
+/* A completion hashes the file once and keeps the digest for a retry. A
+ * cut-back (here: a checkpoint that failed in the background) makes it
+ * stale: the bytes sent again may differ, and the next completion must
+ * hash what the file holds then. */
+static void test_cut_back_forgets_the_digest(void **state)
+{
+    fixture *f = *state;
+    open_upload_42(f);
+    open_upload *up = f->s.up;
+    char bytes[100];
+    memset(bytes, 'a', sizeof bytes);
+    assert_int_equal(storage_pwrite_all(up->fd, bytes, sizeof bytes, 0), STORAGE_OK);
+    up->st.offset = up->saved_offset = 100;
+    /* Redis is down: the completion hashes, then fails at the lease check. */
+    feed(f, "{\"action\":\"upload_complete\",\"document_id\":42}");
+    expect_error_line(f, 0, 503, "unavailable");
+    assert_true(up->digest[0] != '\0');
+    /* A checkpoint's sync had failed: the next completion cuts back to
+     * the last good checkpoint (40 bytes). */
+    up->st.synced_offset = 40;
+    up->sync_error = EIO;
+    feed(f, "{\"action\":\"upload_complete\",\"document_id\":42}");
+    assert_int_equal(f->out.n, 2);
+    assert_int_equal(up->st.offset, 40);
+    /* Other bytes arrive for the rest (as accepted chunks would leave
+     * them), and the upload completes again. */
+    memset(bytes, 'b', sizeof bytes);
+    assert_int_equal(storage_pwrite_all(up->fd, bytes, 60, 40), STORAGE_OK);
+    up->st.offset = up->saved_offset = 100;
+    feed(f, "{\"action\":\"upload_complete\",\"document_id\":42}");
+    char want[65];
+    assert_int_equal(storage_sha256(up->fd, 100, want), 0);
+    assert_string_equal(up->digest, want);
+}
+
 int main(void)
 {
     /* Quiet: the paths under test log every 401 and backend failure. */
@@ -478,6 +514,7 @@ int main(void)
         T(test_chunk_for_other_document),
         T(test_complete_before_all_bytes),
         T(test_chunk_undone_when_redis_is_down),
+        T(test_cut_back_forgets_the_digest),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
