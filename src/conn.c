@@ -381,7 +381,12 @@ static bool flush_output(conn *c)
     }
     bool lingering = c->web && conn_web_lingering(c);
     uint32_t want = 0;
-    if ((!c->sess.close || lingering) &&
+    /* A completion waiting for its file's sync reads nothing for turns on
+     * end: while its socket stays readable (more requests sent, or the
+     * client's FIN), level-triggered EPOLLIN would wake the loop at once,
+     * every turn, until the sync is back (conn_run_parked then asks
+     * again). */
+    if ((!c->sess.close || lingering) && !c->sess.deferred.syncing &&
         pending_out(c) <= (size_t)c->owner->cfg->max_output_buffer)
         want |= EPOLLIN;
     if (pending_out(c) > 0)
