@@ -152,9 +152,9 @@ static int append_failed(redis_state *rs)
     return -1;
 }
 
-static void upload_key(const redis_state *rs, uint64_t document_id, char *out, size_t size)
+static void upload_key(const chunkd_config *cfg, uint64_t document_id, char *out, size_t size)
 {
-    snprintf(out, size, "%supload:%" PRIu64, rs->cfg->redis_prefix, document_id);
+    snprintf(out, size, "%supload:%" PRIu64, cfg->redis_prefix, document_id);
 }
 
 /* Sends the queued commands' replies through reply_ok one by one; all
@@ -183,7 +183,7 @@ static int collect_replies(redis_state *rs, int n, const char *what, long long *
 static int append_put(redis_state *rs, const upload_state *st)
 {
     char key[128];
-    upload_key(rs, st->document_id, key, sizeof key);
+    upload_key(rs->cfg, st->document_id, key, sizeof key);
     if (redisAppendCommand(rs->ctx, "MULTI") != REDIS_OK ||
         redisAppendCommand(rs->ctx,
                            "HSET %s user_id %" PRIu64 " filename %s filesize %" PRId64
@@ -239,7 +239,7 @@ static const char acquire_lua[] =
 
 /* One reservation table per storage volume, named after storage_dir: the
  * instances that share a volume mount it at the same path. */
-static void reserved_key_of(const chunkd_config *cfg, char *out, size_t size)
+static void reserved_key(const chunkd_config *cfg, char *out, size_t size)
 {
     uint64_t h = 14695981039346656037u; /* FNV-1a */
     for (const unsigned char *p = (const unsigned char *)cfg->storage_dir; *p; p++)
@@ -247,10 +247,6 @@ static void reserved_key_of(const chunkd_config *cfg, char *out, size_t size)
     snprintf(out, size, "%sreserved:%016" PRIx64, cfg->redis_prefix, h);
 }
 
-static void reserved_key(const redis_state *rs, char *out, size_t size)
-{
-    reserved_key_of(rs->cfg, out, size);
-}
 
 /* The first arguments of an EVAL of script whose one key is the reserved
  * hash; returns how many. */
@@ -263,9 +259,9 @@ static size_t eval_on_reserved(const char **argv, const char *script, const char
     return 4;
 }
 
-static void lease_key(const redis_state *rs, uint64_t document_id, char *out, size_t size)
+static void lease_key(const chunkd_config *cfg, uint64_t document_id, char *out, size_t size)
 {
-    snprintf(out, size, "%slease:%" PRIu64, rs->cfg->redis_prefix, document_id);
+    snprintf(out, size, "%slease:%" PRIu64, cfg->redis_prefix, document_id);
 }
 
 /* Runs a script that returns an integer. */
@@ -294,8 +290,8 @@ int rstate_format_save_offset(const chunkd_config *cfg, const upload_state *st,
                               const char *lease, char **cmd)
 {
     char key[128], lkey[128];
-    snprintf(key, sizeof key, "%supload:%" PRIu64, cfg->redis_prefix, st->document_id);
-    snprintf(lkey, sizeof lkey, "%slease:%" PRIu64, cfg->redis_prefix, st->document_id);
+    upload_key(cfg, st->document_id, key, sizeof key);
+    lease_key(cfg, st->document_id, lkey, sizeof lkey);
     return redisFormatCommand(cmd, "EVAL %s 2 %s %s %s %lld %" PRId64 " %" PRId64 " %s %lld %" PRId64,
                               save_offset_lua, key, lkey, lease, (long long)cfg->lease_ttl_ms,
                               st->offset, st->updated_ms, st->node, (long long)cfg->upload_ttl_s,
@@ -350,7 +346,7 @@ int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *toke
                          bool *acquired, int64_t *retry_after_ms)
 {
     char lkey[128];
-    lease_key(rs, document_id, lkey, sizeof lkey);
+    lease_key(rs->cfg, document_id, lkey, sizeof lkey);
     long long v = 0;
     if (eval_int(rs, "lease acquire", &v, "EVAL %s 1 %s %s %lld", acquire_lua, lkey, token,
                  (long long)rs->cfg->lease_ttl_ms) != 0)
@@ -370,20 +366,11 @@ static const char confirm_lua[] =
     "if redis.call('HGET', KEYS[2], 'writer') ~= ARGV[1] then return 0 end "
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
 
-int rstate_lease_confirm(redis_state *rs, uint64_t document_id, const char *token, bool *held)
-{
-    int8_t h = -1;
-    if (rstate_lease_confirm_many(rs, 1, &document_id, &token, &h) != 0 || h < 0)
-        return -1;
-    *held = h == 1;
-    return 0;
-}
-
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token)
 {
     char lkey[128], key[128];
-    lease_key(rs, document_id, lkey, sizeof lkey);
-    upload_key(rs, document_id, key, sizeof key);
+    lease_key(rs->cfg, document_id, lkey, sizeof lkey);
+    upload_key(rs->cfg, document_id, key, sizeof key);
     long long v = 0;
     return eval_int(rs, "lease release", &v, "EVAL %s 2 %s %s %s", release_lua, lkey, key, token);
 }
@@ -393,7 +380,7 @@ int rstate_lease_break(redis_state *rs, uint64_t document_id)
     if (connect_redis(rs) != 0)
         return -1;
     char lkey[128];
-    lease_key(rs, document_id, lkey, sizeof lkey);
+    lease_key(rs->cfg, document_id, lkey, sizeof lkey);
     redisReply *r = command(rs, "DEL %s", lkey);
     int rc = reply_ok(rs, r, "DEL lease");
     freeReplyObject(r);
@@ -416,7 +403,7 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
     if (connect_redis(rs) != 0)
         return -1;
     char key[128];
-    upload_key(rs, document_id, key, sizeof key);
+    upload_key(rs->cfg, document_id, key, sizeof key);
     redisReply *r = command(rs, "HGETALL %s", key);
     if (reply_ok(rs, r, "HGETALL") != 0) {
         freeReplyObject(r);
@@ -484,7 +471,7 @@ int rstate_get_offset(redis_state *rs, uint64_t document_id, int64_t *offset, bo
     if (connect_redis(rs) != 0)
         return -1;
     char key[128];
-    upload_key(rs, document_id, key, sizeof key);
+    upload_key(rs->cfg, document_id, key, sizeof key);
     redisReply *r = command(rs, "HGET %s offset", key);
     if (reply_ok(rs, r, "HGET offset") != 0) {
         freeReplyObject(r);
@@ -501,8 +488,8 @@ int rstate_del(redis_state *rs, uint64_t document_id)
     if (connect_redis(rs) != 0)
         return -1;
     char key[128], rkey[128];
-    upload_key(rs, document_id, key, sizeof key);
-    reserved_key(rs, rkey, sizeof rkey);
+    upload_key(rs->cfg, document_id, key, sizeof key);
+    reserved_key(rs->cfg, rkey, sizeof rkey);
     /* The upload's space reservation goes with its state. */
     if (redisAppendCommand(rs->ctx, "DEL %s", key) != REDIS_OK ||
         redisAppendCommand(rs->ctx, "HDEL %s %" PRIu64, rkey, document_id) != REDIS_OK)
@@ -558,17 +545,6 @@ static const char reserve_lua[] =
 /* A reservation whose upload key is not there yet is kept this long: its
  * state is being written right now. */
 #define RESERVE_GRACE_MS 60000
-
-int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int64_t available,
-                   bool *fits, int64_t *promised)
-{
-    int8_t f = -1;
-    if (rstate_reserve_many(rs, 1, &document_id, &filesize, available, &f, promised) != 0 ||
-        f < 0)
-        return -1;
-    *fits = f == 1;
-    return 0;
-}
 
 /* ---- pipelines: one round trip for the commands of many uploads ---- */
 
@@ -632,7 +608,7 @@ int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
     enum { FIXED = 8 };
     char rkey[128], prefix[96], nums[3 + 2 * RSTATE_MANY_MAX][24];
     const char *argv[FIXED + 2 * RSTATE_MANY_MAX];
-    reserved_key(rs, rkey, sizeof rkey);
+    reserved_key(rs->cfg, rkey, sizeof rkey);
     snprintf(prefix, sizeof prefix, "%supload:", rs->cfg->redis_prefix);
     snprintf(nums[0], sizeof nums[0], "%" PRId64, available);
     snprintf(nums[1], sizeof nums[1], "%" PRId64, util_wall_ms());
@@ -677,7 +653,7 @@ int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t 
         return -1;
     for (size_t i = 0; i < n; i++) {
         char lkey[128];
-        lease_key(rs, sts[i].document_id, lkey, sizeof lkey);
+        lease_key(rs->cfg, sts[i].document_id, lkey, sizeof lkey);
         if (redisAppendCommand(rs->ctx, "EVAL %s 1 %s %s %lld", acquire_lua, lkey, sts[i].writer,
                                (long long)rs->cfg->lease_ttl_ms) != REDIS_OK ||
             append_put(rs, &sts[i]) != 0)
@@ -699,8 +675,8 @@ int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
         return -1;
     for (size_t i = 0; i < n; i++) {
         char lkey[128], key[128];
-        lease_key(rs, docs[i], lkey, sizeof lkey);
-        upload_key(rs, docs[i], key, sizeof key);
+        lease_key(rs->cfg, docs[i], lkey, sizeof lkey);
+        upload_key(rs->cfg, docs[i], key, sizeof key);
         if (redisAppendCommand(rs->ctx, "EVAL %s 2 %s %s %s %lld", confirm_lua, lkey, key,
                                tokens[i], (long long)rs->cfg->lease_ttl_ms) != REDIS_OK)
             return append_failed(rs);
@@ -736,7 +712,7 @@ int rstate_format_finish_many(const chunkd_config *cfg, size_t n, const uint64_t
     enum { FIXED = 6 };
     char rkey[128], prefix[96], lprefix[96], ids[RSTATE_MANY_MAX][24];
     const char *argv[FIXED + 2 * RSTATE_MANY_MAX];
-    reserved_key_of(cfg, rkey, sizeof rkey);
+    reserved_key(cfg, rkey, sizeof rkey);
     snprintf(prefix, sizeof prefix, "%supload:", cfg->redis_prefix);
     snprintf(lprefix, sizeof lprefix, "%slease:", cfg->redis_prefix);
     size_t argc = eval_on_reserved(argv, finish_lua, rkey);

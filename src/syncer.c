@@ -11,10 +11,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "chunkd/log.h"
+#include "chunkd/metrics.h"
 #include "chunkd/storage.h"
 #include "chunkd/util.h"
 
@@ -28,14 +28,6 @@ struct syncer {
     sync_job *done_head, *done_tail; /* guarded by lock */
     bool stopping;           /* guarded by lock */
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0; /* cannot fail for this clock on Linux; a 0 only skews the metric */
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void append(sync_job **head, sync_job **tail, sync_job *job)
 {
@@ -83,11 +75,11 @@ static void sync_batch(syncer *sy, sync_job *batch)
     while (batch) {
         sync_job *job = batch;
         batch = job->next;
-        int64_t t0 = now_us();
+        int64_t t0 = metrics_now_us();
         job->err = fdatasync(job->fd) == 0 ? 0 : errno;
         if (job->err == 0 && job->dir_key)
             job->err = sync_dir(job, seen, &nseen, sizeof seen / sizeof seen[0]);
-        job->sync_us = now_us() - t0;
+        job->sync_us = metrics_now_us() - t0;
         if (close(job->fd) != 0)
             log_warn("event=close_failed what=sync_fd error=\"%s\"", strerror(errno));
         job->fd = -1;

@@ -76,40 +76,36 @@ rstate_saved rstate_save_offset_result(long long reply);
  * under the same token succeeds. */
 int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
                          bool *acquired, int64_t *retry_after_ms);
-/* For completion: *held is true when `token` holds the lease (renewed), or
- * when the lease lapsed and the upload hash still names `token` as its
- * writer (nobody took over; the lease is taken back). */
-int rstate_lease_confirm(redis_state *rs, uint64_t document_id, const char *token, bool *held);
 
 /* Deletes the lease only if `token` holds it. */
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token);
 /* Deletes the lease whoever holds it (abort, fail). */
 int rstate_lease_break(redis_state *rs, uint64_t document_id);
 int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *found);
-/* Admission: reserves room for an upload of `filesize` bytes on the shared
- * storage volume, which has `available` bytes free, against what uploads in
- * flight on every instance still need (one Redis hash, `reserved`, checked
- * and updated atomically). *fits is false when it does not fit (nothing is
- * reserved then); *promised is what the others still need. rstate_del
- * releases the reservation with the upload's state. */
-int rstate_reserve(redis_state *rs, uint64_t document_id, int64_t filesize, int64_t available,
-                   bool *fits, int64_t *promised);
 
 /* Pipelined forms, one round trip for n uploads (the worker's groups, see
  * upload_run_deferred). They return -1 when Redis could not be reached
  * (rstate_error says why; no item's outcome is known); otherwise 0 and each
  * item's outcome, -1 meaning Redis answered that item with an error. */
 #define RSTATE_MANY_MAX 128 /* items in one call */
-/* rstate_reserve for each, in order, in one script: the uploads in flight
- * are counted once, and each of these fits next to them and to the ones
- * before it that fitted. fits[i] 1 or 0, promised[i] as there. */
+/* Admission: reserves room for uploads of filesizes[i] bytes on the shared
+ * storage volume, which has `available` bytes free, against what uploads in
+ * flight on every instance still need (one Redis hash, `reserved`, checked
+ * and updated atomically by one script). The uploads in flight are counted
+ * once; each of these, in order, fits next to them and to the ones before
+ * it that fitted. fits[i] is 1, or 0 when it does not fit (nothing is
+ * reserved for it then); promised[i] is what the others still need then.
+ * The reservation goes with the upload's state (rstate_del,
+ * rstate_finish_many). */
 int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
                         const int64_t *filesizes, int64_t available, int8_t *fits,
                         int64_t *promised);
 /* A new upload's lease (for sts[i].writer) and state: opened[i] 1, or 0
  * when someone else holds the lease (its state was written all the same). */
 int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t *opened);
-/* rstate_lease_confirm for each: held[i] 1 or 0. */
+/* For completion: held[i] is 1 when tokens[i] holds the lease (renewed),
+ * or when the lease lapsed and the upload hash still names tokens[i] as
+ * its writer (nobody took over; the lease is taken back); else 0. */
 int rstate_lease_confirm_many(redis_state *rs, size_t n, const uint64_t *docs,
                               const char *const *tokens, int8_t *held);
 /* Completed uploads' states, reservations and leases (those tokens[i]
