@@ -1187,6 +1187,46 @@ static int upload_digest(open_upload *up)
     return storage_sha256(up->fd, up->st.filesize, up->digest);
 }
 
+/* Refuses a completion of doc unless it is the session's open upload and
+ * every byte of it has been received; true when refused (answer sent). */
+static void send_not_open(upload_env *env, session *s)
+{
+    send_error(env, s, 409, "upload_not_open",
+               "the document is not open on this connection; resume it first");
+}
+
+static bool refuse_unless_received(upload_env *env, session *s, uint64_t doc)
+{
+    open_upload *up = s->up;
+    if (!up || up->st.document_id != doc) {
+        send_not_open(env, s);
+        return true;
+    }
+    if (up->st.offset != up->st.filesize) {
+        msg_error err;
+        msg_fail(&err, 409, "incomplete", "received %" PRId64 " of %" PRId64 " bytes",
+                 up->st.offset, up->st.filesize);
+        err.expected_offset = up->st.offset;
+        upload_send_error(env, s, &err);
+        return true;
+    }
+    return false;
+}
+
+/* A checkpoint that failed in the background makes nothing since the last
+ * good one trustworthy: the upload is cut back there. Its errno, or 0 when
+ * none failed. */
+static int take_sync_error(upload_env *env, session *s)
+{
+    open_upload *up = s->up;
+    int e = up->sync_error;
+    if (e) {
+        up->sync_error = 0;
+        cut_back(env, s, up->st.document_id, up->st.synced_offset);
+    }
+    return e;
+}
+
 static void handle_complete(upload_env *env, session *s, const msg_request *req)
 {
     /* Completing needs only the open upload; but credentials that are sent
@@ -1205,31 +1245,17 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
         upload_drain(env, s);
         up = s->up;
     }
-    if (!up || up->st.document_id != (uint64_t)req->document_id) {
-        send_error(env, s, 409, "upload_not_open",
-                   "the document is not open on this connection; resume it first");
+    if (refuse_unless_received(env, s, (uint64_t)req->document_id))
         return;
-    }
-    if (up->st.offset != up->st.filesize) {
-        msg_error err;
-        msg_fail(&err, 409, "incomplete", "received %" PRId64 " of %" PRId64 " bytes",
-                 up->st.offset, up->st.filesize);
-        err.expected_offset = up->st.offset;
-        upload_send_error(env, s, &err);
-        return;
-    }
     if (up->sync_error) {
-        /* A checkpoint failed in the background: continue from the last
-         * good one. */
+        /* Continue from the last good checkpoint, once the chunks before
+         * are answered. */
         upload_drain(env, s);
         if (s->up != up) {
-            send_error(env, s, 409, "upload_not_open",
-                       "the document is not open on this connection; resume it first");
+            send_not_open(env, s);
             return;
         }
-        int e = up->sync_error;
-        up->sync_error = 0;
-        cut_back(env, s, up->st.document_id, up->st.synced_offset);
+        int e = take_sync_error(env, s);
         send_storage_error(env, s, up->st.document_id, storage_classify_errno(e), e, "sync");
         return;
     }
@@ -1365,10 +1391,8 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
              * comes back before the completion's sync): the pages it lost
              * may not show in a descriptor opened after it. Continue from
              * the last good checkpoint, as handle_complete does. */
-            e = up->sync_error;
-            up->sync_error = 0;
+            e = take_sync_error(env, s);
             r = storage_classify_errno(e);
-            cut_back(env, s, doc, up->st.synced_offset);
         }
         if (r == STORAGE_OK && !s->deferred.synced &&
             !(dir_synced[bucket / 8] & (1u << (bucket % 8)))) {
@@ -1622,24 +1646,17 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
             continue;
         /* A save that failed meanwhile cut the upload back, or a lost lease
          * took it away: the chunks' answers said so, and so does this one. */
-        if (!s->up || s->up->st.document_id != s->deferred.document_id) {
-            send_error(env, s, 409, "upload_not_open",
-                       "the document is not open on this connection; resume it first");
-        } else if (s->up->st.offset != s->up->st.filesize) {
-            msg_error err;
-            msg_fail(&err, 409, "incomplete", "received %" PRId64 " of %" PRId64 " bytes",
-                     s->up->st.offset, s->up->st.filesize);
-            err.expected_offset = s->up->st.offset;
-            upload_send_error(env, s, &err);
-        } else if (!s->deferred.synced &&
-                   (s->up->final_sync = submit_sync(env, s->up, s->up->st.filesize, s,
-                                                    on_final_sync_done)) != NULL) {
+        if (refuse_unless_received(env, s, s->deferred.document_id))
+            continue;
+        if (!s->deferred.synced &&
+            (s->up->final_sync = submit_sync(env, s->up, s->up->st.filesize, s,
+                                             on_final_sync_done)) != NULL) {
             /* The file's sync runs on the syncer while the worker goes on;
              * the request comes back to a later group with its result. */
             s->deferred.syncing = true;
-        } else {
-            completes[nc++] = s;
+            continue;
         }
+        completes[nc++] = s;
     }
     /* Completions first: they free what the uploads of the same users may
      * need (the per-user limit, reserved room). */
