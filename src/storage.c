@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "chunkd/log.h"
+#include "chunkd/storage_layout.h"
 #include "chunkd/util.h"
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -61,7 +62,7 @@ int storage_init(const char *root, char *err, size_t errlen)
         snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
         return -1;
     }
-    return 0;
+    return storage_layout_claim(root, err, errlen);
 }
 
 void storage_rel_path(uint64_t document_id, char out[STORAGE_REL_PATH_MAX])

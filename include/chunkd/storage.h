@@ -21,13 +21,17 @@ typedef enum storage_result {
     STORAGE_ERROR,     /* anything else: 500 with the reason */
 } storage_result;
 
-/* Checks that root exists (creating it) and is a writable directory. */
+/* Checks that root exists (creating it), is a writable directory and is in
+ * this build's layout (storage_layout_claim: a new root is marked). */
 int storage_init(const char *root, char *err, size_t errlen);
 
-/* Files are spread over 256 bucket directories by document id. */
+/* Files are spread over 256 bucket directories by document id, 256
+ * consecutive ids to a bucket (storage_layout.h: layout 2). Ids are handed
+ * out in runs (one group's INSERT), and the files of a run complete
+ * together: in one bucket, one directory fsync covers them all. */
 static inline unsigned storage_bucket(uint64_t document_id)
 {
-    return (unsigned)(document_id & 0xff);
+    return (unsigned)((document_id >> 8) & 0xff);
 }
 
 /* "<bucket>/<id>.data", relative to the storage root. */

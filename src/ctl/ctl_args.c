@@ -20,6 +20,7 @@ void ctl_usage(FILE *out)
             "       chunkctl [OPTIONS] show DOCUMENT_ID\n"
             "       chunkctl [OPTIONS] fail DOCUMENT_ID [--reason TEXT]\n"
             "       chunkctl [OPTIONS] expire DOCUMENT_ID\n"
+            "       chunkctl [OPTIONS] storage-migrate\n"
             "\n"
             "Manages the users that may upload to chunkd ('add' and 'rotate' print the\n"
             "new credential once; only its SHA-256 is stored) and the uploads in flight:\n"
@@ -29,6 +30,8 @@ void ctl_usage(FILE *out)
             "  fail      ends an upload as failed (reason failed_by_operator unless\n"
             "            --reason), removing its file and Redis state, as chunkd does\n"
             "  expire    the same with reason 'expired'\n"
+            "  storage-migrate  moves the files of a storage folder written by an older\n"
+            "            chunkd to the current layout (every chunkd on it stopped first)\n"
             "See docs/CHUNKCTL.md.\n"
             "\n"
             "Options:\n"
@@ -248,6 +251,13 @@ static int parse_command(char **words, int nwords, const raw_opts *o, ctl_reques
             r->reason = "expired";
         if (rc == 0 && r->cmd == CMD_FAIL && o->reason)
             rc = check_reason(o->reason, err, errlen);
+    } else if (strcmp(w, "storage-migrate") == 0) {
+        r->cmd = CMD_STORAGE_MIGRATE;
+        rc = 0;
+        if (nwords != 1) {
+            snprintf(err, errlen, "'storage-migrate' takes no argument");
+            rc = -1;
+        }
     } else {
         snprintf(err, errlen, "unknown command '%s'", w);
         return -1;

@@ -24,6 +24,7 @@ typedef enum {
     CMD_SHOW,
     CMD_FAIL,
     CMD_EXPIRE,
+    CMD_STORAGE_MIGRATE,
 } ctl_cmd;
 
 typedef struct ctl_request {

@@ -12,11 +12,13 @@
 
 #include "chunkd/config.h"
 #include "chunkd/log.h"
+#include "chunkd/storage_layout.h"
 #include "ctl_args.h"
 #include "ctl_cred.h"
 #include "ctl_db.h"
 #include "ctl_fail.h"
 #include "ctl_show.h"
+#include "ctl_storage.h"
 #include "ctl_uploads.h"
 #include "ctl_user.h"
 
@@ -52,7 +54,15 @@ static int run_user(const chunkd_config *cfg, const ctl_request *r, char *err, s
 
 static int run(const chunkd_config *cfg, const ctl_request *r, char *err, size_t errlen)
 {
+    /* These read files by the layout's paths: on a root in another layout
+     * they would report files missing that are only elsewhere. */
+    bool reads_files = r->cmd == CMD_UPLOADS || r->cmd == CMD_SHOW || r->cmd == CMD_FAIL ||
+                       r->cmd == CMD_EXPIRE;
+    if (reads_files && storage_layout_check(cfg->storage_dir, err, errlen) != 0)
+        return EXIT_FAILURE;
     switch (r->cmd) {
+    case CMD_STORAGE_MIGRATE:
+        return ctl_storage_migrate(cfg, r->json, err, errlen);
     case CMD_UPLOADS:
         return ctl_uploads(cfg, r->user_filter, r->json, err, errlen);
     case CMD_SHOW:

@@ -50,8 +50,7 @@ static int count_entry(const char *path, const struct stat *st, int flag, struct
 {
     (void)path;
     (void)st;
-    (void)ftw;
-    if (flag == FTW_F)
+    if (flag == FTW_F && ftw->level >= 2)
         file_count++;
     return 0;
 }

@@ -86,7 +86,8 @@ int it_log_wait(const it_server *s, off_t from, const char *needle, int timeout_
 off_t it_log_size(const it_server *s);
 /* Size of a file, -1 when it does not exist. */
 int64_t it_file_size(const char *path);
-/* Regular files under dir, at any depth; -1 on error. */
+/* Regular files in the directories under dir, at any depth: a storage
+ * folder's document files, not its own chunkd-layout; -1 on error. */
 int it_count_files(const char *dir);
 /* Full path of a program found in PATH (or /usr/sbin, /sbin); -1 if none. */
 int it_find_program(const char *name, char *out, size_t outlen);

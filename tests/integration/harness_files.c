@@ -176,15 +176,23 @@ int it_make_memfd(int64_t size, char sha_out[65])
     return fd;
 }
 
+/* Written out here rather than taken from storage.h, so a change of the
+ * server's layout that the docs do not announce fails the tests. */
+static unsigned it_bucket(int64_t id)
+{
+    return (unsigned)((id / 256) % 256); /* docs/OPERATIONS.md, layout 2 */
+}
+
 void it_data_rel_path(int64_t id, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%02x/%lld.data", (unsigned)(id % 256), (long long)id);
+    snprintf(out, outlen, "%02x/%lld.data", it_bucket(id), (long long)id);
 }
 
 void it_upload_path(const it_server *s, int64_t id, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s/%02x/%lld.data", s->storage_dir, (unsigned)(id % 256),
-             (long long)id);
+    char rel[48];
+    it_data_rel_path(id, rel, sizeof rel);
+    snprintf(out, outlen, "%s/%s", s->storage_dir, rel);
 }
 
 /* Files in the document's bucket named "<id>" or "<id>.<anything>" other
@@ -192,7 +200,7 @@ void it_upload_path(const it_server *s, int64_t id, char *out, size_t outlen)
 static int stray_files(const it_server *s, int64_t id)
 {
     char dir[IT_PATH_MAX + 8], prefix[32], data[40];
-    snprintf(dir, sizeof dir, "%s/%02x", s->storage_dir, (unsigned)(id % 256));
+    snprintf(dir, sizeof dir, "%s/%02x", s->storage_dir, it_bucket(id));
     int pl = snprintf(prefix, sizeof prefix, "%lld", (long long)id);
     snprintf(data, sizeof data, "%lld.data", (long long)id);
     DIR *d = opendir(dir);

@@ -519,6 +519,15 @@ static void test_storage_holds_only_server_names(void **state)
             continue;
         char dir[IT_PATH_MAX + 300];
         snprintf(dir, sizeof dir, "%s/%s", srv.storage_dir, b->d_name);
+        if (strcmp(b->d_name, "chunkd-layout") == 0) { /* the server's own marker */
+            char version[8] = "";
+            FILE *f = fopen(dir, "r");
+            assert_non_null(f);
+            assert_non_null(fgets(version, sizeof version, f));
+            fclose(f);
+            assert_string_equal(version, "2\n");
+            continue;
+        }
         DIR *bucket = opendir(dir);
         if (!bucket || strlen(b->d_name) != 2 || !isxdigit((unsigned char)b->d_name[0]) ||
             !isxdigit((unsigned char)b->d_name[1]))

@@ -6,9 +6,11 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static it_server srv;
@@ -93,19 +95,31 @@ static json_t *ctl_json(int expect, const char *const *args)
     return v;
 }
 
-/* chunkctl's stderr from the last run, for checking its reasons. */
-static bool stderr_has(const char *needle)
+/* Whether the last 16 KiB of the file at path hold needle. */
+static bool file_tail_has(const char *path, const char *needle)
 {
-    FILE *f = fopen(err_path, "r");
+    FILE *f = fopen(path, "r");
     assert_non_null(f);
-    char buf[4096];
+    char buf[16384];
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long size = ftell(f);
+    assert_true(size >= 0);
+    assert_int_equal(fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0,
+                           SEEK_SET),
+                     0);
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
     bool found = strstr(buf, needle) != NULL;
     if (!found)
-        fprintf(stderr, "it: chunkctl stderr lacks \"%s\": %s\n", needle, buf);
+        fprintf(stderr, "it: %s lacks \"%s\": %s\n", path, needle, buf);
     return found;
+}
+
+/* chunkctl's stderr from the last run, for checking its reasons. */
+static bool stderr_has(const char *needle)
+{
+    return file_tail_has(err_path, needle);
 }
 
 static void id_str(int64_t id, char out[24])
@@ -476,6 +490,77 @@ static void test_fail_refuses_completed(void **state)
     it_pass();
 }
 
+/* Puts id's file where layout 1 (bucket id & 0xff) kept it; returns
+ * whether that is another directory than layout 2's. */
+static bool move_to_layout_1(int64_t id)
+{
+    char now[IT_PATH_MAX + 64], old[IT_PATH_MAX + 64], dir[IT_PATH_MAX + 8];
+    it_upload_path(&srv, id, now, sizeof now);
+    snprintf(dir, sizeof dir, "%s/%02x", srv.storage_dir, (unsigned)(id % 256));
+    snprintf(old, sizeof old, "%s/%lld.data", dir, (long long)id);
+    if (strcmp(now, old) == 0)
+        return false;
+    assert_true(mkdir(dir, 0750) == 0 || errno == EEXIST);
+    assert_int_equal(rename(now, old), 0);
+    return true;
+}
+
+/* An upgrade from a storage folder written before the layout marker:
+ * chunkd and chunkctl refuse it with the command that fixes it; after
+ * `storage-migrate` the completed document is intact and the partial one
+ * resumes where it stopped. */
+static void test_upgrade_from_layout_1(void **state)
+{
+    (void)state;
+    char sha[65];
+    int64_t done = completed_upload(&alice, "old-done.bin", 70000, sha);
+    int64_t part = partial_upload(NULL, &alice, "old-part.bin", 128 * IT_KiB, 64 * IT_KiB);
+    int st;
+    assert_int_equal(it_server_kill(&srv, SIGTERM, 20000, &st), 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    long expect_moved = move_to_layout_1(done) + move_to_layout_1(part);
+    char marker[IT_PATH_MAX + 32];
+    snprintf(marker, sizeof marker, "%s/chunkd-layout", srv.storage_dir);
+    assert_int_equal(unlink(marker), 0);
+
+    static const char *const args[] = {"--workers", "2", "--sweep-interval-s", "0", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_restart(&srv, &o), -1);
+    assert_true(file_tail_has(srv.log_path, "chunkctl storage-migrate"));
+
+    char ids[24], *text = NULL;
+    id_str(done, ids);
+    ctl_run(1, &text, (const char *const[]){"show", ids, NULL});
+    free(text);
+    assert_true(stderr_has("layout 1"));
+
+    json_t *j = ctl_json(0, (const char *const[]){"storage-migrate", NULL});
+    assert_int_equal(it_json_int(j, "layout"), 2);
+    assert_int_equal(it_json_int(j, "moved"), expect_moved);
+    json_decref(j);
+    j = ctl_json(0, (const char *const[]){"storage-migrate", NULL}); /* again: nothing */
+    assert_int_equal(it_json_int(j, "moved"), 0);
+    json_decref(j);
+
+    assert_int_equal(it_server_restart(&srv, &o), 0);
+    it_assert_stored(&srv, done, 70000, sha);
+    j = ctl_json(0, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_true(json_object_get(j, "consistent")));
+    json_decref(j);
+
+    json_t *r = resume(&alice, part);
+    assert_string_equal(it_json_str(r, "status"), "ok");
+    assert_int_equal(it_json_int(r, "offset"), 64 * IT_KiB);
+    json_decref(r);
+    id_str(part, ids);
+    j = ctl_json(0, (const char *const[]){"show", ids, NULL});
+    assert_true(json_is_true(json_object_get(j, "consistent")));
+    assert_int_equal(it_json_int(json_object_get(j, "file"), "size"), 64 * IT_KiB);
+    json_decref(j);
+    it_pass();
+}
+
 static void test_server_stops_cleanly(void **state)
 {
     (void)state;
@@ -492,6 +577,7 @@ int main(void)
         IT_FIXTURE_TEST(test_fail_and_expire),
         IT_FIXTURE_TEST(test_fail_while_writing),
         IT_FIXTURE_TEST(test_fail_refuses_completed),
+        IT_FIXTURE_TEST(test_upgrade_from_layout_1),
         IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -243,8 +243,8 @@ static void test_rows_ended_elsewhere_fail_alone(void **state)
      * attempt whose answer was lost): still this completion's SUCCESS.
      * 6: completed with other bytes: not this upload's any more. */
     char path3[64], path6[64];
-    snprintf(path3, sizeof path3, "%02x/%lld.data", (unsigned)(ids[3] % 256), (long long)ids[3]);
-    snprintf(path6, sizeof path6, "%02x/%lld.data", (unsigned)(ids[6] % 256), (long long)ids[6]);
+    it_data_rel_path(ids[3], path3, sizeof path3);
+    it_data_rel_path(ids[6], path6, sizeof path6);
     assert_int_equal(it_doc_complete_behind_server(ids[3], sha[3], path3), 0);
     assert_int_equal(it_doc_complete_behind_server(ids[6], sha[0], path6), 0);
     ended[6] = true;

@@ -197,7 +197,7 @@ static bool do_complete(fake_chunkd *f, int fd, const json_t *req, fake_doc *ope
         f->lose_complete_answer = false;
         return false;
     }
-    snprintf(path, sizeof path, "%02llx/%lld.data", (unsigned long long)(open->id & 0xff),
+    snprintf(path, sizeof path, "%02llx/%lld.data", (unsigned long long)((open->id >> 8) & 0xff),
              (long long)open->id);
     return peer_send_json(fd, json_pack("{s:i, s:s, s:I, s:I, s:s, s:s}", "v", 1, "status",
                                         "SUCCESS", "document_id", (json_int_t)open->id,

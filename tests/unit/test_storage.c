@@ -68,11 +68,13 @@ static void test_rel_path(void **state)
         uint64_t id;
         const char *want;
     } rows[] = {
-        {1, "01/1.data"},
-        {42, "2a/42.data"},
-        {255, "ff/255.data"},
-        {256, "00/256.data"},
-        {0x1ff, "ff/511.data"},
+        {1, "00/1.data"},
+        {42, "00/42.data"},
+        {255, "00/255.data"},
+        {256, "01/256.data"},
+        {0x1ff, "01/511.data"},
+        {0x2a00, "2a/10752.data"},
+        {0x12345, "23/74565.data"},
         {UINT64_MAX, "ff/18446744073709551615.data"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -87,7 +89,7 @@ static void test_create_mode_under_umask(void **state)
 {
     (void)state;
     mode_t old = umask(077);
-    int fd = storage_create(root, 42);
+    int fd = storage_create(root, 0x2a2a);
     int e = errno;
     umask(old);
     if (fd < 0)
@@ -99,7 +101,7 @@ static void test_create_mode_under_umask(void **state)
     file_path(p, sizeof p, "2a");
     assert_int_equal(stat(p, &st), 0);
     assert_true(S_ISDIR(st.st_mode));
-    file_path(p, sizeof p, "2a/42.data");
+    file_path(p, sizeof p, "2a/10794.data");
     assert_int_equal(stat(p, &st), 0);
     assert_true(S_ISREG(st.st_mode));
     assert_int_equal(st.st_mode & 07777, 0640);
@@ -154,7 +156,7 @@ static void test_write_and_hash(void **state)
     assert_int_equal(e, EIO);
 
     char p[256];
-    file_path(p, sizeof p, "01/1.data");
+    file_path(p, sizeof p, "00/1.data");
     FILE *f = fopen(p, "rb");
     assert_non_null(f);
     char got[8] = {0};
@@ -232,7 +234,7 @@ static void test_remove_idempotent(void **state)
     assert_int_equal(close(fd), 0);
     assert_int_equal(storage_remove(root, 5), 0);
     char p[256];
-    file_path(p, sizeof p, "05/5.data");
+    file_path(p, sizeof p, "00/5.data");
     assert_int_equal(access(p, F_OK), -1);
     assert_int_equal(storage_remove(root, 5), 0);
     errno = 0;
