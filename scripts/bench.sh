@@ -183,13 +183,14 @@ fail() {
 # content (one is hashed; chunkd's SUCCESS already carried every hash).
 verify_files() {
     local dir=$1 want=$2 sha=$3 n f got
-    n=$(find "$dir" -type f ! -name '*.json' -name '*' | wc -l)
+    # chunkd-layout: chunkd's mark of its storage layout, not a document
+    n=$(find "$dir" -type f ! -name '*.json' ! -name chunkd-layout | wc -l)
     if ((n != want)); then
         echo "found $n files in $dir, expected $want"
         return 1
     fi
     ((want > 0)) || return 0
-    f=$(find "$dir" -type f ! -name '*.json' | head -n 1)
+    f=$(find "$dir" -type f ! -name '*.json' ! -name chunkd-layout | head -n 1)
     got=$(sha256sum -- "$f" | cut -d' ' -f1)
     if [[ $got != "$sha" ]]; then
         echo "$f hashes to $got, sent $sha"
@@ -230,7 +231,7 @@ hold_or_settle() {
     # has been running (file names are unique across buckets).
     local to=$HELD/$wl-$sys-$run
     mkdir -p -- "$to"
-    find "$dir" -type f -exec mv -t "$to" -- {} +
+    find "$dir" -type f ! -name chunkd-layout -exec mv -t "$to" -- {} +
     sync
 }
 
