@@ -105,6 +105,7 @@ typedef struct lg_opts {
     int max_connecting;
     const char *tus_path;
     const char *label;
+    int64_t warm_mib;         /* memory to warm before the clock starts (lg_warm.h) */
 } lg_opts;
 
 struct lg {

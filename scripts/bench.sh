@@ -268,6 +268,41 @@ redis_keys() {
 
 # one_run WORKLOAD SYSTEM RUN -- LOADGEN-ARGS: runs the load generator once
 # against SYSTEM (chunkd, sink, sinksync or tus) and checks what it left.
+# bytes SIZE: "64k", "16m", "1g" or plain bytes, as the load generator reads them.
+bytes() {
+    local n=${1%[kKmMgG]} unit=${1: -1}
+    case $unit in
+    k | K) echo $((n << 10)) ;;
+    m | M) echo $((n << 20)) ;;
+    g | G) echo $((n << 30)) ;;
+    *) echo "$1" ;;
+    esac
+}
+
+# warm_mib LOADGEN-ARGS...: the loadgen's --warm-mib for a measured run: as
+# many MiB as the run will write into the page cache (--size x --uploads,
+# plus 64 MiB), at most half of what is available; 0 in quick mode. See
+# bench/lg_warm.h: on these virtual machines the first write to memory the
+# guest had freed costs a fault in the host, and how much of it a run meets
+# depends on what ran before it.
+warm_mib() {
+    local size=0 uploads=1 avail mib
+    ((QUICK)) && {
+        echo 0
+        return
+    }
+    while (($#)); do
+        case $1 in
+        --size) size=$(bytes "$2") ;;
+        --uploads) uploads=$2 ;;
+        esac
+        shift
+    done
+    mib=$(((size * uploads >> 20) + 64))
+    avail=$(awk '/^MemAvailable:/ { print int($2 / 2048) }' /proc/meminfo)
+    echo $((mib > avail ? avail : mib))
+}
+
 one_run() {
     local wl=$1 sys=$2 run=$3
     shift 4
@@ -283,7 +318,8 @@ one_run() {
     tus) proto=tus dir=$DATA/tus ;;
     esac
     out=$("$BUILD/loadgen" --proto "$proto" --server "127.0.0.1:$port" --server-pid "$pid" \
-        --label "$wl" "${auth[@]}" "$@" 2>>"$LOGS/loadgen.log") || rc=$?
+        --label "$wl" --warm-mib "$(warm_mib "$@")" "${auth[@]}" "$@" 2>>"$LOGS/loadgen.log") ||
+        rc=$?
     local line
     line=$(grep '^result ' <<<"$out" | tail -n 1) || true
     if [[ -z $line ]]; then
