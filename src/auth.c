@@ -22,7 +22,12 @@ bool auth_credential_matches(const char *credential, size_t len, const char *sto
     char got[65];
     if (len == 0 || auth_hash_credential(credential, len, got) != 0)
         return false;
-    if (strlen(stored_hash_hex) != 64)
+    return auth_hash_matches(got, stored_hash_hex);
+}
+
+bool auth_hash_matches(const char *got, const char *stored_hash_hex)
+{
+    if (strlen(got) != 64 || strlen(stored_hash_hex) != 64)
         return false;
     /* Lowercase the stored side so an operator's uppercase hex still works. */
     char want[65];

@@ -221,45 +221,70 @@ static storage_result timed_sync(upload_env *env, int fd)
 
 /* ---- authentication and ownership ------------------------------------- */
 
-/* Establishes who is asking. 0 when the session's user may proceed;
- * otherwise an answer has been sent. */
-static int authenticate(upload_env *env, session *s, const msg_request *req)
+typedef enum {
+    AUTH_OK,      /* the session's user, or its own credential again */
+    AUTH_REFUSED, /* answered 401 */
+    AUTH_LOOKUP,  /* the user's row must be read: *uid, and the credential's hash */
+} auth_step;
+
+/* What can be decided about who is asking without MySQL. */
+static auth_step authenticate_locally(upload_env *env, session *s, const msg_request *req,
+                                      uint64_t *uid_out, char given_hash[65])
 {
     uint64_t uid = req->user_id > 0 ? (uint64_t)req->user_id : s->user_id;
     if (uid == 0) {
         send_error(env, s, 401, "unauthorized", "user_id and credential are required");
-        return -1;
+        return AUTH_REFUSED;
     }
+    given_hash[0] = '\0';
+    if (req->has_credential && req->credential[0] &&
+        auth_hash_credential(req->credential, strlen(req->credential), given_hash) != 0)
+        given_hash[0] = '\0'; /* matches nothing */
     if (uid == s->user_id) {
-        if (!req->has_credential)
-            return 0;
-        if (auth_credential_matches(req->credential, strlen(req->credential),
-                                    s->credential_hash))
-            return 0;
+        if (!req->has_credential || auth_hash_matches(given_hash, s->credential_hash))
+            return AUTH_OK;
     } else if (!req->has_credential) {
         send_error(env, s, 401, "unauthorized", "a credential is required for this user");
+        return AUTH_REFUSED;
+    }
+    *uid_out = uid;
+    return AUTH_LOOKUP;
+}
+
+/* The verdict once uid's row is read (found says whether it exists): 0 and
+ * the session is uid's, or answered 401. */
+static int authenticate_with_row(session *s, upload_env *env, uint64_t uid,
+                                 const char *given_hash, const user_row *u, bool found)
+{
+    if (!found || u->disabled || !auth_hash_matches(given_hash, u->credential_hash)) {
+        /* One answer for all three causes, so the reply does not reveal
+         * which user ids exist. The log says which, for the operator. */
+        log_info("event=auth_failed peer=%s user=%" PRIu64 " cause=%s", s->peer, uid,
+                 !found ? "unknown_user" : u->disabled ? "disabled" : "bad_credential");
+        send_error(env, s, 401, "unauthorized", "unknown user or wrong credential");
         return -1;
     }
+    s->user_id = uid;
+    memcpy(s->credential_hash, u->credential_hash, sizeof s->credential_hash);
+    return 0;
+}
+
+/* Establishes who is asking. 0 when the session's user may proceed;
+ * otherwise an answer has been sent. */
+static int authenticate(upload_env *env, session *s, const msg_request *req)
+{
+    uint64_t uid = 0;
+    char given_hash[65];
+    auth_step step = authenticate_locally(env, s, req, &uid, given_hash);
+    if (step != AUTH_LOOKUP)
+        return step == AUTH_OK ? 0 : -1;
     user_row u;
     bool found = false;
     if (docstore_get_user(env->ds, uid, &u, &found) != 0) {
         send_unavailable(env, s, docstore_error(env->ds));
         return -1;
     }
-    size_t clen = strlen(req->credential);
-    bool ok = found && !u.disabled && auth_credential_matches(req->credential, clen,
-                                                              u.credential_hash);
-    if (!ok) {
-        /* One answer for all three causes, so the reply does not reveal
-         * which user ids exist. The log says which, for the operator. */
-        log_info("event=auth_failed peer=%s user=%" PRIu64 " cause=%s", s->peer, uid,
-                 !found ? "unknown_user" : u.disabled ? "disabled" : "bad_credential");
-        send_error(env, s, 401, "unauthorized", "unknown user or wrong credential");
-        return -1;
-    }
-    s->user_id = uid;
-    memcpy(s->credential_hash, u.credential_hash, sizeof s->credential_hash);
-    return 0;
+    return authenticate_with_row(s, env, uid, given_hash, &u, found);
 }
 
 /* Loads the document and checks that the session's user owns it. */
@@ -509,12 +534,14 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
 
 static void handle_upload(upload_env *env, session *s, const msg_request *req)
 {
-    if (authenticate(env, s, req) != 0)
-        return;
     /* The row's insert waits for a commit: it runs with the other uploads
-     * started in this loop turn (group_upload). */
+     * started in this loop turn (group_upload), and so does reading the
+     * user's row when the credential is new to this connection (each
+     * connection of a client that connects per file needs one). */
     deferred_request *d = &s->deferred;
     memset(d, 0, sizeof *d);
+    if (authenticate_locally(env, s, req, &d->auth_user, d->auth_hash) == AUTH_REFUSED)
+        return;
     d->filesize = req->filesize;
     d->has_sha256 = req->has_sha256;
     memcpy(d->sha256, req->sha256, sizeof d->sha256);
@@ -537,16 +564,54 @@ static void group_db_failed(upload_env *env, session *const *ss, size_t n, const
  * once (one statement, one redo-log flush for all), then room reserved and
  * each upload opened (one Redis round trip each for the group). Order of
  * effects per upload as before: row, file, Redis state. */
+/* The group's uploads whose user must be read first: one read per
+ * distinct user. Clears live[i] for each request answered here. */
+static void authenticate_group(upload_env *env, session *const *ss, size_t n, bool *live)
+{
+    user_row rows[UPLOAD_GROUP_MAX];
+    bool found[UPLOAD_GROUP_MAX];
+    int8_t read_ok[UPLOAD_GROUP_MAX]; /* 1 read, 0 failed, -1 not read (yet) */
+    for (size_t i = 0; i < n; i++) {
+        session *s = ss[i];
+        const deferred_request *d = &s->deferred;
+        read_ok[i] = -1;
+        if (d->auth_user == 0)
+            continue;
+        size_t j = 0;
+        while (j < i && !(read_ok[j] >= 0 && ss[j]->deferred.auth_user == d->auth_user))
+            j++;
+        if (j == i) {
+            found[i] = false;
+            read_ok[i] = docstore_get_user(env->ds, d->auth_user, &rows[i], &found[i]) == 0;
+        } else {
+            rows[i] = rows[j];
+            found[i] = found[j];
+            read_ok[i] = read_ok[j];
+        }
+        if (!read_ok[i]) {
+            live[i] = false;
+            send_unavailable(env, s, docstore_error(env->ds));
+        } else if (authenticate_with_row(s, env, d->auth_user, d->auth_hash, &rows[i],
+                                         found[i]) != 0) {
+            live[i] = false;
+        }
+    }
+}
+
 static void group_upload(upload_env *env, session *const *ss, size_t n)
 {
     bool live[UPLOAD_GROUP_MAX];
     int64_t in_flight[UPLOAD_GROUP_MAX]; /* the user's count before this group */
     uint64_t doc[UPLOAD_GROUP_MAX];
     size_t nlive = 0;
+    for (size_t i = 0; i < n; i++)
+        live[i] = true;
+    authenticate_group(env, ss, n, live);
     for (size_t i = 0; i < n; i++) {
         session *s = ss[i];
-        live[i] = true;
         in_flight[i] = -1;
+        if (!live[i])
+            continue;
         if (env->cfg->max_uploads_per_user <= 0) {
             nlive++;
             continue;

@@ -70,6 +70,10 @@ typedef struct deferred_request {
     bool has_sha256;
     char sha256[65];
     char filename[MSG_FILENAME_MAX + 1];
+    /* ... and, when not 0, the user whose row must be read to check the
+     * credential (hashed here; the plain credential is not kept) */
+    uint64_t auth_user;
+    char auth_hash[65];
     /* DEFER_COMPLETE: the upload it completes, and the file's sync, which
      * runs on the worker's syncer between two groups: while `syncing` the
      * session stays parked but waits outside the groups (a large file's

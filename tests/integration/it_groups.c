@@ -210,6 +210,59 @@ static void test_failures_stay_with_their_request(void **state)
     it_pass();
 }
 
+/* A connection's first upload carries its credential, and the user's row is
+ * read with the group's other uploads (once per user). Each request still
+ * gets its own verdict: a wrong credential, a disabled user or an unknown
+ * one is answered 401 alone (and its connection closed, as always after a
+ * 401) and creates nothing; the others in the group go ahead. */
+static void test_credentials_checked_in_the_group(void **state)
+{
+    (void)state;
+    it_user off, wrong = user;
+    assert_int_equal(it_user_create(&off), 0);
+    assert_int_equal(it_user_set_disabled(off.id, true), 0);
+    memset(wrong.credential, 'a', 64); /* the right form, not the right value */
+    it_user unknown = second;
+    unknown.id = (int64_t)1 << 60;
+    const it_user *who[5] = {&user, &wrong, &second, &off, &unknown};
+    const bool good[5] = {true, false, true, false, false};
+    int64_t rows0 = it_doc_count(user.id, NULL), rows1 = it_doc_count(second.id, NULL);
+
+    it_sock socks[NCONN];
+    for (int i = 0; i < NCONN; i++)
+        assert_int_equal(it_sock_connect(&socks[i], srv.port), 0);
+    for (int i = 0; i < NCONN; i++)
+        send_upload_line(&socks[i], who[i % 5], NULL, FILESIZE);
+    int ok[2] = {0, 0};
+    for (int i = 0; i < NCONN; i++) {
+        json_t *r = read_answer(&socks[i]);
+        if (good[i % 5]) {
+            it_assert_ok(r, "upload");
+            ok[i % 5 == 2]++;
+        } else {
+            it_assert_error(r, 401, "unauthorized");
+            it_assert_closed(&socks[i]);
+        }
+        json_decref(r);
+    }
+    assert_int_equal(it_doc_count(user.id, NULL) - rows0, ok[0]);
+    assert_int_equal(it_doc_count(second.id, NULL) - rows1, ok[1]);
+    assert_int_equal(it_doc_count(off.id, NULL), 0);
+
+    /* An authenticated connection's next upload needs no credential. */
+    for (int i = 0; i < NCONN; i++) {
+        if (good[i % 5]) {
+            json_t *r = it_sock_req(&socks[i], "{\"action\":\"upload\",\"filename\":"
+                                               "\"again.bin\",\"filesize\":4096}");
+            it_assert_ok(r, "upload");
+            json_decref(r);
+        }
+        it_sock_close(&socks[i]);
+    }
+    assert_int_equal(it_doc_count(user.id, NULL) - rows0, 2 * ok[0]);
+    it_pass();
+}
+
 /* Rows that someone else ended (another instance's expiry sweep, an
  * operator) while their uploads were open here: the group's one-statement
  * update finds fewer rows than it asked for, and must still tell exactly
@@ -443,6 +496,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         IT_FIXTURE_TEST(test_failures_stay_with_their_request),
+        IT_FIXTURE_TEST(test_credentials_checked_in_the_group),
         IT_FIXTURE_TEST(test_rows_ended_elsewhere_fail_alone),
         IT_FIXTURE_TEST(test_grouped_rows_keep_their_own_fields),
         IT_FIXTURE_TEST(test_user_limit_counts_the_group),
