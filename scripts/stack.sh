@@ -11,7 +11,10 @@
 #
 # Environment: CHUNKD_STACK_DIR (default <repo>/var/stack),
 # CHUNKD_STACK_REDIS_PORT (6390), CHUNKD_STACK_MYSQL_PORT (3390),
-# CHUNKD_STACK_WAIT (seconds to wait for a server, 30).
+# CHUNKD_STACK_WAIT (seconds to wait for a server, 30),
+# CHUNKD_STACK_MYSQL_OPTS (more mariadbd options, split on spaces; the tests
+# use it to run MariaDB as a Galera node or another setup would, e.g.
+# --innodb-autoinc-lock-mode=2).
 set -euo pipefail
 export LC_ALL=C # glob order of sql/*.sql is byte order, whatever the locale
 
@@ -249,8 +252,9 @@ mysql_up() {
         die "port $MYSQL_PORT is taken by another program; choose another with CHUNKD_STACK_MYSQL_PORT"
     mysql_install
     rm -f -- "$MYSQL_PID" "$SOCK"
-    local -a opts
+    local -a opts extra=()
     mapfile -t opts < <(root_opts)
+    read -r -a extra <<<"${CHUNKD_STACK_MYSQL_OPTS:-}"
     # setsid: the server outlives this script and the caller's process group
     # (a terminal's Ctrl-C, a test runner's kill). Its stdio goes to a file so
     # that a caller reading our output (ctest) is not held open by it.
@@ -259,7 +263,8 @@ mysql_up() {
         exec setsid "$MARIADBD" --no-defaults "${opts[@]}" --datadir="$MYSQL_DATA" \
             --port="$MYSQL_PORT" --bind-address=127.0.0.1 --socket="$SOCK" \
             --pid-file="$MYSQL_PID" --log-error="$MYSQL_ERR" --skip-log-bin \
-            --skip-name-resolve --innodb-buffer-pool-size=64M --innodb-log-file-size=16M
+            --skip-name-resolve --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
+            "${extra[@]}"
     ) </dev/null >>"$MYSQL_OUT" 2>&1 &
     pid=$! # the subshell execs setsid, which execs mariadbd: the same pid
     wait_ready "$pid" mysql_ready "$MYSQL_ERR" mariadb

@@ -22,3 +22,6 @@ chunkd_fault_test(it_fault_crash TIMEOUT 300)
 chunkd_fault_test(it_fault_disk TIMEOUT 300)
 # Its own Redis and MariaDB, on the shared stack's ports + 20.
 chunkd_fault_test(it_fault_stack TIMEOUT 600)
+# Its own MariaDB started with the auto-increment settings of a Galera node
+# (stack.sh's CHUNKD_STACK_MYSQL_OPTS), on the shared stack's ports + 30.
+chunkd_fault_test(it_autoinc TIMEOUT 300)
