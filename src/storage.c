@@ -94,8 +94,7 @@ static int bucket_path(const char *root, uint64_t document_id, char *out, size_t
     return 0;
 }
 
-/* fsync of a directory by its path; -1 with errno. */
-static int sync_path_dir(const char *dir)
+int storage_sync_dir_path(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -120,7 +119,8 @@ int storage_create(const char *root, uint64_t document_id)
          * is called complete (the completion syncs only the bucket): sync
          * the root when the bucket is made, also when another worker made
          * it a moment ago and may still be syncing. */
-        if ((mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST) || sync_path_dir(root) != 0)
+        if ((mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST) ||
+            storage_sync_dir_path(root) != 0)
             return -1;
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
     }
@@ -199,7 +199,7 @@ int storage_sync_dir(const char *root, uint64_t document_id)
     char dir[PATH_MAX];
     if (bucket_path(root, document_id, dir, sizeof dir) != 0)
         return -1;
-    return sync_path_dir(dir);
+    return storage_sync_dir_path(dir);
 }
 
 static int copy_range(int in, int out, int64_t len)

@@ -17,19 +17,6 @@
 
 #define NBUCKETS 256
 
-/* fsync of an open directory's path; -1 with errno. */
-static int sync_dir_at(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
 static int join(char *out, size_t size, const char *a, const char *b)
 {
     int n = snprintf(out, size, "%s/%s", a, b);
@@ -155,7 +142,7 @@ static int write_marker(const char *root, char *err, size_t errlen)
         snprintf(err, errlen, "writing %s: %s", path, strerror(e));
         return -1;
     }
-    if (sync_dir_at(root) != 0) {
+    if (storage_sync_dir_path(root) != 0) {
         snprintf(err, errlen, "syncing %s: %s", root, strerror(errno));
         return -1;
     }
@@ -245,7 +232,7 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
         return -1;
     }
     if (mkdir(dst_dir, STORAGE_DIR_MODE) == 0) {
-        if (sync_dir_at(m->root) != 0) {
+        if (storage_sync_dir_path(m->root) != 0) {
             snprintf(m->err, m->errlen, "syncing %s: %s", m->root, strerror(errno));
             return -1;
         }
@@ -352,7 +339,7 @@ int storage_layout_migrate(const char *root, storage_migration *out, char *err, 
         char dir[PATH_MAX];
         if (!m.dirty[b])
             continue;
-        if (bucket_dir(dir, sizeof dir, root, b) != 0 || sync_dir_at(dir) != 0) {
+        if (bucket_dir(dir, sizeof dir, root, b) != 0 || storage_sync_dir_path(dir) != 0) {
             snprintf(err, errlen, "syncing %s: %s", dir, strerror(errno));
             return -1;
         }

@@ -59,6 +59,8 @@ void storage_start_writeback(int fd);
 /* The same for len bytes at off. */
 void storage_start_writeback_range(int fd, int64_t off, int64_t len);
 int storage_sync_dir(const char *root, uint64_t document_id);
+/* fsync of the directory at path dir; -1 with errno. */
+int storage_sync_dir_path(const char *dir);
 /* The directory that holds the document's file, for an fsync elsewhere
  * (syncer.h); -1 with errno. */
 int storage_open_dir(const char *root, uint64_t document_id);

@@ -244,6 +244,22 @@ int it_fixture_group_teardown(void **state)
     return 0;
 }
 
+int it_own_servers_test_setup(void **state)
+{
+    (void)state;
+    it_test_begin(NULL);
+    return 0;
+}
+
+void it_own_server_end(it_server *s)
+{
+    if (s->dir[0]) {
+        it_test_end(s);
+        it_server_stop(s);
+    }
+    memset(s, 0, sizeof *s);
+}
+
 /* ---- temporary directories ---------------------------------------------- */
 
 int it_tmpdir(const char *tag, char *out, size_t outlen)

@@ -73,6 +73,13 @@ int it_fixture_group_teardown(void **state);
 #define IT_FIXTURE_TEST(f) \
     cmocka_unit_test_setup_teardown(f, it_fixture_test_setup, it_fixture_test_teardown)
 
+/* For a program whose tests start servers of their own: the setup
+ * (it_test_begin with no server yet) ... */
+int it_own_servers_test_setup(void **state);
+/* ... and, in its teardown, for each such server: it_test_end (its log when
+ * the test failed), stopped, cleared; nothing for one that never started. */
+void it_own_server_end(struct it_server *s);
+
 /* ---- temporary directories --------------------------------------------- */
 
 /* Creates a fresh directory under CHUNKD_IT_TMPDIR (or TMPDIR, or /tmp). */

@@ -44,22 +44,11 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(NULL);
-    return 0;
-}
-
 /* Each test starts its own chunkd, after the database is set up its way. */
 static int test_teardown(void **state)
 {
     (void)state;
-    if (srv.dir[0]) {
-        it_test_end(&srv);
-        it_server_stop(&srv);
-    }
-    memset(&srv, 0, sizeof srv);
+    it_own_server_end(&srv);
     return 0;
 }
 
@@ -131,15 +120,21 @@ static void upload_in_groups(int64_t ids[NCONN])
     }
 }
 
+/* One worker, so that every connection shares its groups. */
+static void start_server(void)
+{
+    static const char *const args[] = {"--workers", "1", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+}
+
 /* Interleaved lock mode: the ids of one statement may belong to rows of
  * others, so chunkd inserts a group's rows one by one (and says so). */
 static void test_interleaved_lock_mode(void **state)
 {
     (void)state;
-    static const char *const args[] = {"--workers", "1", NULL};
-    it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&srv, &o), 0);
-    it_test_begin(&srv);
+    start_server();
     int64_t ids[NCONN];
     upload_in_groups(ids);
     assert_true(it_log_count(&srv, "event=mysql_rows_inserted_one_by_one "
@@ -157,10 +152,7 @@ static void test_increment_of_three(void **state)
                             "--auto-increment-increment=3 --auto-increment-offset=2", 1),
                      0);
     assert_int_equal(it_stack_up(&stack), 0);
-    static const char *const args[] = {"--workers", "1", NULL};
-    it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&srv, &o), 0);
-    it_test_begin(&srv);
+    start_server();
     int64_t ids[NCONN];
     upload_in_groups(ids);
     for (int i = 0; i < NCONN; i++)
@@ -177,8 +169,10 @@ static void test_increment_of_three(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_interleaved_lock_mode, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_increment_of_three, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_interleaved_lock_mode, it_own_servers_test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_increment_of_three, it_own_servers_test_setup,
+                                        test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -37,22 +37,12 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static int test_setup(void **state)
-{
-    (void)state;
-    it_test_begin(NULL);
-    return 0;
-}
-
 /* The server goes first: its mount namespace, and the tmpfs, end with it. */
 static int test_teardown(void **state)
 {
     (void)state;
     it_chunkup_cleanup(&cup);
-    if (srv.dir[0]) {
-        it_test_end(&srv);
-        it_server_stop(&srv);
-    }
+    it_own_server_end(&srv);
     if (mnt[0])
         it_rmtree(mnt);
     mnt[0] = '\0';
@@ -233,7 +223,8 @@ static void test_enospc_then_room_again(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_enospc_then_room_again, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_enospc_then_room_again, it_own_servers_test_setup,
+                                        test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,41 +17,23 @@
 #include <openssl/evp.h>
 
 #include "chunkd/storage.h"
+#include "test_tmpdir.h"
 
 #define SHA_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 #define SHA_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 static char root[64];
 
-/* A mkdtemp template: the prefix and six 'X' for mkdtemp to replace. */
-static void tmp_template(char *out, size_t size, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    assert_true(n + 7 <= size);
-    memcpy(out, prefix, n);
-    memset(out + n, 'X', 6);
-    out[n + 6] = '\0';
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    tmp_template(root, sizeof root, "/tmp/chunkd-storage-");
-    return mkdtemp(root) ? 0 : -1;
+    return test_tmpdir_make(root, sizeof root, "/tmp/chunkd-storage-");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return test_tmpdir_remove(root);
 }
 
 static void file_path(char *out, size_t size, const char *rel)

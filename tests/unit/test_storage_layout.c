@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <stdbool.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,28 +17,20 @@
 
 #include "chunkd/storage.h"
 #include "chunkd/storage_layout.h"
+#include "test_tmpdir.h"
 
 static char root[64];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/chunkd-layout-XXXXXX");
-    return mkdtemp(root) ? 0 : -1;
+    return test_tmpdir_make(root, sizeof root, "/tmp/chunkd-layout-");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return test_tmpdir_remove(root);
 }
 
 static void at(char *out, size_t size, const char *rel)
