@@ -108,13 +108,13 @@ static int has_bucket_entries(const char *root, char *err, size_t errlen)
 }
 
 /* Writes the marker durably: a whole file renamed into place, then the
- * root's entry synced. Instances starting at once each rename their own
- * copy of the same content. */
+ * root's entry synced. Instances starting at once each rename a copy of
+ * the same content; the copies' names are random (mkstemp), not by pid,
+ * since containers on other hosts sharing the volume all run as pid 1. */
 static int write_marker(const char *root, char *err, size_t errlen)
 {
     char path[PATH_MAX], tmp[PATH_MAX];
-    int n = snprintf(tmp, sizeof tmp, "%s/%s.%ld.tmp", root, STORAGE_LAYOUT_FILE,
-                     (long)getpid());
+    int n = snprintf(tmp, sizeof tmp, "%s/%s.XXXXXX", root, STORAGE_LAYOUT_FILE);
     if (join(path, sizeof path, root, STORAGE_LAYOUT_FILE) != 0 || n < 0 ||
         (size_t)n >= sizeof tmp) {
         snprintf(err, errlen, "storage_dir %s: %s", root, strerror(ENAMETOOLONG));
@@ -122,13 +122,16 @@ static int write_marker(const char *root, char *err, size_t errlen)
     }
     char body[16];
     int len = snprintf(body, sizeof body, "%d\n", STORAGE_LAYOUT_VERSION);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        snprintf(err, errlen, "creating %s: %s", tmp, strerror(errno));
         return -1;
     }
-    bool ok = write(fd, body, (size_t)len) == len && fsync(fd) == 0;
-    int e = errno;
+    /* Readable by chunkctl under another account, like the documents'
+     * directories; mkstemp makes it 0600. */
+    ssize_t wrote = write(fd, body, (size_t)len);
+    bool ok = fchmod(fd, 0644) == 0 && wrote == len && fsync(fd) == 0;
+    int e = ok ? 0 : (wrote >= 0 && wrote < len ? EIO : errno);
     if (close(fd) != 0 && ok) {
         ok = false;
         e = errno;
