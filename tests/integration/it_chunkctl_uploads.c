@@ -535,6 +535,10 @@ static void test_upgrade_from_layout_1(void **state)
     free(text);
     assert_true(stderr_has("layout 1"));
 
+    ctl_run(2, &text, (const char *const[]){"storage-migrate", "now", NULL});
+    free(text);
+    assert_true(stderr_has("'storage-migrate' takes no argument"));
+
     json_t *j = ctl_json(0, (const char *const[]){"storage-migrate", NULL});
     assert_int_equal(it_json_int(j, "layout"), 2);
     assert_int_equal(it_json_int(j, "moved"), expect_moved);
