@@ -560,10 +560,6 @@ static void group_db_failed(upload_env *env, session *const *ss, size_t n, const
             send_unavailable(env, ss[i], why);
 }
 
-/* Parked upload requests: the per-user limit, then every row inserted at
- * once (one statement, one redo-log flush for all), then room reserved and
- * each upload opened (one Redis round trip each for the group). Order of
- * effects per upload as before: row, file, Redis state. */
 /* The group's uploads whose user must be read first: one read per
  * distinct user. Clears live[i] for each request answered here. */
 static void authenticate_group(upload_env *env, session *const *ss, size_t n, bool *live)
@@ -598,6 +594,11 @@ static void authenticate_group(upload_env *env, session *const *ss, size_t n, bo
     }
 }
 
+/* Parked upload requests: credentials new to their connection, the
+ * per-user limit, then every row inserted at once (one statement, one
+ * redo-log flush for all), then room reserved and each upload opened (one
+ * Redis round trip each for the group). Order of effects per upload as
+ * before: row, file, Redis state. */
 static void group_upload(upload_env *env, session *const *ss, size_t n)
 {
     bool live[UPLOAD_GROUP_MAX];
