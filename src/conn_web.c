@@ -354,11 +354,31 @@ static bool on_binary(conn *c, const ws_item *it)
     return w->body_left == 0;
 }
 
+/* When the session has ended (its request's error answer, 401,
+ * chunk_too_large, ..., says why), starts the close frame that says so
+ * too. Without an error answer, one could not be queued. True when it
+ * did. */
+static bool close_if_session_ended(conn *c)
+{
+    struct conn_web *w = c->web;
+    if (!c->sess.close || w->state != WEB_WS_OPEN)
+        return false;
+    if (w->last_error)
+        ws_begin_close(c, close_code_for(w->last_error, w->last_reason), w->last_reason);
+    else
+        ws_begin_close(c, WS_CLOSE_INTERNAL, "internal_error");
+    return true;
+}
+
 /* Handles everything complete in c->in from pos on; returns the new pos. */
 static size_t ws_input(conn *c, size_t pos, bool *finished)
 {
     struct conn_web *w = c->web;
     const chunkd_config *cfg = c->owner->cfg;
+    /* A parked request (an upload's credential is checked with its group)
+     * may have ended the session since the last call. */
+    if (close_if_session_ended(c))
+        return pos;
     while (!c->sess.close && !session_parked(&c->sess) && w->state == WEB_WS_OPEN) {
         /* Until it has authenticated, a connection gets the short limit. */
         w->ws.max_text = (uint64_t)(c->sess.user_id ? cfg->max_line : cfg->max_line_unauth);
@@ -395,16 +415,8 @@ static size_t ws_input(conn *c, size_t pos, bool *finished)
             *finished |= on_binary(c, &it);
             break;
         }
-        if (c->sess.close && w->state == WEB_WS_OPEN) {
-            /* The request just handled ended the session: its error answer
-             * (401, chunk_too_large, ...) says why, and so does the close
-             * frame. Without one, an answer could not be queued. */
-            if (w->last_error)
-                ws_begin_close(c, close_code_for(w->last_error, w->last_reason), w->last_reason);
-            else
-                ws_begin_close(c, WS_CLOSE_INTERNAL, "internal_error");
+        if (close_if_session_ended(c))
             return pos;
-        }
     }
     return pos;
 }

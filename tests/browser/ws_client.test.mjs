@@ -252,6 +252,20 @@ test('a wrong credential: 401, then close 1008', async () => {
   assert.equal(closed.reason, 'unauthorized');
 });
 
+// An upload's credential is checked with the other uploads of its loop
+// turn, after the request was parked: the close frame must follow all the
+// same, not a bare end of the connection (1006).
+test('an upload with a wrong credential: 401, then close 1008', async () => {
+  const c = await connect();
+  const a = await req(c, {
+    action: 'upload', filename: 'x.bin', filesize: 1, user_id: user.user_id, credential: 'wrong',
+  });
+  assert.equal(a.code, 401);
+  assert.equal(a.reason, 'unauthorized');
+  const closed = await expectClose(c, 1008);
+  assert.equal(closed.reason, 'unauthorized');
+});
+
 test('ping is answered with a pong carrying the same payload', async () => {
   const c = await connect();
   c.ws.ping('are you there?');
