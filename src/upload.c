@@ -708,6 +708,9 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         send_unavailable(env, s, rstate_error(env->rs));
         goto release;
     }
+    /* Where the file is follows from the id and the storage layout; a
+     * path the state kept may be an older layout's (storage-migrate). */
+    storage_rel_path(doc, st.path);
     if (!found) {
         memset(&st, 0, sizeof st);
         st.document_id = doc;

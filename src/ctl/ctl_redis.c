@@ -117,6 +117,17 @@ static int key_int(ctl_redis *r, const char *cmd, const char *key, long long *ou
     return rc;
 }
 
+int ctl_redis_set_upload_path(ctl_redis *r, uint64_t doc, const char *path, char *err,
+                              size_t errlen)
+{
+    char key[128];
+    ctl_redis_upload_key(r->cfg, doc, key, sizeof key);
+    redisReply *rep = redisCommand(r->ctx, "HSET %s path %s", key, path);
+    int rc = reply_ok(r, rep, "HSET path", err, errlen);
+    freeReplyObject(rep);
+    return rc;
+}
+
 int ctl_redis_lease(ctl_redis *r, uint64_t doc, ctl_lease *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);

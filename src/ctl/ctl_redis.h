@@ -31,6 +31,12 @@ typedef struct ctl_lease {
     int64_t ttl_ms;               /* time left; -1 when the key has no TTL */
 } ctl_lease;
 
+/* Sets the `path` field of the upload's hash (storage-migrate; the caller
+ * has just seen the hash exist, and no chunkd runs). 0, or -1 with a
+ * reason. */
+int ctl_redis_set_upload_path(ctl_redis *r, uint64_t doc, const char *path, char *err,
+                              size_t errlen);
+
 /* Who holds the upload's lease, if anyone. 0, or -1 with a reason. */
 int ctl_redis_lease(ctl_redis *r, uint64_t doc, ctl_lease *out, char *err, size_t errlen);
 

@@ -1,5 +1,6 @@
 /* `chunkctl storage-migrate`: moves a storage root written by an older
- * chunkd to the current layout (storage_layout.h). */
+ * chunkd to the current layout (storage_layout.h), with the paths MySQL
+ * and Redis keep of its files. */
 #ifndef CHUNKCTL_STORAGE_H
 #define CHUNKCTL_STORAGE_H
 

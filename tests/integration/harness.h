@@ -214,6 +214,8 @@ int it_doc_end_behind_server(int64_t id, const char *reason);
 /* Marks an uploading row completed with this hash and path, as an earlier
  * attempt whose answer was lost (or another instance) would have. */
 int it_doc_complete_behind_server(int64_t id, const char *sha256, const char *file_path);
+/* Sets a row's file_path as an older server would have written it. */
+int it_doc_set_file_path(int64_t id, const char *file_path);
 /* Fails the test unless the row exists with this status. */
 void it_assert_doc_status(int64_t id, const char *status, it_doc *out);
 
@@ -234,6 +236,8 @@ typedef struct it_rkey {
 
 /* HGETALL and TTL of <prefix>upload:<id>. */
 int it_redis_upload(int64_t id, it_rkey *k);
+/* HSET of one field of an existing <prefix>upload:<id>; -1 when it is not there. */
+int it_redis_set_upload_field(int64_t id, const char *field, const char *value);
 /* 1 when the key exists, 0 when not, -1 on error. */
 int it_redis_exists(int64_t id);
 int it_redis_del_upload(int64_t id);

@@ -291,6 +291,25 @@ int it_doc_complete_behind_server(int64_t id, const char *sha256, const char *fi
                              p, id);
 }
 
+int it_doc_set_file_path(int64_t id, const char *file_path)
+{
+    int64_t doc = id;
+    MYSQL_BIND p[2];
+    unsigned long plen;
+    bind_str(&p[0], file_path, &plen);
+    bind_i64(&p[1], &doc);
+    MYSQL_STMT *st = stmt_exec("UPDATE documents SET file_path = ? WHERE id = ?", p);
+    if (!st)
+        return -1;
+    my_ulonglong n = mysql_stmt_affected_rows(st);
+    mysql_stmt_close(st);
+    if (n != 1) {
+        fprintf(stderr, "it: document %lld: file_path not changed\n", (long long)id);
+        return -1;
+    }
+    return 0;
+}
+
 int it_user_get(int64_t id, it_user_row *u)
 {
     memset(u, 0, sizeof *u);
@@ -608,6 +627,25 @@ int it_backends_reconnect(void)
     if (it_db_connect() != 0)
         return -1;
     return it_redis_connect();
+}
+
+int it_redis_set_upload_field(int64_t id, const char *field, const char *value)
+{
+    char key[128];
+    upload_key(id, key, sizeof key);
+    /* HSET only on a hash that is there: a new one would be a state the
+     * server never wrote. */
+    redisReply *r = redisCommand(rc, "EVAL %s 1 %s %s %s",
+                                 "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end "
+                                 "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])",
+                                 key, field, value);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0;
+    if (!ok)
+        fprintf(stderr, "it: HSET %s %s: %s\n", key, field,
+                !r ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "no such key");
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
 }
 
 int it_redis_del_upload(int64_t id)

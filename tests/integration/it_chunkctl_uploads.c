@@ -490,14 +490,20 @@ static void test_fail_refuses_completed(void **state)
     it_pass();
 }
 
-/* Puts id's file where layout 1 (bucket id & 0xff) kept it; returns
- * whether that is another directory than layout 2's. */
-static bool move_to_layout_1(int64_t id)
+/* Puts id's file where layout 1 (bucket id & 0xff) kept it, and its path
+ * where an older server wrote it: into the row of a completed document,
+ * the Redis state of one in flight. Returns whether the file moved. */
+static bool move_to_layout_1(int64_t id, bool completed)
 {
-    char now[IT_PATH_MAX + 64], old[IT_PATH_MAX + 64], dir[IT_PATH_MAX + 8];
+    char now[IT_PATH_MAX + 64], old[IT_PATH_MAX + 64], dir[IT_PATH_MAX + 8], rel[48];
     it_upload_path(&srv, id, now, sizeof now);
+    snprintf(rel, sizeof rel, "%02x/%lld.data", (unsigned)(id % 256), (long long)id);
     snprintf(dir, sizeof dir, "%s/%02x", srv.storage_dir, (unsigned)(id % 256));
-    snprintf(old, sizeof old, "%s/%lld.data", dir, (long long)id);
+    snprintf(old, sizeof old, "%s/%s", srv.storage_dir, rel);
+    if (completed)
+        assert_int_equal(it_doc_set_file_path(id, rel), 0);
+    else
+        assert_int_equal(it_redis_set_upload_field(id, "path", rel), 0);
     if (strcmp(now, old) == 0)
         return false;
     assert_true(mkdir(dir, 0750) == 0 || errno == EEXIST);
@@ -519,7 +525,7 @@ static void test_upgrade_from_layout_1(void **state)
     assert_int_equal(it_server_kill(&srv, SIGTERM, 20000, &st), 0);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
-    long expect_moved = move_to_layout_1(done) + move_to_layout_1(part);
+    long expect_moved = move_to_layout_1(done, true) + move_to_layout_1(part, false);
     char marker[IT_PATH_MAX + 32];
     snprintf(marker, sizeof marker, "%s/chunkd-layout", srv.storage_dir);
     assert_int_equal(unlink(marker), 0);
@@ -542,10 +548,24 @@ static void test_upgrade_from_layout_1(void **state)
     json_t *j = ctl_json(0, (const char *const[]){"storage-migrate", NULL});
     assert_int_equal(it_json_int(j, "layout"), 2);
     assert_int_equal(it_json_int(j, "moved"), expect_moved);
+    /* done's row and part's state; the other tests' are the current layout's */
+    assert_int_equal(it_json_int(j, "rows_updated"), 1);
+    assert_int_equal(it_json_int(j, "states_updated"), 1);
     json_decref(j);
     j = ctl_json(0, (const char *const[]){"storage-migrate", NULL}); /* again: nothing */
     assert_int_equal(it_json_int(j, "moved"), 0);
+    assert_int_equal(it_json_int(j, "rows_updated"), 0);
+    assert_int_equal(it_json_int(j, "states_updated"), 0);
     json_decref(j);
+    it_doc d;
+    char want[48];
+    it_data_rel_path(done, want, sizeof want);
+    assert_int_equal(it_doc_get(done, &d), 1);
+    assert_string_equal(d.file_path, want);
+    it_rkey k;
+    it_data_rel_path(part, want, sizeof want);
+    assert_int_equal(it_redis_upload(part, &k), 0);
+    assert_string_equal(k.path, want);
 
     assert_int_equal(it_server_restart(&srv, &o), 0);
     it_assert_stored(&srv, done, 70000, sha);
@@ -553,14 +573,30 @@ static void test_upgrade_from_layout_1(void **state)
     assert_true(json_is_true(json_object_get(j, "consistent")));
     json_decref(j);
 
-    json_t *r = resume(&alice, part);
+    /* The upload in flight resumes where it stopped and completes at the
+     * new layout's path. */
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    json_t *r = it_sock_req_json(&s, json_pack("{s:s, s:I, s:I, s:s}", "action", "resume",
+                                               "document_id", (json_int_t)part, "user_id",
+                                               (json_int_t)alice.id, "credential",
+                                               alice.credential));
     assert_string_equal(it_json_str(r, "status"), "ok");
     assert_int_equal(it_json_int(r, "offset"), 64 * IT_KiB);
     json_decref(r);
+    it_sock_chunk_ok(&s, part, 64 * IT_KiB, NULL, 64 * IT_KiB);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)part);
+    r = it_sock_req(&s, line);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "file_path"), want);
+    json_decref(r);
+    it_sock_close(&s);
     id_str(part, ids);
     j = ctl_json(0, (const char *const[]){"show", ids, NULL});
     assert_true(json_is_true(json_object_get(j, "consistent")));
-    assert_int_equal(it_json_int(json_object_get(j, "file"), "size"), 64 * IT_KiB);
+    assert_int_equal(it_json_int(json_object_get(j, "file"), "size"), 128 * IT_KiB);
     json_decref(j);
     it_pass();
 }
