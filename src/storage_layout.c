@@ -172,6 +172,12 @@ static int judge(const char *root, bool *unmarked, char *err, size_t errlen)
     int used = has_bucket_entries(root, err, errlen);
     if (used < 0)
         return -1;
+    /* Another instance starting at the same moment may have marked the
+     * root and created files since the marker was read. */
+    if (used && (v = read_marker(root, err, errlen)) == STORAGE_LAYOUT_VERSION)
+        return 0;
+    if (v < 0)
+        return -1;
     if (used) {
         snprintf(err, errlen,
                  "storage_dir %s holds files in layout %d (buckets by id & 0xff); stop every "
@@ -201,7 +207,9 @@ int storage_layout_claim(const char *root, char *err, size_t errlen)
 static bool parse_data_name(const char *name, uint64_t *id)
 {
     size_t digits = strspn(name, "0123456789");
-    if (digits == 0 || digits > 19 || strcmp(name + digits, ".data") != 0)
+    /* Only the names the server makes: no leading zero ("042.data" is no
+     * document's file, whatever its number). */
+    if (digits == 0 || digits > 19 || name[0] == '0' || strcmp(name + digits, ".data") != 0)
         return false;
     errno = 0;
     unsigned long long v = strtoull(name, NULL, 10);
@@ -218,6 +226,8 @@ typedef struct migration_run {
     /* Files moved into a bucket not read yet: found there in place later,
      * and not to be counted as in place then. */
     long moved_ahead[NBUCKETS];
+    uid_t owner; /* of the storage root, for the buckets made */
+    gid_t group;
     char *err;
     size_t errlen;
 } migration_run;
@@ -235,8 +245,11 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
         return -1;
     }
     if (mkdir(dst_dir, STORAGE_DIR_MODE) == 0) {
-        if (storage_sync_dir_path(m->root) != 0) {
-            snprintf(m->err, m->errlen, "syncing %s: %s", m->root, strerror(errno));
+        /* Run as root, the new bucket must still be the server's: it
+         * belongs to whoever owns the storage root. */
+        if ((geteuid() == 0 && chown(dst_dir, m->owner, m->group) != 0) ||
+            storage_sync_dir_path(m->root) != 0) {
+            snprintf(m->err, m->errlen, "making %s: %s", dst_dir, strerror(errno));
             return -1;
         }
     } else if (errno != EEXIST) {
@@ -244,8 +257,16 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
         return -1;
     }
     /* Never over a file: two copies of one id mean something else wrote
-     * here, which the operator must look at. */
-    if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) != 0) {
+     * here, which the operator must look at. File systems without
+     * RENAME_NOREPLACE (NFS, EINVAL) get link and unlink, which refuses to
+     * replace as well. */
+    int rc = renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE);
+    if (rc != 0 && errno == EINVAL && (rc = link(src, dst)) == 0 && (rc = unlink(src)) != 0) {
+        int e = errno;
+        (void)unlink(dst); /* the source is still there: undo the copy's name */
+        errno = e;
+    }
+    if (rc != 0) {
         snprintf(m->err, m->errlen, "moving %s to %s: %s", src, dst, strerror(errno));
         return -1;
     }
@@ -326,14 +347,31 @@ int storage_layout_migrate(const char *root, storage_migration *out, char *err, 
     int v = read_marker(root, err, errlen);
     if (v < 0)
         return -1;
-    if (v == STORAGE_LAYOUT_VERSION)
+    if (v == STORAGE_LAYOUT_VERSION) {
+        /* Done before, but perhaps its last step, syncing the marker's
+         * name, failed: do that again. */
+        if (storage_sync_dir_path(root) != 0) {
+            snprintf(err, errlen, "syncing %s: %s", root, strerror(errno));
+            return -1;
+        }
         return 0;
+    }
     if (v != 1) {
         snprintf(err, errlen, "storage_dir %s is in layout %d; this build migrates layout 1 only",
                  root, v);
         return -1;
     }
-    migration_run m = {.root = root, .count = out, .err = err, .errlen = errlen};
+    struct stat rst;
+    if (stat(root, &rst) != 0) {
+        snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
+        return -1;
+    }
+    migration_run m = {.root = root,
+                       .count = out,
+                       .err = err,
+                       .errlen = errlen,
+                       .owner = rst.st_uid,
+                       .group = rst.st_gid};
     /* A file moved into a bucket read later is seen there in place. */
     for (unsigned b = 0; b < NBUCKETS; b++)
         if (migrate_bucket(&m, b) != 0)
