@@ -567,6 +567,7 @@ static void authenticate_group(upload_env *env, session *const *ss, size_t n, bo
     user_row rows[UPLOAD_GROUP_MAX];
     bool found[UPLOAD_GROUP_MAX];
     int8_t read_ok[UPLOAD_GROUP_MAX]; /* 1 read, 0 failed, -1 not read (yet) */
+    char why[512] = "";               /* the last failed read's reason */
     for (size_t i = 0; i < n; i++) {
         session *s = ss[i];
         const deferred_request *d = &s->deferred;
@@ -579,6 +580,8 @@ static void authenticate_group(upload_env *env, session *const *ss, size_t n, bo
         if (j == i) {
             found[i] = false;
             read_ok[i] = docstore_get_user(env->ds, d->auth_user, &rows[i], &found[i]) == 0;
+            if (!read_ok[i])
+                snprintf(why, sizeof why, "%s", docstore_error(env->ds));
         } else {
             rows[i] = rows[j];
             found[i] = found[j];
@@ -586,7 +589,7 @@ static void authenticate_group(upload_env *env, session *const *ss, size_t n, bo
         }
         if (!read_ok[i]) {
             live[i] = false;
-            send_unavailable(env, s, docstore_error(env->ds));
+            send_unavailable(env, s, why);
         } else if (authenticate_with_row(s, env, d->auth_user, d->auth_hash, &rows[i],
                                          found[i]) != 0) {
             live[i] = false;
