@@ -56,6 +56,24 @@ void ctl_db_stmt_error(MYSQL_STMT *stmt, const char *what, char *err, size_t err
              mysql_stmt_errno(stmt));
 }
 
+void ctl_db_bind_u64(MYSQL_BIND *b, uint64_t *v)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = v;
+    b->is_unsigned = 1;
+}
+
+void ctl_db_bind_text(MYSQL_BIND *b, const char *s, unsigned long *len)
+{
+    memset(b, 0, sizeof *b);
+    *len = (unsigned long)strlen(s);
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = (void *)s;
+    b->buffer_length = *len;
+    b->length = len;
+}
+
 MYSQL_STMT *ctl_db_run(MYSQL *db, const char *what, const char *sql, MYSQL_BIND *params,
                        unsigned int *errnum, char *err, size_t errlen)
 {

@@ -22,6 +22,13 @@ MYSQL *ctl_db_connect(const chunkd_config *cfg, char *err, size_t errlen);
 MYSQL_STMT *ctl_db_run(MYSQL *db, const char *what, const char *sql, MYSQL_BIND *params,
                        unsigned int *errnum, char *err, size_t errlen);
 
+/* b (cleared first) as an unsigned BIGINT at *v: a parameter, or a result
+ * column fetched into *v. */
+void ctl_db_bind_u64(MYSQL_BIND *b, uint64_t *v);
+/* b (cleared first) as the parameter string s; *len is set to its length
+ * and must live as long as the binding. */
+void ctl_db_bind_text(MYSQL_BIND *b, const char *s, unsigned long *len);
+
 /* Formats the reason of a failed call on stmt into err. */
 void ctl_db_stmt_error(MYSQL_STMT *stmt, const char *what, char *err, size_t errlen);
 

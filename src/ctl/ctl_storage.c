@@ -29,16 +29,10 @@ static int load_batch(MYSQL *db, const char *status, uint64_t after, path_row *r
     static const char sql[] = "SELECT id, file_path FROM documents WHERE status = ? AND id > ? "
                               "ORDER BY id LIMIT 1000";
     static const char what[] = "reading documents";
-    unsigned long status_len = (unsigned long)strlen(status);
+    unsigned long status_len;
     MYSQL_BIND p[2];
-    memset(p, 0, sizeof p);
-    p[0].buffer_type = MYSQL_TYPE_STRING;
-    p[0].buffer = (void *)status;
-    p[0].buffer_length = status_len;
-    p[0].length = &status_len;
-    p[1].buffer_type = MYSQL_TYPE_LONGLONG;
-    p[1].buffer = &after;
-    p[1].is_unsigned = 1;
+    ctl_db_bind_text(&p[0], status, &status_len);
+    ctl_db_bind_u64(&p[1], &after);
     unsigned int errnum;
     MYSQL_STMT *stmt = ctl_db_run(db, what, sql, p, &errnum, err, errlen);
     if (!stmt)
@@ -49,9 +43,7 @@ static int load_batch(MYSQL *db, const char *status, uint64_t after, path_row *r
     MYSQL_BIND res[2];
     memset(&row, 0, sizeof row);
     memset(res, 0, sizeof res);
-    res[0].buffer_type = MYSQL_TYPE_LONGLONG;
-    res[0].buffer = &row.id;
-    res[0].is_unsigned = 1;
+    ctl_db_bind_u64(&res[0], &row.id);
     res[1].buffer_type = MYSQL_TYPE_STRING;
     res[1].buffer = row.path;
     res[1].buffer_length = sizeof row.path - 1;
@@ -115,16 +107,10 @@ static int fix_rows(MYSQL *db, long *fixed, char *err, size_t errlen)
             storage_rel_path(rows[i].id, want);
             if (!rows[i].path_null && strcmp(rows[i].path, want) == 0)
                 continue;
-            unsigned long want_len = (unsigned long)strlen(want);
+            unsigned long want_len;
             MYSQL_BIND p[2];
-            memset(p, 0, sizeof p);
-            p[0].buffer_type = MYSQL_TYPE_STRING;
-            p[0].buffer = want;
-            p[0].buffer_length = want_len;
-            p[0].length = &want_len;
-            p[1].buffer_type = MYSQL_TYPE_LONGLONG;
-            p[1].buffer = &rows[i].id;
-            p[1].is_unsigned = 1;
+            ctl_db_bind_text(&p[0], want, &want_len);
+            ctl_db_bind_u64(&p[1], &rows[i].id);
             if (mysql_stmt_bind_param(stmt, p) != 0 || mysql_stmt_execute(stmt) != 0)
                 rc = -1;
             else

@@ -68,10 +68,7 @@ static int load_rows(MYSQL *db, uint64_t user_filter, upload_rows *rows, char *e
 {
     static const char what[] = "listing uploads";
     MYSQL_BIND param;
-    memset(&param, 0, sizeof param);
-    param.buffer_type = MYSQL_TYPE_LONGLONG;
-    param.buffer = &user_filter;
-    param.is_unsigned = 1;
+    ctl_db_bind_u64(&param, &user_filter);
     unsigned int errnum;
     MYSQL_STMT *stmt = ctl_db_run(db, what, user_filter ? sql_user : sql_all,
                                   user_filter ? &param : NULL, &errnum, err, errlen);
@@ -84,12 +81,8 @@ static int load_rows(MYSQL *db, uint64_t user_filter, upload_rows *rows, char *e
     MYSQL_BIND res[5];
     memset(&row, 0, sizeof row);
     memset(res, 0, sizeof res);
-    res[0].buffer_type = MYSQL_TYPE_LONGLONG;
-    res[0].buffer = &row.id;
-    res[0].is_unsigned = 1;
-    res[1].buffer_type = MYSQL_TYPE_LONGLONG;
-    res[1].buffer = &row.user_id;
-    res[1].is_unsigned = 1;
+    ctl_db_bind_u64(&res[0], &row.id);
+    ctl_db_bind_u64(&res[1], &row.user_id);
     res[2].buffer_type = MYSQL_TYPE_LONGLONG;
     res[2].buffer = &row.filesize;
     res[3].buffer_type = MYSQL_TYPE_STRING;

@@ -36,24 +36,6 @@ int user_check_name(const char *name, char *err, size_t errlen)
     return 0;
 }
 
-static void bind_id(MYSQL_BIND *b, uint64_t *id)
-{
-    memset(b, 0, sizeof *b);
-    b->buffer_type = MYSQL_TYPE_LONGLONG;
-    b->buffer = id;
-    b->is_unsigned = 1;
-}
-
-static void bind_text(MYSQL_BIND *b, const char *s, unsigned long *len)
-{
-    memset(b, 0, sizeof *b);
-    *len = (unsigned long)strlen(s);
-    b->buffer_type = MYSQL_TYPE_STRING;
-    b->buffer = (void *)s;
-    b->buffer_length = *len;
-    b->length = len;
-}
-
 /* Prints a JSON value as one line and drops the reference. */
 static int print_json(json_t *v, char *err, size_t errlen)
 {
@@ -114,8 +96,8 @@ int user_add(MYSQL *db, const char *name, bool json, char *err, size_t errlen)
         return 1;
     MYSQL_BIND params[2];
     unsigned long name_len, hash_len;
-    bind_text(&params[0], name, &name_len);
-    bind_text(&params[1], hash, &hash_len);
+    ctl_db_bind_text(&params[0], name, &name_len);
+    ctl_db_bind_text(&params[1], hash, &hash_len);
     unsigned int errnum;
     MYSQL_STMT *stmt =
         ctl_db_run(db, "adding user", "INSERT INTO users (name, credential_hash) VALUES (?, ?)",
@@ -161,8 +143,8 @@ int user_rotate(MYSQL *db, uint64_t id, bool json, char *err, size_t errlen)
         return 1;
     MYSQL_BIND params[2];
     unsigned long hash_len;
-    bind_text(&params[0], hash, &hash_len);
-    bind_id(&params[1], &id);
+    ctl_db_bind_text(&params[0], hash, &hash_len);
+    ctl_db_bind_u64(&params[1], &id);
     int rc = update_user(db, "rotating credential",
                          "UPDATE users SET credential_hash = ? WHERE id = ?", params, id, err,
                          errlen);
@@ -180,7 +162,7 @@ int user_set_disabled(MYSQL *db, uint64_t id, bool disabled, bool json, char *er
     memset(&params[0], 0, sizeof params[0]);
     params[0].buffer_type = MYSQL_TYPE_TINY;
     params[0].buffer = &flag;
-    bind_id(&params[1], &id);
+    ctl_db_bind_u64(&params[1], &id);
     int rc = update_user(db, disabled ? "disabling user" : "enabling user",
                          "UPDATE users SET disabled = ? WHERE id = ?", params, id, err, errlen);
     if (rc != 0)
@@ -209,7 +191,7 @@ typedef struct user_row {
 static void bind_row(MYSQL_BIND res[4], user_row *r)
 {
     memset(res, 0, 4 * sizeof res[0]);
-    bind_id(&res[0], &r->id);
+    ctl_db_bind_u64(&res[0], &r->id);
     res[1].buffer_type = MYSQL_TYPE_STRING;
     res[1].buffer = r->name;
     res[1].buffer_length = sizeof r->name - 1;
