@@ -74,6 +74,38 @@ void ctl_db_bind_text(MYSQL_BIND *b, const char *s, unsigned long *len)
     b->length = len;
 }
 
+void ctl_db_bind_text_out(MYSQL_BIND *b, char *buf, size_t size, unsigned long *len,
+                          my_bool *truncated)
+{
+    memset(b, 0, sizeof *b);
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = buf;
+    b->buffer_length = size - 1;
+    b->length = len;
+    b->error = truncated;
+}
+
+int ctl_db_fetch(MYSQL_STMT *stmt, const char *what, bool *truncated, char *err, size_t errlen)
+{
+    int f = mysql_stmt_fetch(stmt);
+    if (f == MYSQL_NO_DATA)
+        return 0;
+    if (f == MYSQL_DATA_TRUNCATED && truncated) {
+        *truncated = true;
+        return 1;
+    }
+    if (f != 0) {
+        if (f == MYSQL_DATA_TRUNCATED)
+            snprintf(err, errlen, "%s: a value longer than expected", what);
+        else
+            ctl_db_stmt_error(stmt, what, err, errlen);
+        return -1;
+    }
+    if (truncated)
+        *truncated = false;
+    return 1;
+}
+
 MYSQL_STMT *ctl_db_run(MYSQL *db, const char *what, const char *sql, MYSQL_BIND *params,
                        unsigned int *errnum, char *err, size_t errlen)
 {

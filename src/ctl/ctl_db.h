@@ -2,6 +2,7 @@
 #ifndef CHUNKCTL_DB_H
 #define CHUNKCTL_DB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <mysql.h>
@@ -28,6 +29,17 @@ void ctl_db_bind_u64(MYSQL_BIND *b, uint64_t *v);
 /* b (cleared first) as the parameter string s; *len is set to its length
  * and must live as long as the binding. */
 void ctl_db_bind_text(MYSQL_BIND *b, const char *s, unsigned long *len);
+
+/* b (cleared first) as a string result column fetched into buf (size
+ * bytes, one kept for the terminator the caller writes at *len), with its
+ * length, and whether it was cut short, in *len and *truncated. */
+void ctl_db_bind_text_out(MYSQL_BIND *b, char *buf, size_t size, unsigned long *len,
+                          my_bool *truncated);
+
+/* The next row of stmt into its bound results: 1 a row (*truncated says
+ * whether a column did not fit; NULL: such a row is an error), 0 no more,
+ * -1 with a reason in err. */
+int ctl_db_fetch(MYSQL_STMT *stmt, const char *what, bool *truncated, char *err, size_t errlen);
 
 /* Formats the reason of a failed call on stmt into err. */
 void ctl_db_stmt_error(MYSQL_STMT *stmt, const char *what, char *err, size_t errlen);

@@ -44,25 +44,19 @@ static int load_batch(MYSQL *db, const char *status, uint64_t after, path_row *r
     memset(&row, 0, sizeof row);
     memset(res, 0, sizeof res);
     ctl_db_bind_u64(&res[0], &row.id);
-    res[1].buffer_type = MYSQL_TYPE_STRING;
-    res[1].buffer = row.path;
-    res[1].buffer_length = sizeof row.path - 1;
-    res[1].length = &path_len;
+    ctl_db_bind_text_out(&res[1], row.path, sizeof row.path, &path_len, &path_trunc);
     res[1].is_null = &path_null;
-    res[1].error = &path_trunc;
     int rc = 0;
     *n = 0;
     if (mysql_stmt_bind_result(stmt, res) != 0) {
         ctl_db_stmt_error(stmt, what, err, errlen);
         rc = -1;
     }
+    bool truncated;
     while (rc == 0 && *n < BATCH) {
-        int f = mysql_stmt_fetch(stmt);
-        if (f == MYSQL_NO_DATA)
-            break;
-        if (f == 1) {
-            ctl_db_stmt_error(stmt, what, err, errlen);
-            rc = -1;
+        int f = ctl_db_fetch(stmt, what, &truncated, err, errlen);
+        if (f <= 0) {
+            rc = f;
             break;
         }
         /* A truncated path is longer than any the server writes: it is

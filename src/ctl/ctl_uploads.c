@@ -85,11 +85,7 @@ static int load_rows(MYSQL *db, uint64_t user_filter, upload_rows *rows, char *e
     ctl_db_bind_u64(&res[1], &row.user_id);
     res[2].buffer_type = MYSQL_TYPE_LONGLONG;
     res[2].buffer = &row.filesize;
-    res[3].buffer_type = MYSQL_TYPE_STRING;
-    res[3].buffer = row.filename;
-    res[3].buffer_length = sizeof row.filename - 1;
-    res[3].length = &name_len;
-    res[3].error = &name_trunc;
+    ctl_db_bind_text_out(&res[3], row.filename, sizeof row.filename, &name_len, &name_trunc);
     res[4].buffer_type = MYSQL_TYPE_DATETIME;
     res[4].buffer = &created;
     res[4].is_null = &created_null;
@@ -98,16 +94,14 @@ static int load_rows(MYSQL *db, uint64_t user_filter, upload_rows *rows, char *e
         ctl_db_stmt_error(stmt, what, err, errlen);
         rc = -1;
     }
+    bool truncated;
     while (rc == 0) {
-        int f = mysql_stmt_fetch(stmt);
-        if (f == MYSQL_NO_DATA)
-            break;
-        if (f == 1) {
-            ctl_db_stmt_error(stmt, what, err, errlen);
-            rc = -1;
+        int f = ctl_db_fetch(stmt, what, &truncated, err, errlen);
+        if (f <= 0) {
+            rc = f;
             break;
         }
-        if (f == MYSQL_DATA_TRUNCATED) {
+        if (truncated) {
             snprintf(err, errlen, "%s: document %" PRIu64 " has a filename longer than %zu bytes",
                      what, row.id, sizeof row.filename - 1);
             rc = -1;

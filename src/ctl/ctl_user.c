@@ -192,11 +192,7 @@ static void bind_row(MYSQL_BIND res[4], user_row *r)
 {
     memset(res, 0, 4 * sizeof res[0]);
     ctl_db_bind_u64(&res[0], &r->id);
-    res[1].buffer_type = MYSQL_TYPE_STRING;
-    res[1].buffer = r->name;
-    res[1].buffer_length = sizeof r->name - 1;
-    res[1].length = &r->name_len;
-    res[1].error = &r->name_truncated;
+    ctl_db_bind_text_out(&res[1], r->name, sizeof r->name, &r->name_len, &r->name_truncated);
     res[2].buffer_type = MYSQL_TYPE_TINY;
     res[2].buffer = &r->disabled;
     res[3].buffer_type = MYSQL_TYPE_DATETIME;
@@ -270,18 +266,16 @@ int user_list(MYSQL *db, bool json, char *err, size_t errlen)
         return 1;
     }
     int rc = 0;
+    bool truncated;
     for (;;) {
-        int f = mysql_stmt_fetch(stmt);
-        if (f == MYSQL_NO_DATA)
-            break;
-        if (f == MYSQL_DATA_TRUNCATED) {
-            snprintf(err, errlen, "listing users: user %" PRIu64 " has a name longer than %zu bytes",
-                     row.id, sizeof row.name - 1);
-            rc = 1;
+        int f = ctl_db_fetch(stmt, "listing users", &truncated, err, errlen);
+        if (f <= 0) {
+            rc = f < 0;
             break;
         }
-        if (f != 0) {
-            ctl_db_stmt_error(stmt, "listing users", err, errlen);
+        if (truncated) {
+            snprintf(err, errlen, "listing users: user %" PRIu64 " has a name longer than %zu bytes",
+                     row.id, sizeof row.name - 1);
             rc = 1;
             break;
         }
