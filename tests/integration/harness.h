@@ -146,6 +146,8 @@ int it_http_get(int port, const char *path, char **body);
 /* The value of the sample line "name{labels} value" whose name and labels
  * start with prefix; fails the test when there is none. */
 long long it_metric(const char *text, const char *prefix);
+/* it_metric of the server's /metrics at admin port `port`, now. */
+long long it_admin_metric(int port, const char *prefix);
 
 /* ---- other processes (chunkup, chunkctl) ------------------------------- */
 
@@ -286,6 +288,8 @@ enum it_read it_sock_read_json(it_sock *s, int timeout_ms, json_t **out);
 json_t *it_sock_req(it_sock *s, const char *line);
 /* Same with a jansson object (stolen). */
 json_t *it_sock_req_json(it_sock *s, json_t *req);
+/* upload_complete of document id; the answer (caller decrefs). */
+json_t *it_sock_complete(it_sock *s, int64_t id);
 /* Sends a chunk control line (header, without '\n') and n payload bytes
  * (payload NULL: n filler bytes). */
 int it_sock_send_chunk(it_sock *s, const char *header, const void *payload, size_t n);

@@ -251,7 +251,9 @@ int it_user_set_disabled(int64_t id, bool disabled)
 
 /* Runs an UPDATE meant to end one 'uploading' row; -1 unless it changed
  * exactly that row. */
-static int end_uploading_row(const char *sql, MYSQL_BIND *p, int64_t id)
+/* Runs an UPDATE that must change document id's row; else says `unchanged`
+ * (why not) and fails. */
+static int change_one_row(const char *sql, MYSQL_BIND *p, int64_t id, const char *unchanged)
 {
     MYSQL_STMT *st = stmt_exec(sql, p);
     if (!st)
@@ -259,10 +261,15 @@ static int end_uploading_row(const char *sql, MYSQL_BIND *p, int64_t id)
     my_ulonglong n = mysql_stmt_affected_rows(st);
     mysql_stmt_close(st);
     if (n != 1) {
-        fprintf(stderr, "it: document %lld was not uploading\n", (long long)id);
+        fprintf(stderr, "it: document %lld %s\n", (long long)id, unchanged);
         return -1;
     }
     return 0;
+}
+
+static int end_uploading_row(const char *sql, MYSQL_BIND *p, int64_t id)
+{
+    return change_one_row(sql, p, id, "was not uploading");
 }
 
 int it_doc_end_behind_server(int64_t id, const char *reason)
@@ -298,16 +305,8 @@ int it_doc_set_file_path(int64_t id, const char *file_path)
     unsigned long plen;
     bind_str(&p[0], file_path, &plen);
     bind_i64(&p[1], &doc);
-    MYSQL_STMT *st = stmt_exec("UPDATE documents SET file_path = ? WHERE id = ?", p);
-    if (!st)
-        return -1;
-    my_ulonglong n = mysql_stmt_affected_rows(st);
-    mysql_stmt_close(st);
-    if (n != 1) {
-        fprintf(stderr, "it: document %lld: file_path not changed\n", (long long)id);
-        return -1;
-    }
-    return 0;
+    return change_one_row("UPDATE documents SET file_path = ? WHERE id = ?", p, id,
+                          "has no row, or that file_path already");
 }
 
 int it_user_get(int64_t id, it_user_row *u)

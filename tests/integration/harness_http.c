@@ -37,6 +37,15 @@ int it_server_start_admin(it_server *s, int *port, const char *const *env)
     return -1;
 }
 
+long long it_admin_metric(int port, const char *prefix)
+{
+    char *body = NULL;
+    assert_int_equal(it_http_get(port, "/metrics", &body), 200);
+    long long v = it_metric(body, prefix);
+    free(body);
+    return v;
+}
+
 int it_http_get(int port, const char *path, char **body)
 {
     it_sock s;

@@ -147,6 +147,14 @@ static const char *read_result_name(enum it_read r)
 /* The last request line, printed when an answer is not the expected one. */
 static char last_request[400];
 
+json_t *it_sock_complete(it_sock *s, int64_t id)
+{
+    char line[96];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    return it_sock_req(s, line);
+}
+
 json_t *it_sock_req(it_sock *s, const char *line)
 {
     size_t n = strlen(line);

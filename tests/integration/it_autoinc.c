@@ -21,15 +21,6 @@ static it_server srv;
 static int admin_port;
 static it_user user, other;
 
-static long long metric_now(const char *prefix)
-{
-    char *body = NULL;
-    assert_int_equal(it_http_get(admin_port, "/metrics", &body), 200);
-    long long v = it_metric(body, prefix);
-    free(body);
-    return v;
-}
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -101,8 +92,8 @@ static void upload_in_groups(int64_t ids[NCONN])
     }
     /* The numbering is only tried when rows share a statement: some group
      * took more than one upload (the server has run nothing else). */
-    long long groups = metric_now("chunkd_commit_groups_total{");
-    long long requests = metric_now("chunkd_commit_group_requests_total{");
+    long long groups = it_admin_metric(admin_port, "chunkd_commit_groups_total{");
+    long long requests = it_admin_metric(admin_port, "chunkd_commit_group_requests_total{");
     fprintf(stderr, "it: %lld uploads in %lld groups\n", requests, groups);
     assert_int_equal(requests, NCONN);
     assert_true(groups < requests);
@@ -124,10 +115,7 @@ static void upload_in_groups(int64_t ids[NCONN])
         json_t *r = it_sock_chunk(&socks[i], hdr, data[i], (size_t)(FILESIZE - i));
         assert_string_equal(it_json_str(r, "event"), "progress");
         json_decref(r);
-        char done[128];
-        it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-                (long long)ids[i]);
-        r = it_sock_req(&socks[i], done);
+        r = it_sock_complete(&socks[i], ids[i]);
         assert_string_equal(it_json_str(r, "status"), "SUCCESS");
         assert_int_equal(it_json_int(r, "document_id"), ids[i]);
         json_decref(r);

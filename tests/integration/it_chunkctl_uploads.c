@@ -191,10 +191,7 @@ static int64_t completed_upload(const it_user *u, const char *name, size_t size,
     int64_t id = it_sock_upload(&s, name, (int64_t)size);
     it_sock_chunk_ok(&s, id, 0, data, size);
     free(data);
-    char line[128];
-    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-            (long long)id);
-    json_t *r = it_sock_req(&s, line);
+    json_t *r = it_sock_complete(&s, id);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     assert_string_equal(it_json_str(r, "sha256"), sha);
     json_decref(r);
@@ -545,6 +542,24 @@ static void test_upgrade_from_layout_1(void **state)
     free(text);
     assert_true(stderr_has("'storage-migrate' takes no argument"));
 
+    /* Without MySQL or Redis nothing is changed, and the folder stays
+     * refused: the paths they keep are rewritten before any file moves. */
+    char old_done[IT_PATH_MAX + 64];
+    snprintf(old_done, sizeof old_done, "%s/%02x/%lld.data", srv.storage_dir,
+             (unsigned)(done % 256), (long long)done);
+    static const char *const no_backend[][4] = {{"--mysql-port", "1", "storage-migrate", NULL},
+                                               {"--redis-port", "1", "storage-migrate", NULL}};
+    for (int i = 0; i < 2; i++) {
+        ctl_run(1, &text, no_backend[i]);
+        free(text);
+        assert_true(stderr_has(i == 0 ? "MySQL" : "Redis"));
+        assert_int_equal(access(old_done, F_OK), 0);
+        assert_int_equal(access(marker, F_OK), -1);
+        it_doc before;
+        assert_int_equal(it_doc_get(done, &before), 1);
+        assert_string_equal(before.file_path, old_done + strlen(srv.storage_dir) + 1);
+    }
+
     json_t *j = ctl_json(0, (const char *const[]){"storage-migrate", NULL});
     assert_int_equal(it_json_int(j, "layout"), 2);
     assert_int_equal(it_json_int(j, "moved"), expect_moved);
@@ -585,10 +600,7 @@ static void test_upgrade_from_layout_1(void **state)
     assert_int_equal(it_json_int(r, "offset"), 64 * IT_KiB);
     json_decref(r);
     it_sock_chunk_ok(&s, part, 64 * IT_KiB, NULL, 64 * IT_KiB);
-    char line[128];
-    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-            (long long)part);
-    r = it_sock_req(&s, line);
+    r = it_sock_complete(&s, part);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     assert_string_equal(it_json_str(r, "file_path"), want);
     json_decref(r);

@@ -317,9 +317,7 @@ static void test_sigterm_lets_chunk_finish(void **state)
     assert_int_equal(it_json_int(r, "offset"), 2 * CHUNK);
     json_decref(r);
     it_sock_chunk_ok(&sock_a, id, 2 * CHUNK, bytes + 2 * CHUNK, CHUNK);
-    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-            (long long)id);
-    r = it_sock_req(&sock_a, line);
+    r = it_sock_complete(&sock_a, id);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     assert_string_equal(it_json_str(r, "sha256"), sha);
     json_decref(r);
@@ -429,9 +427,7 @@ static void test_lease_lapses_after_crash(void **state)
 
     it_sock_chunk_ok(&sock_b, id, CHUNK, bytes + CHUNK, CHUNK);
     it_sock_chunk_ok(&sock_b, id, 2 * CHUNK, bytes + 2 * CHUNK, CHUNK);
-    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-            (long long)id);
-    r = it_sock_req(&sock_b, line);
+    r = it_sock_complete(&sock_b, id);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     assert_string_equal(it_json_str(r, "sha256"), sha);
     json_decref(r);

@@ -30,15 +30,6 @@ static int group_setup(void **state)
     return it_server_start_admin(&srv, &admin_port, NULL);
 }
 
-static long long metric_now(const char *prefix)
-{
-    char *body = NULL;
-    assert_int_equal(it_http_get(admin_port, "/metrics", &body), 200);
-    long long v = it_metric(body, prefix);
-    free(body);
-    return v;
-}
-
 static json_t *read_answer(it_sock *s)
 {
     json_t *r = NULL;
@@ -80,8 +71,8 @@ static void test_grouped_rows_keep_their_own_fields(void **state)
     it_sock socks[NCONN];
     char names[NCONN][32], sha[NCONN][65];
     const it_user *owner[NCONN];
-    long long groups0 = metric_now("chunkd_commit_groups_total{");
-    long long requests0 = metric_now("chunkd_commit_group_requests_total{");
+    long long groups0 = it_admin_metric(admin_port, "chunkd_commit_groups_total{");
+    long long requests0 = it_admin_metric(admin_port, "chunkd_commit_group_requests_total{");
     for (int i = 0; i < NCONN; i++) {
         assert_int_equal(it_sock_connect(&socks[i], i < PER ? srv.port : other.port), 0);
         snprintf(names[i], sizeof names[i], "row-%d-of-group.bin", i);
@@ -116,8 +107,8 @@ static void test_grouped_rows_keep_their_own_fields(void **state)
         it_sock_close(&socks[i]);
     }
     /* The fixture's server did put several rows in one statement. */
-    long long groups = metric_now("chunkd_commit_groups_total{") - groups0;
-    long long requests = metric_now("chunkd_commit_group_requests_total{") - requests0;
+    long long groups = it_admin_metric(admin_port, "chunkd_commit_groups_total{") - groups0;
+    long long requests = it_admin_metric(admin_port, "chunkd_commit_group_requests_total{") - requests0;
     fprintf(stderr, "it: %lld uploads in %lld groups\n", requests, groups);
     assert_int_equal(requests, PER);
     assert_true(groups < requests);
@@ -146,8 +137,8 @@ static void test_failures_stay_with_their_request(void **state)
     char sha[NCONN][65];
     it_sock socks[NCONN];
     int64_t ids[NCONN];
-    long long groups0 = metric_now("chunkd_commit_groups_total{");
-    long long requests0 = metric_now("chunkd_commit_group_requests_total{");
+    long long groups0 = it_admin_metric(admin_port, "chunkd_commit_groups_total{");
+    long long requests0 = it_admin_metric(admin_port, "chunkd_commit_group_requests_total{");
     for (int i = 0; i < NCONN; i++) {
         it_random_bytes(data[i], FILESIZE);
         it_sha256_hex(data[i], FILESIZE, sha[i]);
@@ -202,8 +193,8 @@ static void test_failures_stay_with_their_request(void **state)
     /* Every request was counted, and they did share groups: each group
      * takes at least a MySQL commit, far longer than the client needs to
      * send the rest. */
-    long long groups = metric_now("chunkd_commit_groups_total{") - groups0;
-    long long requests = metric_now("chunkd_commit_group_requests_total{") - requests0;
+    long long groups = it_admin_metric(admin_port, "chunkd_commit_groups_total{") - groups0;
+    long long requests = it_admin_metric(admin_port, "chunkd_commit_group_requests_total{") - requests0;
     fprintf(stderr, "it: %lld requests in %lld groups\n", requests, groups);
     assert_int_equal(requests, 2 * NCONN);
     assert_true(groups >= 2 && groups < requests);
