@@ -80,6 +80,9 @@ static const opt_def opts[] = {
     INT(min_free_bytes, 0, INT64_C(1) << 50, "16m", "free space admission keeps in reserve"),
     INT(sync_interval_bytes, 0, 4 * GiB, "16m",
         "bytes written between fdatasync checkpoints (0: every chunk)"),
+    INT(sync_batching, 0, 1, "1",
+        "1: make files synced at the same time durable with one syncfs where the kernel and file "
+        "system allow it (docs/DURABILITY.md)"),
     INT(lease_ttl_ms, 500, 600000, "10000",
         "a writer's lease on an upload; a crashed writer's lapses after this"),
     INT(shutdown_grace_ms, 0, 600000, "5000",

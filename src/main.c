@@ -17,6 +17,7 @@
 
 #include "chunkd/admin.h"
 #include "chunkd/config.h"
+#include "chunkd/fs_sync.h"
 #include "chunkd/listener.h"
 #include "chunkd/log.h"
 #include "chunkd/metrics.h"
@@ -107,6 +108,17 @@ int main(int argc, char **argv)
     if (util_boot_id(boot_id) != 0)
         log_warn("event=boot_id_unknown effect=\"resume falls back to synced offsets\"");
 
+    /* Syncing files in batches: decided once, said once. */
+    syncer_options sync = {0};
+    if (cfg.sync_batching) {
+        char why[256];
+        sync.batch = fs_sync_batch_supported(cfg.storage_dir, &sync.dev, why, sizeof why);
+        if (sync.batch)
+            log_info("event=sync_batching enabled=yes file_system=%s", why);
+        else
+            log_info("event=sync_batching enabled=no reason=\"%s\"", why);
+    }
+
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = cfg.workers > 0 ? (int)cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
     conn_limits *limits = conn_limits_new(cfg.max_connections, cfg.max_connections_per_ip);
@@ -123,8 +135,8 @@ int main(int argc, char **argv)
     sweeper *sweep = NULL;
     admin *adm = NULL;
     for (; started < nworkers; started++) {
-        workers[started] = worker_create(started, &cfg, cfg.node_id, boot_id, limits, err,
-                                         sizeof err);
+        workers[started] = worker_create(started, &cfg, cfg.node_id, boot_id, limits, &sync,
+                                         err, sizeof err);
         if (!workers[started] || worker_start(workers[started], err, sizeof err) != 0) {
             log_error("event=startup_failed reason=\"%s\"", err);
             if (workers[started])

@@ -37,6 +37,12 @@ static const char *const counter_names[M_COUNTER_COUNT][2] = {
     [M_COMMIT_GROUP_REQUESTS] = {"chunkd_commit_group_requests_total",
                                  "Requests run in those groups (divided by the groups: the "
                                  "average group size)."},
+    [M_SYNC_BATCHES] = {"chunkd_sync_batches_total",
+                        "Batches of files made durable together: one syncfs and one flush "
+                        "instead of an fdatasync each (docs/DURABILITY.md)."},
+    [M_SYNC_BATCHED_FILES] = {"chunkd_sync_batched_files_total",
+                              "Files made durable in those batches (the rest of "
+                              "chunkd_fsync_seconds_count had an fdatasync of their own)."},
 };
 
 static const char *const failure_names[MF_COUNT] = {

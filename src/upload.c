@@ -1734,6 +1734,10 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
         }
         completes[nc++] = s;
     }
+    /* The syncs just handed over start now, not after this group's
+     * statements. */
+    if (env->syncer)
+        syncer_flush(env->syncer);
     /* Completions first: they free what the uploads of the same users may
      * need (the per-user limit, reserved room). */
     if (nc > 0)

@@ -38,13 +38,15 @@ struct worker {
     docstore *ds;
     offset_saver *saver;
     syncer *syncer;       /* its own thread: checkpoint syncs */
+    metrics sync_metrics; /* written by the syncer's thread only */
     /* qlock guards only the queue; it is never held while taking another lock. */
     pthread_mutex_t qlock;
     queue_item *qhead, *qtail;
 };
 
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
-                      const char *boot_id, conn_limits *limits, char *err, size_t errlen)
+                      const char *boot_id, conn_limits *limits, const syncer_options *sync,
+                      char *err, size_t errlen)
 {
     worker *w = calloc(1, sizeof *w);
     if (!w) {
@@ -79,7 +81,9 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
         return NULL;
     }
     char why[200];
-    w->syncer = syncer_new(w->owner.epfd, why, sizeof why);
+    syncer_options sopt = *sync;
+    sopt.metrics = &w->sync_metrics;
+    w->syncer = syncer_new(w->owner.epfd, &sopt, why, sizeof why);
     if (!w->syncer) {
         snprintf(err, errlen, "worker %d: %s", id, why);
         worker_join_and_free(w);
@@ -90,7 +94,7 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
                                 .metrics = &w->metrics};
     rstate_set_metrics(w->rs, &w->metrics);
     docstore_set_metrics(w->ds, &w->metrics);
-    if (metrics_register(&w->metrics) != 0) {
+    if (metrics_register(&w->metrics) != 0 || metrics_register(&w->sync_metrics) != 0) {
         snprintf(err, errlen, "worker %d: too many metrics blocks", id);
         worker_join_and_free(w);
         return NULL;
@@ -202,6 +206,7 @@ static void *worker_main(void *arg)
         conn_run_parked(&w->owner);
         conn_send_pending(&w->owner);
         saver_flush(w->saver);
+        syncer_flush(w->syncer);
         int64_t now = util_mono_ms();
         if (now - last_sweep >= LOOP_TICK_MS) {
             saver_tick(w->saver, now);

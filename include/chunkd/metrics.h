@@ -27,6 +27,8 @@ typedef enum metric_counter {
     M_TAKEOVERS,          /* resumes that took over from a writer that never let go */
     M_COMMIT_GROUPS,      /* groups of parked requests run together (upload_run_deferred) */
     M_COMMIT_GROUP_REQUESTS, /* requests run in those groups */
+    M_SYNC_BATCHES,       /* batches of files made durable together (syncer.c) */
+    M_SYNC_BATCHED_FILES, /* the files in them */
     M_COUNTER_COUNT
 } metric_counter;
 

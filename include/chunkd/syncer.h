@@ -11,8 +11,12 @@
 #ifndef CHUNKD_SYNCER_H
 #define CHUNKD_SYNCER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "chunkd/metrics.h"
 
 typedef struct sync_job sync_job;
 typedef void (*sync_done_fn)(sync_job *job);
@@ -31,21 +35,41 @@ struct sync_job {
     /* results */
     int err;             /* 0, or the errno of the failed fdatasync or directory fsync */
     int64_t sync_us;
+    bool batched;        /* made durable with the rest of its batch (syncer.c: sync_together) */
     sync_job *next;
 };
 
 typedef struct syncer syncer;
 
-/* Starts the thread and registers its eventfd with epfd. NULL with a reason
- * in err. */
-syncer *syncer_new(int epfd, char *err, size_t errlen);
+typedef struct syncer_options {
+    /* Batches of two or more regular files on device `dev` are made
+     * durable together (two device flushes for all) while the machine has
+     * little unwritten data; otherwise, and when false, each file gets its
+     * own fdatasync. Set from fs_sync_batch_supported. */
+    bool batch;
+    dev_t dev;
+    /* Counts the batches synced together and their files; may be NULL. */
+    metrics *metrics;
+    /* For tests, NULL otherwise: what syncs a whole file system (syncfs)
+     * and what tells the unwritten bytes (fs_sync_unwritten_bytes). */
+    int (*sync_fs)(int fd);
+    int64_t (*unwritten)(void);
+} syncer_options;
+
+/* Starts the thread and registers its eventfd with epfd; opt may be NULL
+ * (no batching). NULL with a reason in err. */
+syncer *syncer_new(int epfd, const syncer_options *opt, char *err, size_t errlen);
 /* Stops the thread after the syncs already handed over, then runs every
  * job's done. */
 void syncer_free(syncer *sy);
 
 /* Hands over job (the syncer owns it, and job->fd, until done runs). -1
- * when the syncer is stopping: the caller keeps the job. */
+ * when the syncer is stopping: the caller keeps the job. The syncer starts
+ * on it at the next syncer_flush (or with a batch it is already running),
+ * so the jobs a worker hands over in one loop turn are synced as one batch. */
 int syncer_submit(syncer *sy, sync_job *job);
+/* Wakes the syncer for the jobs handed over since the last call. */
+void syncer_flush(syncer *sy);
 
 /* The epoll_event.data.ptr its eventfd is registered with. */
 const void *syncer_event_tag(const syncer *sy);

@@ -8,14 +8,18 @@
 
 #include "chunkd/config.h"
 #include "chunkd/conn_limits.h"
+#include "chunkd/syncer.h"
 #include "chunkd/upload.h"
 
 typedef struct worker worker;
 
 /* Creates the worker's loop and queue, so connections can be dispatched to
  * it before its thread runs. NULL with a reason in err. */
+/* sync: how its syncer syncs files (the metrics field is ignored: the
+ * worker gives its syncer a block of its own). */
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
-                      const char *boot_id, conn_limits *limits, char *err, size_t errlen);
+                      const char *boot_id, conn_limits *limits, const syncer_options *sync,
+                      char *err, size_t errlen);
 int worker_start(worker *w, char *err, size_t errlen);
 
 /* Hands a connected socket, counted in the limits under ip, to the worker

@@ -452,6 +452,30 @@ void it_print_file(const char *label, const char *path)
     fclose(f);
 }
 
+bool it_file_tail_has(const char *path, const char *needle, size_t tail)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = malloc(tail + 1);
+    bool found = false;
+    if (f && buf && fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        long from = size > (long)tail ? size - (long)tail : 0;
+        if (size >= 0 && fseek(f, from, SEEK_SET) == 0) {
+            size_t n = fread(buf, 1, tail, f);
+            buf[n] = '\0';
+            found = strstr(buf, needle) != NULL;
+            if (!found)
+                fprintf(stderr, "it: %s lacks \"%s\": %s\n", path, needle, buf);
+        }
+    } else {
+        fprintf(stderr, "it: cannot read %s\n", path);
+    }
+    if (f)
+        fclose(f);
+    free(buf);
+    return found;
+}
+
 int it_run(const char *const *argv, const char *const *extra_env, const char *err_path,
            int timeout_ms, char **out)
 {

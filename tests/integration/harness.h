@@ -164,6 +164,9 @@ int it_run(const char *const *argv, const char *const *extra_env, const char *er
            int timeout_ms, char **out);
 /* Prints a file's content to stderr (a failed command's stderr). */
 void it_print_file(const char *label, const char *path);
+/* Whether the last `tail` bytes of the file at path hold needle (printing
+ * them when not). */
+bool it_file_tail_has(const char *path, const char *needle, size_t tail);
 
 /* ---- users --------------------------------------------------------------- */
 

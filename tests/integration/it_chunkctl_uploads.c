@@ -98,22 +98,7 @@ static json_t *ctl_json(int expect, const char *const *args)
 /* Whether the last 16 KiB of the file at path hold needle. */
 static bool file_tail_has(const char *path, const char *needle)
 {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char buf[16384];
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long size = ftell(f);
-    assert_true(size >= 0);
-    assert_int_equal(fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0,
-                           SEEK_SET),
-                     0);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    bool found = strstr(buf, needle) != NULL;
-    if (!found)
-        fprintf(stderr, "it: %s lacks \"%s\": %s\n", path, needle, buf);
-    return found;
+    return it_file_tail_has(path, needle, 16384);
 }
 
 /* chunkctl's stderr from the last run, for checking its reasons. */

@@ -21,6 +21,7 @@
 
 #include "chunkd/syncer.h"
 #include "chunkd/util.h"
+#include "test_tmpdir.h"
 
 #define MAX_JOBS 32
 #define WAIT_MS 10000
@@ -82,7 +83,7 @@ static void on_done(sync_job *job)
         free(t);
 }
 
-static int setup(void **state)
+static int setup_with(void **state, const syncer_options *opt)
 {
     fixture *f = calloc(1, sizeof *f);
     if (!f)
@@ -93,7 +94,7 @@ static int setup(void **state)
         return -1;
     }
     char err[256] = "";
-    f->sy = syncer_new(f->epfd, err, sizeof err);
+    f->sy = syncer_new(f->epfd, opt, err, sizeof err);
     if (!f->sy) {
         print_error("syncer_new: %s\n", err);
         close(f->epfd);
@@ -124,6 +125,54 @@ static int setup(void **state)
     }
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, NULL);
+}
+
+/* ---- batches synced together ------------------------------------------ */
+
+/* What the batching syncer's hooks saw and answer: set by a test, read on
+ * the syncer's thread while the test waits, so atomic. */
+static _Atomic int fs_syncs;           /* calls of fake_sync_fs */
+static _Atomic int fs_sync_errno;      /* non-zero: fake_sync_fs fails with it */
+static _Atomic long long unwritten_answer;
+static metrics batch_metrics;
+
+static int fake_sync_fs(int fd)
+{
+    fs_syncs++;
+    int e = fs_sync_errno;
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    return syncfs(fd);
+}
+
+static int64_t fake_unwritten(void)
+{
+    return unwritten_answer;
+}
+
+/* A syncer that batches files on /tmp's device, the scratch file's. */
+static int setup_batching(void **state)
+{
+    struct stat sb;
+    if (stat("/tmp", &sb) != 0)
+        return -1;
+    fs_syncs = 0;
+    fs_sync_errno = 0;
+    unwritten_answer = 0;
+    memset(&batch_metrics, 0, sizeof batch_metrics);
+    syncer_options opt = {.batch = true,
+                          .dev = sb.st_dev,
+                          .metrics = &batch_metrics,
+                          .sync_fs = fake_sync_fs,
+                          .unwritten = fake_unwritten};
+    return setup_with(state, &opt);
 }
 
 static int teardown(void **state)
@@ -193,6 +242,7 @@ static void test_file_sync(void **state)
     fixture *f = *state;
     tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
     assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    syncer_flush(f->sy);
     run_until(f, 1);
     assert_false(f->rec.off_thread);
     assert_false(f->rec.fd_open_at_done);
@@ -213,6 +263,7 @@ static void test_pipe_fails_with_einval(void **state)
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     tracked *t = track(f, &f->jobs[0], 0, p[1]);
     assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    syncer_flush(f->sy);
     run_until(f, 1);
     assert_int_equal(t->job.err, EINVAL);
     assert_true(t->job.sync_us >= 0);
@@ -248,6 +299,7 @@ static void test_directory_synced_after_the_file(void **state)
     with_dir(bad_file, 3, open("/tmp", O_PATH | O_DIRECTORY | O_CLOEXEC));
     for (size_t i = 0; i < 3; i++)
         assert_int_equal(syncer_submit(f->sy, &f->jobs[i].job), 0);
+    syncer_flush(f->sy);
     run_until(f, 3);
     assert_int_equal(ok->job.err, 0);
     assert_int_equal(bad_dir->job.err, EBADF);
@@ -276,6 +328,7 @@ static void test_done_in_submission_order(void **state)
     }
     for (size_t i = 0; i < N; i++)
         assert_int_equal(syncer_submit(f->sy, &f->jobs[i].job), 0);
+    syncer_flush(f->sy);
     run_until(f, N);
     for (size_t i = 0; i < N; i++) {
         assert_int_equal(f->rec.order[i], i);
@@ -300,6 +353,7 @@ static void test_done_may_free_job(void **state)
     }
     for (size_t i = 0; i < N; i++)
         assert_int_equal(syncer_submit(f->sy, &t[i]->job), 0);
+    syncer_flush(f->sy);
     /* ASan reports any use of a job after its done freed it. */
     run_until(f, N);
     for (size_t i = 0; i < N; i++)
@@ -347,6 +401,7 @@ static void test_event_tag(void **state)
     assert_non_null(syncer_event_tag(f->sy));
     tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
     assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    syncer_flush(f->sy);
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     int n;
@@ -368,9 +423,187 @@ static void test_new_with_bad_epfd(void **state)
 {
     (void)state;
     char err[256] = "";
-    syncer *sy = syncer_new(-1, err, sizeof err);
+    syncer *sy = syncer_new(-1, NULL, err, sizeof err);
     assert_null(sy);
     assert_non_null(strstr(err, "epoll_ctl"));
+}
+
+/* Nothing starts before syncer_flush: the jobs of a worker's loop turn
+ * wait for each other, so they make one batch. */
+static void test_starts_at_flush(void **state)
+{
+    fixture *f = *state;
+    tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
+    assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    struct epoll_event ev;
+    assert_int_equal(epoll_wait(f->epfd, &ev, 1, 300), 0);
+    assert_int_equal(f->rec.calls, 0);
+    syncer_flush(f->sy);
+    run_until(f, 1);
+    assert_int_equal(t->job.err, 0);
+    /* A flush with nothing new wakes nobody. */
+    syncer_flush(f->sy);
+    assert_quiet(f);
+}
+
+/* N scratch files of their own in a new directory, each with some bytes
+ * not yet synced, handed over with the directory as their completion's
+ * would be. */
+static void submit_new_files(fixture *f, const char *dir, size_t first, size_t n)
+{
+    for (size_t i = first; i < first + n; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%zu.data", dir, i);
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        char bytes[8192];
+        memset(bytes, (int)('a' + i), sizeof bytes);
+        assert_int_equal(write(fd, bytes, sizeof bytes), (ssize_t)sizeof bytes);
+        tracked *t = track(f, &f->jobs[i], i, fd);
+        with_dir(t, 1, open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    }
+}
+
+static void test_batch_synced_together(void **state)
+{
+    fixture *f = *state;
+    char dir[64];
+    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    enum { N = 5 };
+    submit_new_files(f, dir, 0, N);
+    syncer_flush(f->sy);
+    run_until(f, N);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(f->jobs[i].job.err, 0);
+        assert_true(f->jobs[i].job.batched);
+        assert_true(f->jobs[i].job.sync_us >= 0);
+    }
+    assert_int_equal(fs_syncs, 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], N);
+    assert_false(f->rec.fd_open_at_done);
+    assert_false(f->rec.dir_open_at_done);
+    assert_false(f->rec.off_thread);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(f->rec.order[i], i);
+    assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
+/* syncfs failing (an error anywhere on the file system) proves nothing
+ * about these files: each is then synced on its own, which succeeds. */
+static void test_batch_falls_back_when_syncfs_fails(void **state)
+{
+    fixture *f = *state;
+    char dir[64];
+    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    fs_sync_errno = EIO;
+    enum { N = 4 };
+    submit_new_files(f, dir, 0, N);
+    syncer_flush(f->sy);
+    run_until(f, N);
+    assert_int_equal(fs_syncs, 1);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(f->jobs[i].job.err, 0);
+        assert_false(f->jobs[i].job.batched);
+    }
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 0);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], 0);
+    assert_false(f->rec.dir_open_at_done);
+    assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
+/* Only regular files on the storage device go into a batch: a pipe keeps
+ * its own verdict (EINVAL), a file on another file system its own sync. */
+static void test_batch_takes_only_files_on_its_device(void **state)
+{
+    fixture *f = *state;
+    char dir[64];
+    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    submit_new_files(f, dir, 0, 2);
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    tracked *pipe_job = track(f, &f->jobs[2], 2, p[1]);
+    assert_int_equal(syncer_submit(f->sy, &pipe_job->job), 0);
+    struct stat tmp, shm;
+    bool other_fs = stat("/tmp", &tmp) == 0 && stat("/dev/shm", &shm) == 0 &&
+                    tmp.st_dev != shm.st_dev;
+    char other[64] = "";
+    size_t n = 3;
+    if (other_fs) {
+        assert_int_equal(test_tmpdir_make(other, sizeof other, "/dev/shm/chunkd-batch-"), 0);
+        submit_new_files(f, other, 3, 1);
+        n = 4;
+    }
+    syncer_flush(f->sy);
+    run_until(f, n);
+    assert_int_equal(fs_syncs, 1);
+    assert_true(f->jobs[0].job.batched && f->jobs[1].job.batched);
+    assert_int_equal(f->jobs[0].job.err, 0);
+    assert_int_equal(f->jobs[1].job.err, 0);
+    assert_false(pipe_job->job.batched);
+    assert_int_equal(pipe_job->job.err, EINVAL);
+    if (other_fs) {
+        assert_false(f->jobs[3].job.batched);
+        assert_int_equal(f->jobs[3].job.err, 0);
+        assert_int_equal(test_tmpdir_remove(other), 0);
+    } else {
+        print_message("no second file system at /dev/shm: that case not checked\n");
+    }
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], 2);
+    assert_int_equal(close(p[0]), 0);
+    assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
+/* A syncfs would wait for every unwritten page of the machine: above the
+ * limit, or when that cannot be read, each file is synced on its own. So
+ * is a batch of one. */
+static void test_batch_skipped(void **state)
+{
+    fixture *f = *state;
+    char dir[64];
+    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    const long long answers[] = {(16LL << 20) + 1, -1};
+    size_t done = 0;
+    for (size_t k = 0; k < 2; k++) {
+        unwritten_answer = answers[k];
+        submit_new_files(f, dir, done, 3);
+        syncer_flush(f->sy);
+        done += 3;
+        run_until(f, done);
+    }
+    unwritten_answer = 16LL << 20; /* at the limit: still together */
+    submit_new_files(f, dir, done, 2);
+    syncer_flush(f->sy);
+    done += 2;
+    run_until(f, done);
+    submit_new_files(f, dir, done, 1);
+    syncer_flush(f->sy);
+    done += 1;
+    run_until(f, done);
+    for (size_t i = 0; i < done; i++) {
+        assert_int_equal(f->jobs[i].job.err, 0);
+        assert_int_equal(f->jobs[i].job.batched, i == 6 || i == 7);
+    }
+    assert_int_equal(fs_syncs, 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 1);
+    assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
+/* Without options nothing is ever batched, however many files come. */
+static void test_no_batching_by_default(void **state)
+{
+    fixture *f = *state;
+    char dir[64];
+    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    submit_new_files(f, dir, 0, 4);
+    syncer_flush(f->sy);
+    run_until(f, 4);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(f->jobs[i].job.err, 0);
+        assert_false(f->jobs[i].job.batched);
+    }
+    assert_int_equal(test_tmpdir_remove(dir), 0);
 }
 
 int main(void)
@@ -387,6 +620,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_idle_and_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_tag, setup, teardown),
         cmocka_unit_test(test_new_with_bad_epfd),
+        cmocka_unit_test_setup_teardown(test_starts_at_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_batching_by_default, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_synced_together, setup_batching, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_falls_back_when_syncfs_fails, setup_batching,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_batch_takes_only_files_on_its_device, setup_batching,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_batch_skipped, setup_batching, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
