@@ -71,60 +71,68 @@ static int sync_dir(sync_job *job, dir_synced *seen, size_t *nseen, size_t max)
 }
 
 /* Makes the batch's files on the storage device durable together, when
- * there are two or more and little else is waiting to be written: each
- * file's data written and waited for with sync_file_range (which reports
- * that file's write-back errors, as its fdatasync would, and consumes them:
- * such a job ends here with its error), then one syncfs for the metadata of
- * all (sizes, block maps, new names in their directories), then one
- * fdatasync, whose cache flush comes after everything syncfs wrote (ext4
- * without a journal writes metadata after its own flush). Two device
- * flushes for the batch, against one per file and one per directory. A
- * job it settles gets err set (batched when it succeeded); the others,
- * and every one if syncfs or the last flush fails, stay at err -1 for an
+ * there are two or more and little else is waiting to be written: one
+ * syncfs writes their data and metadata (sizes, block maps, new names in
+ * their directories) in one pass and flushes; then each file is asked for
+ * its own write-back errors (sync_file_range WAIT_AFTER: nothing left to
+ * wait for, it only reports, and consumes, what went wrong with that
+ * file's pages, as its fdatasync would); then one fdatasync flushes again,
+ * after everything syncfs wrote (ext4 without a journal writes metadata
+ * after its own flush). Two device flushes for the batch, against one per
+ * file and one per directory. A job it settles gets err set (and batched
+ * when it succeeded); the others, and every one if syncfs fails (an error
+ * anywhere on the file system, perhaps not ours), stay at err -1 for an
  * fdatasync of their own, which tells each file's own truth. */
 static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
 {
     if (!sy->opt.batch || !batch->next)
         return;
     size_t n = 0;
+    sync_job *first = NULL;
     for (sync_job *job = batch; job; job = job->next) {
         struct stat sb;
         job->batched = fstat(job->fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_dev == sy->opt.dev;
+        if (job->batched && !first)
+            first = job;
         n += job->batched;
     }
     int64_t (*unwritten_bytes)(void) = sy->opt.unwritten ? sy->opt.unwritten : fs_sync_unwritten_bytes;
     int64_t unwritten = n >= 2 ? unwritten_bytes() : -1;
-    sync_job *first = NULL;
-    if (unwritten >= 0 && unwritten <= BATCH_MAX_UNWRITTEN) {
-        for (sync_job *job = batch; job; job = job->next) {
-            if (!job->batched)
-                continue;
-            if (sync_file_range(job->fd, 0, 0,
-                                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                    SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
-                job->err = errno;
-                job->batched = false;
-                job->sync_us = metrics_now_us() - t0;
-            } else if (!first) {
-                first = job;
-            }
+    int (*sync_fs)(int) = sy->opt.sync_fs ? sy->opt.sync_fs : syncfs;
+    if (unwritten < 0 || unwritten > BATCH_MAX_UNWRITTEN || sync_fs(first->fd) != 0) {
+        if (unwritten >= 0 && unwritten <= BATCH_MAX_UNWRITTEN)
+            log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
+                     strerror(errno));
+        for (sync_job *job = batch; job; job = job->next)
+            job->batched = false;
+        return;
+    }
+    sync_job *flusher = NULL; /* the first file that came through whole */
+    for (sync_job *job = batch; job; job = job->next) {
+        if (!job->batched)
+            continue;
+        if (sync_file_range(job->fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+            job->err = errno;
+            job->batched = false;
+            job->sync_us = metrics_now_us() - t0;
+        } else if (!flusher) {
+            flusher = job;
         }
     }
-    int e = 0;
-    if (first) {
-        int (*sync_fs)(int) = sy->opt.sync_fs ? sy->opt.sync_fs : syncfs;
-        if (sync_fs(first->fd) != 0 || fdatasync(first->fd) != 0) {
-            e = errno;
-            log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
-                     strerror(e));
-        }
+    if (flusher && fdatasync(flusher->fd) != 0) {
+        flusher->err = errno; /* its own error: consumed, so it is its verdict */
+        flusher->batched = false;
+        flusher->sync_us = metrics_now_us() - t0;
+        log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
+                 strerror(flusher->err));
+        flusher = NULL;
     }
     size_t together = 0;
     int64_t us = metrics_now_us() - t0;
     for (sync_job *job = batch; job; job = job->next) {
         if (!job->batched)
             continue;
-        if (!first || e != 0) {
+        if (!flusher) {
             job->batched = false;
             continue;
         }
@@ -138,23 +146,29 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
     }
 }
 
-/* Syncs one batch: every job queued when the thread woke. Write-back of all
- * of them starts first, so the disk gets their writes at once; they are
- * then synced together (sync_together), or each with its fdatasync, which
- * then mostly waits for the cache flush: for a batch of 32 fresh 64 KiB
- * files this halves the time of fdatasyncs one after another
- * (docs/PERFORMANCE.md). sync_file_range without WAIT_AFTER does not look
- * at write-back errors, so each one is still reported by its fdatasync. */
+/* Syncs one batch: every job flushed to the thread when it woke. Together
+ * where it can (sync_together); the rest each with its fdatasync, after
+ * write-back of all of them started, so the disk gets their writes at once
+ * and each fdatasync then mostly waits for the cache flush: for a batch of
+ * 32 fresh 64 KiB files this halves the time of fdatasyncs one after
+ * another (docs/PERFORMANCE.md). sync_file_range without WAIT_AFTER does
+ * not look at write-back errors, so each one is still reported by its
+ * fdatasync. */
 static void sync_batch(syncer *sy, sync_job *batch)
 {
     int64_t start = metrics_now_us();
     for (sync_job *job = batch; job; job = job->next) {
         job->err = -1;
         job->batched = false;
-        if (batch->next)
-            storage_start_writeback(job->fd);
     }
     sync_together(sy, batch, start);
+    size_t alone = 0;
+    for (sync_job *job = batch; job; job = job->next)
+        alone += job->err == -1;
+    if (alone > 1)
+        for (sync_job *job = batch; job; job = job->next)
+            if (job->err == -1)
+                storage_start_writeback(job->fd);
     dir_synced seen[64];
     size_t nseen = 0;
     while (batch) {

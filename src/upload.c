@@ -1059,14 +1059,19 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
         sync_failed = true;
     }
     if (c->io == STORAGE_OK && end > up->writeback_from &&
-        (end - up->writeback_from >= WRITEBACK_STEP || end == up->st.filesize)) {
+        (end - up->writeback_from >= WRITEBACK_STEP ||
+         (end == up->st.filesize && c->offset > up->writeback_from))) {
         /* Start the disk on the bytes behind us now, so the sync at the
          * next checkpoint or at completion finds little left to wait for
          * (many uploads finishing together otherwise queue up whole files
          * of write-back behind one another on the syncer). The last chunk
          * starts it too: a file smaller than a step is otherwise written
          * only once its completion reaches the syncer (500 uploads of
-         * 1 MiB: +8%). */
+         * 1 MiB: +8%, and few enough unwritten bytes for the syncer to
+         * batch them). Not when the last chunk is all there is to write:
+         * its completion is right behind it, and the syncer writes it with
+         * the rest of its batch in one pass (one device notification, not
+         * one per file: 64 KiB files, -15% server CPU). */
         storage_start_writeback_range(up->fd, up->writeback_from, end - up->writeback_from);
         up->writeback_from = end;
     }
