@@ -465,29 +465,35 @@ static void submit_new_files(fixture *f, const char *dir, size_t first, size_t n
     }
 }
 
-static void test_batch_synced_together(void **state)
+/* Hands over n new files in a scratch directory as one batch and waits
+ * for them: each must be synced, together with the others or not as
+ * `batched` says, its descriptors closed, its done run in order. */
+static void sync_new_files(fixture *f, size_t n, bool batched)
 {
-    fixture *f = *state;
     char dir[64];
     assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
-    enum { N = 5 };
-    submit_new_files(f, dir, 0, N);
+    submit_new_files(f, dir, 0, n);
     syncer_flush(f->sy);
-    run_until(f, N);
-    for (size_t i = 0; i < N; i++) {
+    run_until(f, n);
+    for (size_t i = 0; i < n; i++) {
         assert_int_equal(f->jobs[i].job.err, 0);
-        assert_true(f->jobs[i].job.batched);
+        assert_int_equal(f->jobs[i].job.batched, batched);
         assert_true(f->jobs[i].job.sync_us >= 0);
+        assert_int_equal(f->rec.order[i], i);
     }
-    assert_int_equal(fs_syncs, 1);
-    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 1);
-    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], N);
     assert_false(f->rec.fd_open_at_done);
     assert_false(f->rec.dir_open_at_done);
     assert_false(f->rec.off_thread);
-    for (size_t i = 0; i < N; i++)
-        assert_int_equal(f->rec.order[i], i);
     assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
+static void test_batch_synced_together(void **state)
+{
+    fixture *f = *state;
+    sync_new_files(f, 5, true);
+    assert_int_equal(fs_syncs, 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], 5);
 }
 
 /* syncfs failing (an error anywhere on the file system) proves nothing
@@ -495,22 +501,11 @@ static void test_batch_synced_together(void **state)
 static void test_batch_falls_back_when_syncfs_fails(void **state)
 {
     fixture *f = *state;
-    char dir[64];
-    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
     fs_sync_errno = EIO;
-    enum { N = 4 };
-    submit_new_files(f, dir, 0, N);
-    syncer_flush(f->sy);
-    run_until(f, N);
+    sync_new_files(f, 4, false);
     assert_int_equal(fs_syncs, 1);
-    for (size_t i = 0; i < N; i++) {
-        assert_int_equal(f->jobs[i].job.err, 0);
-        assert_false(f->jobs[i].job.batched);
-    }
     assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 0);
     assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], 0);
-    assert_false(f->rec.dir_open_at_done);
-    assert_int_equal(test_tmpdir_remove(dir), 0);
 }
 
 /* Only regular files on the storage device go into a batch: a pipe keeps
@@ -593,17 +588,7 @@ static void test_batch_skipped(void **state)
 /* Without options nothing is ever batched, however many files come. */
 static void test_no_batching_by_default(void **state)
 {
-    fixture *f = *state;
-    char dir[64];
-    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
-    submit_new_files(f, dir, 0, 4);
-    syncer_flush(f->sy);
-    run_until(f, 4);
-    for (size_t i = 0; i < 4; i++) {
-        assert_int_equal(f->jobs[i].job.err, 0);
-        assert_false(f->jobs[i].job.batched);
-    }
-    assert_int_equal(test_tmpdir_remove(dir), 0);
+    sync_new_files(*state, 4, false);
 }
 
 int main(void)
