@@ -1486,6 +1486,11 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
         }
         if (r != STORAGE_OK) {
             live[i] = false;
+            /* Pages whose write-back failed are clean in the cache but not
+             * on disk, and no later sync writes them again: as after a
+             * failed checkpoint, only what the last good one made durable
+             * counts, and the client sends the rest again. */
+            cut_back(env, s, doc, up->st.synced_offset);
             send_storage_error(env, s, doc, r, e, "sync");
             continue;
         }

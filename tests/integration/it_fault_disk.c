@@ -19,6 +19,7 @@ static it_user user;
 static it_chunkup cup;
 static char workdir[IT_DIR_MAX];
 static char mnt[IT_DIR_MAX];
+static char backing[IT_DIR_MAX + 8]; /* the write-back test's disk image lives here */
 
 static int group_setup(void **state)
 {
@@ -45,7 +46,9 @@ static int test_teardown(void **state)
     it_own_server_end(&srv);
     if (mnt[0])
         it_rmtree(mnt);
-    mnt[0] = '\0';
+    if (backing[0])
+        it_rmtree(backing);
+    mnt[0] = backing[0] = '\0';
     return 0;
 }
 
@@ -220,11 +223,149 @@ static void test_enospc_then_room_again(void **state)
     it_pass();
 }
 
+/* The write-back test's volume: in chunkd's mount namespace, a tmpfs at
+ * <mnt>.back holds a sparse disk image larger than itself, and the image,
+ * an ext4 without a journal on a loop device, is mounted over the storage
+ * folder. Once something fills the tmpfs, the loop device fails every
+ * write it cannot place: a real write-back error (ENOSPC) under a file
+ * system that accepted the bytes into its cache, as a thin-provisioned or
+ * failing disk gives. */
+static const char loop_volume[] =
+    "mkdir -p \"$0.back\" && mount -t tmpfs -o size=24m tmpfs \"$0.back\" && "
+    "truncate -s 256m \"$0.back/disk\" && mkfs.ext4 -q -O ^has_journal \"$0.back/disk\" && "
+    "mount -o loop,errors=continue \"$0.back/disk\" \"$0\" && chmod 0750 \"$0\" && ";
+
+/* Whether this process may build that volume in a new mount namespace. */
+static bool can_mount_loop_volume(const char *unshare, const char *sh)
+{
+    char script[sizeof loop_volume + 16];
+    snprintf(script, sizeof script, "%strue", loop_volume);
+    const char *argv[] = {unshare, "-m", "--propagation", "private", sh, "-c", script, mnt, NULL};
+    char *out = NULL;
+    int rc = it_run(argv, NULL, NULL, 30000, &out);
+    free(out);
+    return rc == 0;
+}
+
+/* Each answer to a completion whose file could not be written is an error
+ * and never SUCCESS; the upload stays resumable with its offset cut back
+ * to what is known to be on disk (nothing, for one-chunk files), and once
+ * the disk has room again each upload is resumed and completes with its
+ * own bytes. */
+static void test_write_back_error_at_completion(void **state)
+{
+    (void)state;
+    enum { N = 6, SIZE = 64 * 1024 };
+    char unshare[IT_PATH_MAX], sh[IT_PATH_MAX], mkfs[IT_PATH_MAX];
+    if (geteuid() != 0 || it_find_program("unshare", unshare, sizeof unshare) != 0 ||
+        it_find_program("sh", sh, sizeof sh) != 0 ||
+        it_find_program("mkfs.ext4", mkfs, sizeof mkfs) != 0) {
+        fprintf(stderr, "it: SKIP write-back error: needs root, unshare (util-linux) and "
+                        "mkfs.ext4 (e2fsprogs)\n");
+        skip();
+    }
+    assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
+    it_line(backing, sizeof backing, "%s.back", mnt);
+    if (!can_mount_loop_volume(unshare, sh)) {
+        fprintf(stderr, "it: SKIP write-back error: cannot mount a loop device in a new "
+                        "mount namespace here\n");
+        skip();
+    }
+    char script[sizeof loop_volume + 16];
+    snprintf(script, sizeof script, "%sexec \"$@\"", loop_volume);
+    const char *wrapper[] = {unshare, "-m", "--propagation", "private", sh, "-c", script, mnt,
+                             NULL};
+    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
+    it_server_opts o = {.args = args, .storage_dir = mnt, .wrapper = wrapper};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    it_server view = srv;
+    it_line(view.storage_dir, sizeof view.storage_dir, "/proc/%d/root%s", (int)srv.pid, mnt);
+    char back_view[IT_PATH_MAX];
+    it_line(back_view, sizeof back_view, "/proc/%d/root%s", (int)srv.pid, backing);
+
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    static unsigned char data[N][SIZE];
+    char sha[N][65];
+    it_sock socks[N];
+    int64_t ids[N];
+    for (int i = 0; i < N; i++) {
+        it_random_bytes(data[i], SIZE);
+        it_sha256_hex(data[i], SIZE, sha[i]);
+        assert_int_equal(it_sock_connect(&socks[i], srv.port), 0);
+        it_sock_auth(&socks[i], &u);
+        ids[i] = it_sock_upload(&socks[i], "unwritable.bin", SIZE);
+    }
+    int64_t filler = fill_volume(back_view);
+    assert_true(filler > 0);
+    /* Every last chunk and completion at once: the syncs come as one batch
+     * or a few. */
+    for (int i = 0; i < N; i++) {
+        char hdr[160], done[128];
+        it_line(hdr, sizeof hdr,
+                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":0,\"length\":%d}",
+                (long long)ids[i], SIZE);
+        it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+                (long long)ids[i]);
+        assert_int_equal(it_sock_send_chunk(&socks[i], hdr, data[i], SIZE), 0);
+        assert_int_equal(it_sock_send_str(&socks[i], done), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        json_t *r = NULL;
+        assert_int_equal(it_sock_read_json(&socks[i], IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+        assert_string_equal(it_json_str(r, "event"), "progress");
+        json_decref(r);
+        assert_int_equal(it_sock_read_json(&socks[i], IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+        assert_string_equal(it_json_str(r, "status"), "error");
+        int64_t code = it_json_int(r, "code");
+        if (code == 507)
+            it_assert_error(r, 507, "insufficient_storage");
+        else
+            it_assert_error(r, 500, "internal");
+        json_decref(r);
+        it_assert_doc_status(ids[i], "uploading", NULL);
+        it_rkey k;
+        assert_int_equal(it_redis_upload(ids[i], &k), 0);
+        assert_true(k.exists);
+        assert_int_equal(k.offset, 0);
+    }
+    fprintf(stderr, "it: %d batch syncs failed and fell back to one sync a file\n",
+            it_log_count(&srv, "event=batch_sync_failed"));
+
+    /* Room again: each upload resumes from nothing and completes. */
+    char path[IT_PATH_MAX + 16];
+    it_line(path, sizeof path, "%s/filler", back_view);
+    assert_int_equal(unlink(path), 0);
+    for (int i = 0; i < N; i++) {
+        char line[128];
+        it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}",
+                (long long)ids[i]);
+        json_t *r = it_sock_req(&socks[i], line);
+        it_assert_ok(r, "resume");
+        assert_int_equal(it_json_int(r, "offset"), 0);
+        json_decref(r);
+        it_sock_chunk_ok(&socks[i], ids[i], 0, data[i], SIZE);
+        it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+                (long long)ids[i]);
+        r = it_sock_req(&socks[i], line);
+        assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+        assert_string_equal(it_json_str(r, "sha256"), sha[i]);
+        json_decref(r);
+        it_assert_stored(&view, ids[i], SIZE, sha[i]);
+        it_sock_close(&socks[i]);
+    }
+    it_assert_server_stops_cleanly(&srv);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_enospc_then_room_again, it_own_servers_test_setup,
                                         test_teardown),
+        cmocka_unit_test_setup_teardown(test_write_back_error_at_completion,
+                                        it_own_servers_test_setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
