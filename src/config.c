@@ -83,6 +83,9 @@ static const opt_def opts[] = {
     INT(sync_batching, 0, 1, "1",
         "1: make files synced at the same time durable with one syncfs where the kernel and file "
         "system allow it (docs/DURABILITY.md)"),
+    INT(sync_batch_max_unwritten, 0, INT64_C(1) << 50, "16m",
+        "batch syncs only while the machine has at most this many bytes not yet written (a "
+        "syncfs waits for all of them)"),
     INT(lease_ttl_ms, 500, 600000, "10000",
         "a writer's lease on an upload; a crashed writer's lapses after this"),
     INT(shutdown_grace_ms, 0, 600000, "5000",

@@ -109,7 +109,10 @@ int main(int argc, char **argv)
         log_warn("event=boot_id_unknown effect=\"resume falls back to synced offsets\"");
 
     /* Syncing files in batches: decided once, said once. */
-    syncer_options sync = {0};
+    /* A syncfs waits for every unwritten page of the machine, where each
+     * file's fdatasync waits only for its own: batches only while little
+     * is unwritten (16 MiB by default, one checkpoint's worth). */
+    syncer_options sync = {.max_unwritten = cfg.sync_batch_max_unwritten};
     if (cfg.sync_batching) {
         char why[256];
         sync.batch = fs_sync_batch_supported(cfg.storage_dir, &sync.dev, why, sizeof why);

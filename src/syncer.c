@@ -21,12 +21,6 @@
 #include "chunkd/storage.h"
 #include "chunkd/util.h"
 
-/* Unwritten page-cache bytes above which a batch is not synced together: a
- * syncfs waits for all of them, where each file's fdatasync waits only for
- * its own pages. 16 MiB is what one upload's checkpoint syncs by default;
- * a machine busy with small files has far less. */
-#define BATCH_MAX_UNWRITTEN (INT64_C(16) << 20)
-
 struct syncer {
     pthread_t thread;
     int epfd;
@@ -99,8 +93,8 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
     int64_t (*unwritten_bytes)(void) = sy->opt.unwritten ? sy->opt.unwritten : fs_sync_unwritten_bytes;
     int64_t unwritten = n >= 2 ? unwritten_bytes() : -1;
     int (*sync_fs)(int) = sy->opt.sync_fs ? sy->opt.sync_fs : syncfs;
-    if (unwritten < 0 || unwritten > BATCH_MAX_UNWRITTEN || sync_fs(first->fd) != 0) {
-        if (unwritten >= 0 && unwritten <= BATCH_MAX_UNWRITTEN)
+    if (unwritten < 0 || unwritten > sy->opt.max_unwritten || sync_fs(first->fd) != 0) {
+        if (unwritten >= 0 && unwritten <= sy->opt.max_unwritten)
             log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
                      strerror(errno));
         for (sync_job *job = batch; job; job = job->next)

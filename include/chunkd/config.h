@@ -53,6 +53,7 @@ typedef struct chunkd_config {
     int64_t min_free_bytes;            /* admission keeps this much of the volume free */
     int64_t sync_interval_bytes;       /* fdatasync at least this often (0: every chunk) */
     int64_t sync_batching;             /* 1: sync files of a batch together (fs_sync.h) */
+    int64_t sync_batch_max_unwritten;  /* ... while at most this much is unwritten */
     int64_t lease_ttl_ms;
     int64_t shutdown_grace_ms;
     int64_t upload_expiry_s;           /* uploads idle this long are failed as 'expired' */

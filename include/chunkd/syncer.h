@@ -48,6 +48,9 @@ typedef struct syncer_options {
      * own fdatasync. Set from fs_sync_batch_supported. */
     bool batch;
     dev_t dev;
+    /* The machine's unwritten bytes (fs_sync_unwritten_bytes) above which
+     * a batch is not synced together: a syncfs waits for all of them. */
+    int64_t max_unwritten;
     /* Counts the batches synced together and their files; may be NULL. */
     metrics *metrics;
     /* For tests, NULL otherwise: what syncs a whole file system (syncfs)

@@ -298,6 +298,10 @@ json_t *it_sock_complete(it_sock *s, int64_t id);
 int it_sock_send_chunk(it_sock *s, const char *header, const void *payload, size_t n);
 /* Same, then reads one answer; fails the test when none arrives. */
 json_t *it_sock_chunk(it_sock *s, const char *header, const void *payload, size_t n);
+/* Sends a one-chunk file's only chunk and its upload_complete together,
+ * without reading the answers (its progress event, then the completion's);
+ * fails the test when sending fails. */
+void it_sock_send_whole_and_complete(it_sock *s, int64_t id, const void *data, size_t n);
 /* json_dumps compact plus '\n'; malloc'd. Borrows req. */
 char *it_json_line(const json_t *req);
 

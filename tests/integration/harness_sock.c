@@ -195,6 +195,17 @@ int it_sock_send_chunk(it_sock *s, const char *header, const void *payload, size
     return 0;
 }
 
+void it_sock_send_whole_and_complete(it_sock *s, int64_t id, const void *data, size_t n)
+{
+    char hdr[160], done[128];
+    it_line(hdr, sizeof hdr, "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":0,\"length\":%zu}",
+            (long long)id, n);
+    it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+            (long long)id);
+    assert_int_equal(it_sock_send_chunk(s, hdr, data, n), 0);
+    assert_int_equal(it_sock_send_str(s, done), 0);
+}
+
 json_t *it_sock_chunk(it_sock *s, const char *header, const void *payload, size_t n)
 {
     int w = it_sock_send_chunk(s, header, payload, n);

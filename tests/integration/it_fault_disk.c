@@ -96,22 +96,30 @@ static int64_t fill_volume(const char *dir)
     return total;
 }
 
+/* Root, and each program of names (NULL-terminated) found into paths;
+ * otherwise the test is skipped, saying why. */
+static void require(const char *test, const char *const *names, char (*paths)[IT_PATH_MAX])
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "it: SKIP %s: needs root to mount in a mount namespace\n", test);
+        skip();
+    }
+    for (size_t i = 0; names[i]; i++) {
+        if (it_find_program(names[i], paths[i], IT_PATH_MAX) != 0) {
+            fprintf(stderr, "it: SKIP %s: %s is needed (Debian packages util-linux, "
+                            "e2fsprogs)\n", test, names[i]);
+            skip();
+        }
+    }
+}
+
 static void test_enospc_then_room_again(void **state)
 {
     (void)state;
-    if (geteuid() != 0) {
-        fprintf(stderr, "it: SKIP full disk: needs root to mount a tmpfs in a mount "
-                        "namespace\n");
-        skip();
-    }
-    char unshare[IT_PATH_MAX], nsenter[IT_PATH_MAX], sh[IT_PATH_MAX];
-    if (it_find_program("unshare", unshare, sizeof unshare) != 0 ||
-        it_find_program("nsenter", nsenter, sizeof nsenter) != 0 ||
-        it_find_program("sh", sh, sizeof sh) != 0) {
-        fprintf(stderr, "it: SKIP full disk: unshare, nsenter and sh are needed "
-                        "(Debian package util-linux)\n");
-        skip();
-    }
+    static const char *const tools[] = {"unshare", "nsenter", "sh", NULL};
+    char paths[3][IT_PATH_MAX];
+    require("full disk", tools, paths);
+    const char *unshare = paths[0], *nsenter = paths[1], *sh = paths[2];
     assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
     if (!can_mount_privately(unshare, sh)) {
         fprintf(stderr, "it: SKIP full disk: cannot mount a tmpfs in a new mount namespace "
@@ -256,14 +264,10 @@ static void test_write_back_error_at_completion(void **state)
 {
     (void)state;
     enum { N = 6, SIZE = 64 * 1024 };
-    char unshare[IT_PATH_MAX], sh[IT_PATH_MAX], mkfs[IT_PATH_MAX];
-    if (geteuid() != 0 || it_find_program("unshare", unshare, sizeof unshare) != 0 ||
-        it_find_program("sh", sh, sizeof sh) != 0 ||
-        it_find_program("mkfs.ext4", mkfs, sizeof mkfs) != 0) {
-        fprintf(stderr, "it: SKIP write-back error: needs root, unshare (util-linux) and "
-                        "mkfs.ext4 (e2fsprogs)\n");
-        skip();
-    }
+    static const char *const tools[] = {"unshare", "sh", "mkfs.ext4", NULL};
+    char paths[3][IT_PATH_MAX];
+    require("write-back error", tools, paths);
+    const char *unshare = paths[0], *sh = paths[1];
     assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
     it_line(backing, sizeof backing, "%s.back", mnt);
     if (!can_mount_loop_volume(unshare, sh)) {
@@ -301,16 +305,8 @@ static void test_write_back_error_at_completion(void **state)
     assert_true(filler > 0);
     /* Every last chunk and completion at once: the syncs come as one batch
      * or a few. */
-    for (int i = 0; i < N; i++) {
-        char hdr[160], done[128];
-        it_line(hdr, sizeof hdr,
-                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":0,\"length\":%d}",
-                (long long)ids[i], SIZE);
-        it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
-                (long long)ids[i]);
-        assert_int_equal(it_sock_send_chunk(&socks[i], hdr, data[i], SIZE), 0);
-        assert_int_equal(it_sock_send_str(&socks[i], done), 0);
-    }
+    for (int i = 0; i < N; i++)
+        it_sock_send_whole_and_complete(&socks[i], ids[i], data[i], SIZE);
     for (int i = 0; i < N; i++) {
         json_t *r = NULL;
         assert_int_equal(it_sock_read_json(&socks[i], IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);

@@ -26,8 +26,11 @@ static int group_setup(void **state)
     if (it_init("it_groups") != 0 || it_user_create(&user) != 0 ||
         it_user_create(&limited) != 0 || it_user_create(&second) != 0)
         return -1;
-    /* One worker: every connection shares its groups. */
-    return it_server_start_admin(&srv, &admin_port, NULL);
+    /* One worker: every connection shares its groups. Batches synced
+     * together whatever else the machine is writing (tests run side by
+     * side): see test_failures_stay_with_their_request. */
+    static const char *const env[] = {"CHUNKD_SYNC_BATCH_MAX_UNWRITTEN=1099511627776", NULL};
+    return it_server_start_admin(&srv, &admin_port, env);
 }
 
 static json_t *read_answer(it_sock *s)
@@ -162,16 +165,8 @@ static void test_failures_stay_with_their_request(void **state)
             assert_true(ids[k] != ids[i]);
     }
     /* Last (only) chunk and completion, pipelined, on every connection. */
-    for (int i = 0; i < NCONN; i++) {
-        char hdr[160], done[128];
-        it_line(hdr, sizeof hdr,
-                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":0,\"length\":%d}",
-                (long long)ids[i], FILESIZE);
-        it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
-                (long long)ids[i]);
-        assert_int_equal(it_sock_send_chunk(&socks[i], hdr, data[i], FILESIZE), 0);
-        assert_int_equal(it_sock_send_str(&socks[i], done), 0);
-    }
+    for (int i = 0; i < NCONN; i++)
+        it_sock_send_whole_and_complete(&socks[i], ids[i], data[i], FILESIZE);
     for (int i = 0; i < NCONN; i++) {
         json_t *p = read_answer(&socks[i]);
         assert_string_equal(it_json_str(p, "event"), "progress");

@@ -169,6 +169,7 @@ static int setup_batching(void **state)
     memset(&batch_metrics, 0, sizeof batch_metrics);
     syncer_options opt = {.batch = true,
                           .dev = sb.st_dev,
+                          .max_unwritten = 16 << 20,
                           .metrics = &batch_metrics,
                           .sync_fs = fake_sync_fs,
                           .unwritten = fake_unwritten};
