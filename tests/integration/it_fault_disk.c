@@ -96,6 +96,27 @@ static int64_t fill_volume(const char *dir)
     return total;
 }
 
+/* Starts chunkd (one worker, no free-space reserve: the whole small volume
+ * is there to be admitted) in a mount namespace of its own, where sh runs
+ * script with the storage folder as $0 and then becomes chunkd ("$@"), so
+ * the spawned pid is chunkd's. *view is the server with its storage folder
+ * as chunkd sees it: through its own root. */
+static void start_in_namespace(const char *unshare, const char *sh, const char *script,
+                               it_server *view)
+{
+    const char *wrapper[] = {unshare, "-m", "--propagation", "private", sh, "-c", script, mnt,
+                             NULL};
+    /* Syncs batched whatever else the machine is writing (tests run side
+     * by side), so a batch is what meets the write-back error. */
+    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0",
+                                       "--sync-batch-max-unwritten", "1099511627776", NULL};
+    it_server_opts o = {.args = args, .storage_dir = mnt, .wrapper = wrapper};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    *view = srv;
+    it_line(view->storage_dir, sizeof view->storage_dir, "/proc/%d/root%s", (int)srv.pid, mnt);
+}
+
 /* Root, and each program of names (NULL-terminated) found into paths;
  * otherwise the test is skipped, saying why. */
 static void require(const char *test, const char *const *names, char (*paths)[IT_PATH_MAX])
@@ -127,19 +148,9 @@ static void test_enospc_then_room_again(void **state)
         skip();
     }
 
-    /* sh mounts the tmpfs over the storage folder inside the namespace,
-     * then becomes chunkd ("$@"), so the spawned pid is chunkd's. */
-    const char *wrapper[] = {unshare, "-m", "--propagation", "private", sh, "-c",
-                             "mount -t tmpfs -o size=8m,mode=0750 tmpfs \"$0\" && exec \"$@\"",
-                             mnt, NULL};
-    /* no reserve: the whole small volume is there to be admitted */
-    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
-    it_server_opts o = {.args = args, .storage_dir = mnt, .wrapper = wrapper};
-    assert_int_equal(it_server_start(&srv, &o), 0);
-    it_test_begin(&srv);
-    /* The files as chunkd sees them: through its own root. */
-    it_server view = srv;
-    it_line(view.storage_dir, sizeof view.storage_dir, "/proc/%d/root%s", (int)srv.pid, mnt);
+    it_server view;
+    start_in_namespace(unshare, sh,
+                       "mount -t tmpfs -o size=8m,mode=0750 tmpfs \"$0\" && exec \"$@\"", &view);
 
     it_user u;
     assert_int_equal(it_user_create(&u), 0);
@@ -263,7 +274,7 @@ static bool can_mount_loop_volume(const char *unshare, const char *sh)
 static void test_write_back_error_at_completion(void **state)
 {
     (void)state;
-    enum { N = 6, SIZE = 64 * 1024 };
+    enum { N = 8, SIZE = 64 * 1024 };
     static const char *const tools[] = {"unshare", "sh", "mkfs.ext4", NULL};
     char paths[3][IT_PATH_MAX];
     require("write-back error", tools, paths);
@@ -277,14 +288,8 @@ static void test_write_back_error_at_completion(void **state)
     }
     char script[sizeof loop_volume + 16];
     snprintf(script, sizeof script, "%sexec \"$@\"", loop_volume);
-    const char *wrapper[] = {unshare, "-m", "--propagation", "private", sh, "-c", script, mnt,
-                             NULL};
-    static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
-    it_server_opts o = {.args = args, .storage_dir = mnt, .wrapper = wrapper};
-    assert_int_equal(it_server_start(&srv, &o), 0);
-    it_test_begin(&srv);
-    it_server view = srv;
-    it_line(view.storage_dir, sizeof view.storage_dir, "/proc/%d/root%s", (int)srv.pid, mnt);
+    it_server view;
+    start_in_namespace(unshare, sh, script, &view);
     char back_view[IT_PATH_MAX];
     it_line(back_view, sizeof back_view, "/proc/%d/root%s", (int)srv.pid, backing);
 
@@ -326,8 +331,10 @@ static void test_write_back_error_at_completion(void **state)
         assert_true(k.exists);
         assert_int_equal(k.offset, 0);
     }
-    fprintf(stderr, "it: %d batch syncs failed and fell back to one sync a file\n",
-            it_log_count(&srv, "event=batch_sync_failed"));
+    /* At least one batch met the error and fell back to a sync a file. */
+    int fallbacks = it_log_count(&srv, "event=batch_sync_failed");
+    fprintf(stderr, "it: %d batch syncs failed and fell back to one sync a file\n", fallbacks);
+    assert_true(fallbacks >= 1);
 
     /* Room again: each upload resumes from nothing and completes. */
     char path[IT_PATH_MAX + 16];
