@@ -64,6 +64,13 @@ static int sync_dir(sync_job *job, dir_synced *seen, size_t *nseen, size_t max)
     return err;
 }
 
+/* Whether the file's pages were all written: 0, or -1 with the errno of
+ * the write-back error this descriptor had not seen yet (now seen). */
+static int written_back(int fd)
+{
+    return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
 /* Makes the batch's files on the storage device durable together, when
  * there are two or more and little else is waiting to be written: one
  * syncfs writes their data and metadata (sizes, block maps, new names in
@@ -101,11 +108,12 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
             job->batched = false;
         return;
     }
+    int (*file_written)(int) = sy->opt.file_written ? sy->opt.file_written : written_back;
     sync_job *flusher = NULL; /* the first file that came through whole */
     for (sync_job *job = batch; job; job = job->next) {
         if (!job->batched)
             continue;
-        if (sync_file_range(job->fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+        if (file_written(job->fd) != 0) {
             job->err = errno;
             job->batched = false;
             job->sync_us = metrics_now_us() - t0;

@@ -53,9 +53,12 @@ typedef struct syncer_options {
     int64_t max_unwritten;
     /* Counts the batches synced together and their files; may be NULL. */
     metrics *metrics;
-    /* For tests, NULL otherwise: what syncs a whole file system (syncfs)
-     * and what tells the unwritten bytes (fs_sync_unwritten_bytes). */
+    /* For tests, NULL otherwise: what syncs a whole file system (syncfs),
+     * what asks a file for its write-back errors after it (sync_file_range
+     * WAIT_AFTER) and what tells the unwritten bytes
+     * (fs_sync_unwritten_bytes). */
     int (*sync_fs)(int fd);
+    int (*file_written)(int fd);
     int64_t (*unwritten)(void);
 } syncer_options;
 

@@ -139,6 +139,7 @@ static int setup(void **state)
 static _Atomic int fs_syncs;           /* calls of fake_sync_fs */
 static _Atomic int fs_sync_errno;      /* non-zero: fake_sync_fs fails with it */
 static _Atomic long long unwritten_answer;
+static _Atomic int failing_fd = -1;   /* fake_file_written reports EIO for it */
 static metrics batch_metrics;
 
 static int fake_sync_fs(int fd)
@@ -150,6 +151,15 @@ static int fake_sync_fs(int fd)
         return -1;
     }
     return syncfs(fd);
+}
+
+static int fake_file_written(int fd)
+{
+    if (fd == failing_fd) {
+        errno = EIO;
+        return -1;
+    }
+    return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER);
 }
 
 static int64_t fake_unwritten(void)
@@ -166,12 +176,14 @@ static int setup_batching(void **state)
     fs_syncs = 0;
     fs_sync_errno = 0;
     unwritten_answer = 0;
+    failing_fd = -1;
     memset(&batch_metrics, 0, sizeof batch_metrics);
     syncer_options opt = {.batch = true,
                           .dev = sb.st_dev,
                           .max_unwritten = 16 << 20,
                           .metrics = &batch_metrics,
                           .sync_fs = fake_sync_fs,
+                          .file_written = fake_file_written,
                           .unwritten = fake_unwritten};
     return setup_with(state, &opt);
 }
@@ -509,6 +521,33 @@ static void test_batch_falls_back_when_syncfs_fails(void **state)
     assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], 0);
 }
 
+/* A file whose own pages failed to be written gets that error as its
+ * verdict (it was consumed: an fdatasync now would wrongly succeed), even
+ * when it is the first of the batch; the others are still synced together. */
+static void test_batch_file_error_is_its_own(void **state)
+{
+    fixture *f = *state;
+    char dir[64];
+    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    enum { N = 4 };
+    submit_new_files(f, dir, 0, N);
+    failing_fd = f->jobs[0].fd_number;
+    syncer_flush(f->sy);
+    run_until(f, N);
+    assert_int_equal(f->jobs[0].job.err, EIO);
+    assert_false(f->jobs[0].job.batched);
+    for (size_t i = 1; i < N; i++) {
+        assert_int_equal(f->jobs[i].job.err, 0);
+        assert_true(f->jobs[i].job.batched);
+    }
+    assert_int_equal(fs_syncs, 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], N - 1);
+    assert_false(f->rec.fd_open_at_done);
+    assert_false(f->rec.dir_open_at_done);
+    assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
 /* Only regular files on the storage device go into a batch: a pipe keeps
  * its own verdict (EINVAL), a file on another file system its own sync. */
 static void test_batch_takes_only_files_on_its_device(void **state)
@@ -614,6 +653,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_takes_only_files_on_its_device, setup_batching,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batch_skipped, setup_batching, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_file_error_is_its_own, setup_batching,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
