@@ -84,6 +84,13 @@ static int written_back(int fd)
  * when it succeeded); the others, and every one if syncfs fails (an error
  * anywhere on the file system, perhaps not ours), stay at err -1 for an
  * fdatasync of their own, which tells each file's own truth. */
+/* Every job of the batch back to a sync of its own (its err untouched). */
+static void unbatch(sync_job *batch)
+{
+    for (sync_job *job = batch; job; job = job->next)
+        job->batched = false;
+}
+
 static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
 {
     if (!sy->opt.batch || !batch->next)
@@ -99,45 +106,45 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
     }
     int64_t (*unwritten_bytes)(void) = sy->opt.unwritten ? sy->opt.unwritten : fs_sync_unwritten_bytes;
     int64_t unwritten = n >= 2 ? unwritten_bytes() : -1;
+    if (unwritten < 0 || unwritten > sy->opt.max_unwritten) {
+        unbatch(batch);
+        return;
+    }
     int (*sync_fs)(int) = sy->opt.sync_fs ? sy->opt.sync_fs : syncfs;
-    if (unwritten < 0 || unwritten > sy->opt.max_unwritten || sync_fs(first->fd) != 0) {
-        if (unwritten >= 0 && unwritten <= sy->opt.max_unwritten)
-            log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
-                     strerror(errno));
-        for (sync_job *job = batch; job; job = job->next)
-            job->batched = false;
+    if (sync_fs(first->fd) != 0) {
+        log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
+                 strerror(errno));
+        unbatch(batch);
         return;
     }
     int (*file_written)(int) = sy->opt.file_written ? sy->opt.file_written : written_back;
+    int (*flush)(int) = sy->opt.flush ? sy->opt.flush : fdatasync;
     sync_job *flusher = NULL; /* the first file that came through whole */
     for (sync_job *job = batch; job; job = job->next) {
         if (!job->batched)
             continue;
         if (file_written(job->fd) != 0) {
-            job->err = errno;
+            job->err = errno; /* its own error, consumed: its verdict */
             job->batched = false;
             job->sync_us = metrics_now_us() - t0;
         } else if (!flusher) {
             flusher = job;
         }
     }
-    if (flusher && fdatasync(flusher->fd) != 0) {
-        flusher->err = errno; /* its own error: consumed, so it is its verdict */
+    if (flusher && flush(flusher->fd) != 0) {
+        flusher->err = errno; /* likewise */
         flusher->batched = false;
         flusher->sync_us = metrics_now_us() - t0;
         log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
                  strerror(flusher->err));
-        flusher = NULL;
+        unbatch(batch);
+        return;
     }
     size_t together = 0;
     int64_t us = metrics_now_us() - t0;
     for (sync_job *job = batch; job; job = job->next) {
         if (!job->batched)
             continue;
-        if (!flusher) {
-            job->batched = false;
-            continue;
-        }
         job->err = 0;
         job->sync_us = us;
         together++;

@@ -55,10 +55,11 @@ typedef struct syncer_options {
     metrics *metrics;
     /* For tests, NULL otherwise: what syncs a whole file system (syncfs),
      * what asks a file for its write-back errors after it (sync_file_range
-     * WAIT_AFTER) and what tells the unwritten bytes
-     * (fs_sync_unwritten_bytes). */
+     * WAIT_AFTER), what flushes the device after them (fdatasync of one
+     * file) and what tells the unwritten bytes (fs_sync_unwritten_bytes). */
     int (*sync_fs)(int fd);
     int (*file_written)(int fd);
+    int (*flush)(int fd);
     int64_t (*unwritten)(void);
 } syncer_options;
 

@@ -140,6 +140,7 @@ static _Atomic int fs_syncs;           /* calls of fake_sync_fs */
 static _Atomic int fs_sync_errno;      /* non-zero: fake_sync_fs fails with it */
 static _Atomic long long unwritten_answer;
 static _Atomic int failing_fd = -1;   /* fake_file_written reports EIO for it */
+static _Atomic int failing_flush_fd = -1; /* fake_flush fails with EIO for it */
 static metrics batch_metrics;
 
 static int fake_sync_fs(int fd)
@@ -162,6 +163,15 @@ static int fake_file_written(int fd)
     return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER);
 }
 
+static int fake_flush(int fd)
+{
+    if (fd == failing_flush_fd) {
+        errno = EIO;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
 static int64_t fake_unwritten(void)
 {
     return unwritten_answer;
@@ -177,6 +187,7 @@ static int setup_batching(void **state)
     fs_sync_errno = 0;
     unwritten_answer = 0;
     failing_fd = -1;
+    failing_flush_fd = -1;
     memset(&batch_metrics, 0, sizeof batch_metrics);
     syncer_options opt = {.batch = true,
                           .dev = sb.st_dev,
@@ -184,6 +195,7 @@ static int setup_batching(void **state)
                           .metrics = &batch_metrics,
                           .sync_fs = fake_sync_fs,
                           .file_written = fake_file_written,
+                          .flush = fake_flush,
                           .unwritten = fake_unwritten};
     return setup_with(state, &opt);
 }
@@ -548,6 +560,34 @@ static void test_batch_file_error_is_its_own(void **state)
     assert_int_equal(test_tmpdir_remove(dir), 0);
 }
 
+/* The flush after the batch fails on its file (the first whose pages were
+ * written): that file keeps the error, and nothing is concluded for the
+ * others, which get a sync of their own and succeed. */
+static void test_batch_flush_failure(void **state)
+{
+    fixture *f = *state;
+    char dir[64];
+    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    enum { N = 4 };
+    submit_new_files(f, dir, 0, N);
+    failing_fd = f->jobs[0].fd_number;        /* so the flush goes to the second */
+    failing_flush_fd = f->jobs[1].fd_number;
+    syncer_flush(f->sy);
+    run_until(f, N);
+    assert_int_equal(f->jobs[0].job.err, EIO);
+    assert_int_equal(f->jobs[1].job.err, EIO);
+    for (size_t i = 0; i < N; i++)
+        assert_false(f->jobs[i].job.batched);
+    for (size_t i = 2; i < N; i++)
+        assert_int_equal(f->jobs[i].job.err, 0);
+    assert_int_equal(fs_syncs, 1);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 0);
+    assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], 0);
+    assert_false(f->rec.fd_open_at_done);
+    assert_false(f->rec.dir_open_at_done);
+    assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
 /* Only regular files on the storage device go into a batch: a pipe keeps
  * its own verdict (EINVAL), a file on another file system its own sync. */
 static void test_batch_takes_only_files_on_its_device(void **state)
@@ -655,6 +695,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_skipped, setup_batching, teardown),
         cmocka_unit_test_setup_teardown(test_batch_file_error_is_its_own, setup_batching,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_batch_flush_failure, setup_batching, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
