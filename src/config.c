@@ -80,6 +80,9 @@ static const opt_def opts[] = {
     INT(min_free_bytes, 0, INT64_C(1) << 50, "16m", "free space admission keeps in reserve"),
     INT(sync_interval_bytes, 0, 4 * GiB, "16m",
         "bytes written between fdatasync checkpoints (0: every chunk)"),
+    INT(sync_when_idle, 0, 1, "1",
+        "1: also checkpoint an upload every 4 MiB while its worker has no sync running, so the "
+        "disk flushes while bytes arrive (docs/DURABILITY.md)"),
     INT(sync_batching, 0, 1, "1",
         "1: make files synced at the same time durable with one syncfs where the kernel and file "
         "system allow it (docs/DURABILITY.md)"),

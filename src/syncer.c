@@ -32,6 +32,7 @@ struct syncer {
     sync_job *queued_head, *queued_tail; /* guarded by lock: flushed, for the thread */
     sync_job *done_head, *done_tail; /* guarded by lock */
     bool stopping;           /* guarded by lock */
+    size_t outstanding;      /* worker's thread only: handed over, done not yet run */
 };
 
 static void append(sync_job **head, sync_job **tail, sync_job *job)
@@ -280,7 +281,10 @@ int syncer_submit(syncer *sy, sync_job *job)
     if (!stopping)
         append(&sy->pending_head, &sy->pending_tail, job);
     pthread_mutex_unlock(&sy->lock);
-    return stopping ? -1 : 0;
+    if (stopping)
+        return -1;
+    sy->outstanding++;
+    return 0;
 }
 
 /* Moves the pending jobs to the thread's queue; with the lock held. */
@@ -304,6 +308,11 @@ void syncer_flush(syncer *sy)
     pthread_mutex_unlock(&sy->lock);
 }
 
+bool syncer_idle(const syncer *sy)
+{
+    return sy->outstanding == 0;
+}
+
 const void *syncer_event_tag(const syncer *sy)
 {
     return sy;
@@ -320,6 +329,7 @@ void syncer_handle_event(syncer *sy)
     pthread_mutex_unlock(&sy->lock);
     while (job) {
         sync_job *next = job->next;
+        sy->outstanding--;
         job->done(job); /* may free job */
         job = next;
     }

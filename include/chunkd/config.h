@@ -52,6 +52,7 @@ typedef struct chunkd_config {
     int64_t storage_admission;         /* 1: refuse uploads that cannot fit (507) up front */
     int64_t min_free_bytes;            /* admission keeps this much of the volume free */
     int64_t sync_interval_bytes;       /* fdatasync at least this often (0: every chunk) */
+    int64_t sync_when_idle;            /* 1: checkpoints every 4 MiB while the syncer is idle */
     int64_t sync_batching;             /* 1: sync files of a batch together (fs_sync.h) */
     int64_t sync_batch_max_unwritten;  /* ... while at most this much is unwritten */
     int64_t lease_ttl_ms;

@@ -78,6 +78,10 @@ int syncer_submit(syncer *sy, sync_job *job);
 /* Wakes the syncer for the jobs handed over since the last call. */
 void syncer_flush(syncer *sy);
 
+/* Whether every job handed over has come back (its done ran): nothing is
+ * being synced for this worker. Worker's thread only, like submit. */
+bool syncer_idle(const syncer *sy);
+
 /* The epoll_event.data.ptr its eventfd is registered with. */
 const void *syncer_event_tag(const syncer *sy);
 /* Runs done for every finished job. */

@@ -230,6 +230,7 @@ typedef struct it_rkey {
     bool exists;
     long long ttl;               /* seconds, -1 no TTL, -2 no key */
     int64_t offset;
+    int64_t synced_offset;       /* the bytes made durable by a checkpoint */
     int64_t filesize;
     int64_t user_id;
     char path[IT_PATH_MAX];

@@ -462,7 +462,7 @@ static int parse_i64(const char *s, int64_t *out)
 int it_redis_upload(int64_t id, it_rkey *k)
 {
     memset(k, 0, sizeof *k);
-    k->offset = k->filesize = k->user_id = -1;
+    k->offset = k->synced_offset = k->filesize = k->user_id = -1;
     char key[128];
     upload_key(id, key, sizeof key);
     redisReply *r = redisCommand(rc, "HGETALL %s", key);
@@ -483,6 +483,8 @@ int it_redis_upload(int64_t id, it_rkey *k)
         int bad = 0;
         if (strcmp(f, "offset") == 0)
             bad = parse_i64(v, &k->offset);
+        else if (strcmp(f, "synced_offset") == 0)
+            bad = parse_i64(v, &k->synced_offset);
         else if (strcmp(f, "filesize") == 0)
             bad = parse_i64(v, &k->filesize);
         else if (strcmp(f, "user_id") == 0)

@@ -365,6 +365,20 @@ static void test_done_in_submission_order(void **state)
     assert_int_equal(close(p[1]), 0);
 }
 
+/* Busy from the hand-over (before any flush) until every done ran: what
+ * upload.c asks before an extra checkpoint. */
+static void test_idle_until_every_done_ran(void **state)
+{
+    fixture *f = *state;
+    assert_true(syncer_idle(f->sy));
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(syncer_submit(f->sy, &track(f, &f->jobs[i], i, reopen_file(f))->job), 0);
+    assert_false(syncer_idle(f->sy));
+    syncer_flush(f->sy);
+    run_until(f, 2);
+    assert_true(syncer_idle(f->sy));
+}
+
 static void test_done_may_free_job(void **state)
 {
     fixture *f = *state;
@@ -680,6 +694,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pipe_fails_with_einval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_synced_after_the_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_in_submission_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_until_every_done_ran, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_may_free_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_runs_queued_dones, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_idle_and_null, setup, teardown),
