@@ -171,6 +171,17 @@ static void *worker_main(void *arg)
     util_name_thread(name);
     if (mysql_thread_init() != 0)
         log_error("event=mysql_thread_init_failed worker=%d", w->id);
+    /* Connected before the first request, not by it: a fresh worker's first
+     * group would otherwise wait for the MySQL handshake and the preparing
+     * of every statement (5-10 ms on loopback, while its other connections
+     * queue), and a backend out of reach shows in the log at start. A
+     * failure here changes nothing else: requests connect again as always. */
+    if (docstore_ping(w->ds) != 0)
+        log_warn("event=backend_unavailable backend=mysql worker=%d error=\"%s\"", w->id,
+                 docstore_error(w->ds));
+    if (rstate_ping(w->rs) != 0)
+        log_warn("event=backend_unavailable backend=redis worker=%d error=\"%s\"", w->id,
+                 rstate_error(w->rs));
     struct epoll_event events[MAX_EVENTS];
     int64_t last_sweep = util_mono_ms();
     bool stop = false;

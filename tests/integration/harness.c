@@ -452,7 +452,9 @@ void it_print_file(const char *label, const char *path)
     fclose(f);
 }
 
-bool it_file_tail_has(const char *path, const char *needle, size_t tail)
+/* Whether the last `tail` bytes of path hold needle; when not and `report`,
+ * says so with what they hold. */
+static bool tail_has(const char *path, const char *needle, size_t tail, bool report)
 {
     FILE *f = fopen(path, "r");
     char *buf = malloc(tail + 1);
@@ -464,16 +466,41 @@ bool it_file_tail_has(const char *path, const char *needle, size_t tail)
             size_t n = fread(buf, 1, tail, f);
             buf[n] = '\0';
             found = strstr(buf, needle) != NULL;
-            if (!found)
+            if (!found && report)
                 fprintf(stderr, "it: %s lacks \"%s\": %s\n", path, needle, buf);
         }
-    } else {
+    } else if (report) {
         fprintf(stderr, "it: cannot read %s\n", path);
     }
     if (f)
         fclose(f);
     free(buf);
     return found;
+}
+
+bool it_file_tail_has(const char *path, const char *needle, size_t tail)
+{
+    return tail_has(path, needle, tail, true);
+}
+
+bool it_file_tail_lacks(const char *path, const char *needle, size_t tail)
+{
+    if (!tail_has(path, needle, tail, false))
+        return true;
+    char label[128];
+    snprintf(label, sizeof label, "holds \"%.100s\"", needle);
+    it_print_file(label, path);
+    return false;
+}
+
+bool it_wait_file_tail_has(const char *path, const char *needle, size_t tail, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+        if (tail_has(path, needle, tail, false))
+            return true;
+        usleep(20 * 1000);
+    }
+    return it_file_tail_has(path, needle, tail);
 }
 
 int it_run(const char *const *argv, const char *const *extra_env, const char *err_path,

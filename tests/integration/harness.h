@@ -167,6 +167,10 @@ void it_print_file(const char *label, const char *path);
 /* Whether the last `tail` bytes of the file at path hold needle (printing
  * them when not). */
 bool it_file_tail_has(const char *path, const char *needle, size_t tail);
+/* The same, waiting up to timeout_ms for needle to be written. */
+bool it_wait_file_tail_has(const char *path, const char *needle, size_t tail, int timeout_ms);
+/* Whether they do not hold needle (printing the file when they do). */
+bool it_file_tail_lacks(const char *path, const char *needle, size_t tail);
 
 /* ---- users --------------------------------------------------------------- */
 

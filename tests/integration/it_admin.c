@@ -98,10 +98,19 @@ static void test_health_follows_redis(void **state)
     assert_int_equal(it_server_start_admin(&down, &port, env), 0);
     char *body = NULL;
     int code = it_http_get(port, "/health", &body);
+    /* The worker connected at start and said which backend it could not
+     * reach (MySQL, which is up, connected first). */
+    bool said = it_wait_file_tail_has(down.log_path,
+                                      "event=backend_unavailable backend=redis worker=0", 65536,
+                                      5000);
+    bool mysql_blamed = !it_file_tail_lacks(down.log_path, "backend=mysql", 65536) ||
+                        strstr(body ? body : "", "mysql") != NULL;
     it_server_stop(&down);
     close(hold);
     assert_int_equal(code, 503);
     assert_non_null(strstr(body, "redis"));
+    assert_true(said);
+    assert_false(mysql_blamed);
     free(body);
     it_pass();
 }
