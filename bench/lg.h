@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "lg_payload.h"
@@ -55,6 +56,7 @@ typedef struct lg_client {
     bool assigned;            /* counts as one of the run's uploads */
     int64_t size;
     int64_t t_start_ns;
+    int64_t t_sent_ns;        /* its last body byte left; 0 before */
     int64_t sent;             /* bytes queued as chunk bodies */
     int64_t acked;            /* bytes the server confirmed */
     int inflight;             /* chunks sent and not yet confirmed */
@@ -106,6 +108,7 @@ typedef struct lg_opts {
     const char *tus_path;
     const char *label;
     int64_t warm_mib;         /* memory to warm before the clock starts (lg_warm.h) */
+    const char *trace;        /* a line per upload to this file: when it began, sent, ended */
 } lg_opts;
 
 struct lg {
@@ -127,6 +130,7 @@ struct lg {
     int64_t *lat_ns;          /* latency of each successful upload */
     int nlat;
     int shown_errors;
+    FILE *trace;              /* o.trace, open; NULL without */
 };
 
 /* Queue helpers for drivers. printf-like; -1 if the head does not fit. */

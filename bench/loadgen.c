@@ -148,6 +148,7 @@ static bool assign_upload(lg *g, lg_client *c)
     c->inflight = 0;
     c->finishing = c->timed = false;
     c->t_start_ns = now_ns();
+    c->t_sent_ns = 0;
     return true;
 }
 
@@ -187,6 +188,16 @@ void lg_mark_latency(lg *g, lg_client *c)
 void lg_upload_done(lg *g, lg_client *c)
 {
     lg_mark_latency(g, c);
+    if (g->trace) {
+        /* Milliseconds since the run's clock started: where an upload's
+         * time goes (waiting for its first answer, sending, waiting for
+         * the last) shows in the gaps. */
+        int64_t t0 = L.t_run_start;
+        fprintf(g->trace, "upload connection=%d began_ms=%.2f sent_ms=%.2f done_ms=%.2f\n", c->id,
+                (double)(c->t_start_ns - t0) / 1e6,
+                c->t_sent_ns ? (double)(c->t_sent_ns - t0) / 1e6 : -1.0,
+                (double)(now_ns() - t0) / 1e6);
+    }
     g->ok++;
     g->bytes_ok += c->size;
     c->assigned = false;
@@ -280,6 +291,8 @@ static int flush(lg_client *c)
         left -= h;
         c->body_pos += (int64_t)left;
         c->body_left -= (int64_t)left;
+        if (c->assigned && c->t_sent_ns == 0 && c->body_left == 0 && c->sent >= c->size)
+            c->t_sent_ns = now_ns();
     }
     bool pending = c->hdr_off < c->hdr_len || c->body_left > 0;
     set_interest(c, EPOLLIN | (pending ? EPOLLOUT : 0));
@@ -537,7 +550,7 @@ static void usage(void)
             "               [--uploads N] [--concurrency C] [--idle N] [--chunk BYTES]\n"
             "               [--window W] [--user-id ID --credential HEX] [--server-pid PID]\n"
             "               [--tus-path PATH] [--max-connecting N] [--timeout-s S] [--label TEXT]\n"
-            "               [--warm-mib MIB]\n"
+            "               [--warm-mib MIB] [--trace FILE]\n"
             "sizes take k, m, g suffixes (powers of 1024)\n");
     exit(2);
 }
@@ -611,6 +624,8 @@ static void parse_args(int argc, char **argv, lg *g)
             o->warm_mib = parse_size(a, v, 0, (int64_t)1 << 20);
         else if (strcmp(a, "--label") == 0)
             o->label = v;
+        else if (strcmp(a, "--trace") == 0)
+            o->trace = v;
         else
             usage();
     }
@@ -727,6 +742,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: out of memory for %d connections\n", L.nclients);
         return 2;
     }
+    if (g.o.trace && !(g.trace = fopen(g.o.trace, "w"))) {
+        fprintf(stderr, "loadgen: --trace %s: %s\n", g.o.trace, strerror(errno));
+        return 2;
+    }
     /* Idle connections first: they are all open before any upload starts. */
     for (int i = 0; i < L.nclients; i++) {
         L.clients[i].id = i;
@@ -737,6 +756,10 @@ int main(int argc, char **argv)
     int rc = run(&g);
     if (rc == 0)
         report(&g);
+    if (g.trace && fclose(g.trace) != 0) {
+        fprintf(stderr, "loadgen: --trace %s: %s\n", g.o.trace, strerror(errno));
+        rc = 1;
+    }
     free(L.clients);
     free(L.connq);
     free(g.lat_ns);
