@@ -250,6 +250,12 @@ int it_redis_upload(int64_t id, it_rkey *k);
 int it_redis_set_upload_field(int64_t id, const char *field, const char *value);
 /* 1 when the key exists, 0 when not, -1 on error. */
 int it_redis_exists(int64_t id);
+/* Waits up to timeout_ms for <prefix>upload:<id> to go: 0 once it is gone,
+ * 1 if it is still there, -1 on error. A completion's clean-up goes to
+ * Redis ahead of its SUCCESS but on another connection, and is not waited
+ * for: a client that reads SUCCESS and asks Redis at once may see the key
+ * for a moment. */
+int it_redis_wait_gone(int64_t id, int timeout_ms);
 int it_redis_del_upload(int64_t id);
 /* 1 when <prefix>lease:<id> exists, 0 when not, -1 on error. */
 int it_redis_lease_exists(int64_t id);

@@ -531,6 +531,16 @@ int it_redis_exists(int64_t id)
     return ret;
 }
 
+int it_redis_wait_gone(int64_t id, int timeout_ms)
+{
+    for (int waited = 0;; waited += 10) {
+        int e = it_redis_exists(id);
+        if (e <= 0 || waited >= timeout_ms)
+            return e;
+        it_sleep_ms(10);
+    }
+}
+
 static void lease_key(int64_t id, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%slease:%lld", it_env("CHUNKD_REDIS_PREFIX", "chunkd:"),

@@ -249,5 +249,5 @@ void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *
     assert_string_equal(got, sha);
 
     assert_int_equal(stray_files(s, id), 0);
-    assert_int_equal(it_redis_exists(id), 0);
+    assert_int_equal(it_redis_wait_gone(id, 5000), 0);
 }

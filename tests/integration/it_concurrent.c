@@ -186,7 +186,7 @@ static void test_many_uploads_at_once(void **state)
     check_jobs(jobs, NUPLOADS);
     assert_int_equal(completed_rows() - before, NUPLOADS);
     for (int i = 0; i < NUPLOADS; i++) {
-        assert_int_equal(it_redis_exists(jobs[i].document_id), 0);
+        assert_int_equal(it_redis_wait_gone(jobs[i].document_id, 5000), 0);
         close(jobs[i].fd);
     }
     free(jobs);
