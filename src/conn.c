@@ -26,6 +26,7 @@ enum {
     BODY_BUF = 256 * 1024,   /* several 64 KiB chunks per read while uploading */
     OUT_KEEP = 64 * 1024,    /* output buffers larger than this are freed when drained */
     READS_PER_EVENT = 16,    /* bounds one connection's turn so others get theirs */
+    TURN_READ_BUDGET = 8 * 1024 * 1024, /* conn_begin_turn */
 };
 
 static int conn_emit(void *arg, const char *data, size_t len);
@@ -446,15 +447,26 @@ static int return_body_buf(conn *c, char *own, size_t own_cap)
     return 0;
 }
 
-static void on_readable(conn *c)
+void conn_begin_turn(conn_owner *owner)
+{
+    owner->turn_read_left = TURN_READ_BUDGET;
+}
+
+/* false when the turn's budget was spent before c could read anything. */
+static bool on_readable(conn *c)
 {
     if (c->web && conn_web_lingering(c)) {
         conn_web_linger_read(c);
-        return;
+        return true;
     }
+    conn_owner *o = c->owner;
+    if (o->turn_read_left == 0)
+        return false;
     /* A parked connection reads nothing until its request is answered:
      * what it sent stays in the socket (and counts against its window). */
-    for (int i = 0; i < READS_PER_EVENT && !c->sess.close && !session_parked(&c->sess); i++) {
+    for (int i = 0; i < READS_PER_EVENT && o->turn_read_left > 0 && !c->sess.close &&
+                    !session_parked(&c->sess);
+         i++) {
         if (pending_out(c) > (size_t)c->owner->cfg->max_output_buffer)
             break; /* the client is not reading its answers: stop reading it */
         char *own = c->in;
@@ -465,9 +477,11 @@ static void on_readable(conn *c)
             c->sess.close = true;
             break;
         }
-        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        size_t room = c->in_cap - c->in_len;
+        ssize_t n = read(c->fd, c->in + c->in_len, room < o->turn_read_left ? room : o->turn_read_left);
         int read_errno = errno;
         if (n > 0) {
+            o->turn_read_left -= (size_t)n;
             c->in_len += (size_t)n;
             c->last_active_ms = util_mono_ms();
             process_input(c);
@@ -496,18 +510,21 @@ static void on_readable(conn *c)
     }
     /* The input is used up: acknowledge the chunks that this turn's reads
      * carried, with one Redis round trip for all of them. */
-    upload_flush(&c->owner->env, &c->sess);
+    upload_flush(&o->env, &c->sess);
+    return true;
 }
 
-void conn_handle_event(conn *c, uint32_t events)
+bool conn_handle_event(conn *c, uint32_t events)
 {
     if (events & EPOLLERR) {
         conn_close(c, "socket_error", 0, NULL);
-        return;
+        return true;
     }
+    bool served = true;
     if (events & (EPOLLIN | EPOLLHUP))
-        on_readable(c);
+        served = on_readable(c);
     flush_output(c);
+    return served;
 }
 
 void conn_send_pending(conn_owner *owner)

@@ -186,6 +186,7 @@ static void *worker_main(void *arg)
     int64_t last_sweep = util_mono_ms();
     bool stop = false;
     int64_t drain_deadline = 0; /* non-zero once stopping: chunks in flight may finish */
+    int resume_at = 0;          /* where the last turn's reading stopped, in its events */
     for (;;) {
         if (stop) {
             int64_t now = util_mono_ms();
@@ -204,15 +205,25 @@ static void *worker_main(void *arg)
             log_error("event=epoll_wait_failed worker=%d error=\"%s\"", w->id, strerror(errno));
             break;
         }
-        for (int i = 0; i < n; i++) {
+        /* A turn's reading is bounded (conn_begin_turn); the connections
+         * it left unread are reported again in about the same order, so
+         * the next turn starts with the first of them: round robin. */
+        conn_begin_turn(&w->owner);
+        int first = resume_at < n ? resume_at : 0;
+        resume_at = 0;
+        bool skipped = false;
+        for (int k = 0; k < n; k++) {
+            int i = (first + k) % n;
             if (events[i].data.ptr == NULL)
                 stop |= drain_queue(w);
             else if (events[i].data.ptr == saver_event_tag(w->saver))
                 saver_handle_event(w->saver, events[i].events);
             else if (events[i].data.ptr == syncer_event_tag(w->syncer))
                 syncer_handle_event(w->syncer);
-            else
-                conn_handle_event(events[i].data.ptr, events[i].events);
+            else if (!conn_handle_event(events[i].data.ptr, events[i].events) && !skipped) {
+                skipped = true;
+                resume_at = i;
+            }
         }
         conn_run_parked(&w->owner);
         conn_send_pending(&w->owner);

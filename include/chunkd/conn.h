@@ -35,6 +35,7 @@ typedef struct conn_owner {
     conn_limits *limits;        /* shared admission counts; given back on close */
     char *body_buf;             /* owned: the read buffer its connections share
                                  * while a chunk body streams in (conn.c) */
+    size_t turn_read_left;      /* bytes this loop turn may still read (conn_begin_turn) */
 } conn_owner;
 
 struct conn {
@@ -65,7 +66,18 @@ struct conn {
  * (both given back on failure). Registers with owner->epfd. */
 conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer);
 
-void conn_handle_event(conn *c, uint32_t events);
+/* Starts a loop turn's reading budget. A turn reads at most that much in
+ * all, so the requests parked in it (conn_run_parked), the offsets it saves
+ * and the syncs it hands over wait for a few MiB of other connections'
+ * bytes, not for hundreds of files' worth: 500 uploads of 1 MiB at once
+ * otherwise made a turn of up to 256 whole files, and each completion
+ * waited for it before its sync even began. */
+void conn_begin_turn(conn_owner *owner);
+
+/* Handles the readiness of c. Returns false when c had bytes to read but
+ * the turn's budget was spent: they stay in the socket, and the next
+ * epoll_wait reports c again (level-triggered). */
+bool conn_handle_event(conn *c, uint32_t events);
 
 /* Sends the answers that offset saves produced outside their
  * connection's own events (see offset_saver.h). The loop calls it once a
