@@ -207,7 +207,7 @@ END {
     vs_tus("small", "uploads_s", 3, "small files")
     vs_tus("conns", "uploads_s", 3, "many connections")
     print "" > md
-    print "chunkd syncs to disk (fdatasync every 16 MiB and at completion, plus the directory); " \
+    print "chunkd syncs to disk (fdatasync at checkpoints and at completion, plus the directory); " \
           "@tus/file-store and \"sink, no sync\" never call fsync, so their figures include bytes " \
           "still only in the page cache. MB = 10^6 bytes. Each figure is the median of the runs." > md
 }
