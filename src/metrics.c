@@ -43,6 +43,9 @@ static const char *const counter_names[M_COUNTER_COUNT][2] = {
     [M_SYNC_BATCHED_FILES] = {"chunkd_sync_batched_files_total",
                               "Files made durable in those batches (the rest of "
                               "chunkd_fsync_seconds_count had an fdatasync of their own)."},
+    [M_READ_TURNS_CUT] = {"chunkd_read_turns_cut_total",
+                          "Worker loop turns that spent their read budget with connections "
+                          "still to read; they are read first in the next turn."},
 };
 
 static const char *const failure_names[MF_COUNT] = {

@@ -225,6 +225,8 @@ static void *worker_main(void *arg)
                 resume_at = i;
             }
         }
+        if (skipped)
+            metrics_add(&w->metrics, M_READ_TURNS_CUT, 1);
         conn_run_parked(&w->owner);
         conn_send_pending(&w->owner);
         saver_flush(w->saver);

@@ -8,8 +8,11 @@
  * makes the groups large. */
 #include "harness.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #define NCONN 24
 #define FILESIZE 4096
@@ -491,6 +494,96 @@ static void test_hangup_while_file_syncs(void **state)
     it_pass();
 }
 
+/* The bytes of a chunk stream: every chunk of data[0, size) with its
+ * header, then upload_complete. Returns its length; *out is malloc'ed. */
+static size_t chunk_stream(int64_t id, const unsigned char *data, int64_t size, size_t chunk,
+                           char **out)
+{
+    size_t cap = (size_t)size + ((size_t)size / chunk + 2) * 160, len = 0;
+    char *p = malloc(cap);
+    assert_non_null(p);
+    for (int64_t off = 0; off < size; off += (int64_t)chunk) {
+        len += (size_t)snprintf(p + len, cap - len,
+                                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,"
+                                "\"length\":%zu}\n",
+                                (long long)id, (long long)off, chunk);
+        memcpy(p + len, data + off, chunk);
+        len += chunk;
+    }
+    len += (size_t)snprintf(p + len, cap - len,
+                            "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+                            (long long)id);
+    *out = p;
+    return len;
+}
+
+/* More bytes wait in the sockets than a loop turn may read (8 MiB): the
+ * server is stopped while every connection sends what its socket takes.
+ * The turn's reading stops at its budget, the connections it left are
+ * read in the next turns, and every upload completes whole. */
+static void test_turns_share_the_reading(void **state)
+{
+    (void)state;
+    enum { CONNS = 64 };
+    const int64_t size = IT_MiB;
+    const size_t chunk = 64 * 1024;
+    unsigned char *data = malloc((size_t)size);
+    assert_non_null(data);
+    it_random_bytes(data, (size_t)size);
+    char sha[65];
+    it_sha256_hex(data, (size_t)size, sha);
+    it_sock socks[CONNS];
+    char *stream[CONNS];
+    size_t len[CONNS], sent[CONNS];
+    for (int i = 0; i < CONNS; i++) {
+        assert_int_equal(it_sock_connect(&socks[i], srv.port), 0);
+        send_upload_line(&socks[i], &user, sha, size);
+    }
+    for (int i = 0; i < CONNS; i++) {
+        json_t *r = read_answer(&socks[i]);
+        it_assert_ok(r, "upload");
+        len[i] = chunk_stream(it_json_int(r, "document_id"), data, size, chunk, &stream[i]);
+        sent[i] = 0;
+        json_decref(r);
+    }
+    long long cut0 = it_admin_metric(admin_port, "chunkd_read_turns_cut_total{");
+    /* Nothing that can fail between the stop and the continue. */
+    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
+    size_t waiting = 0;
+    for (int i = 0; i < CONNS; i++) {
+        ssize_t w;
+        while (sent[i] < len[i] && (w = send(socks[i].fd, stream[i] + sent[i], len[i] - sent[i],
+                                             MSG_DONTWAIT | MSG_NOSIGNAL)) > 0)
+            sent[i] += (size_t)w;
+        waiting += sent[i];
+    }
+    assert_int_equal(kill(srv.pid, SIGCONT), 0);
+    fprintf(stderr, "it: %zu bytes waited in %d sockets while the server was stopped\n", waiting,
+            CONNS);
+    assert_true(waiting > 8 * IT_MiB);
+    for (int i = 0; i < CONNS; i++)
+        assert_int_equal(it_sock_send(&socks[i], stream[i] + sent[i], len[i] - sent[i]), 0);
+    for (int i = 0; i < CONNS; i++) {
+        json_t *r;
+        for (int64_t off = 0; off < size; off += (int64_t)chunk) {
+            r = read_answer(&socks[i]);
+            assert_string_equal(it_json_str(r, "event"), "progress");
+            json_decref(r);
+        }
+        r = read_answer(&socks[i]);
+        assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+        assert_string_equal(it_json_str(r, "sha256"), sha);
+        json_decref(r);
+        it_sock_close(&socks[i]);
+        free(stream[i]);
+    }
+    long long cut = it_admin_metric(admin_port, "chunkd_read_turns_cut_total{") - cut0;
+    fprintf(stderr, "it: %lld turns left connections unread\n", cut);
+    assert_true(cut >= 1);
+    free(data);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -501,6 +594,7 @@ int main(void)
         IT_FIXTURE_TEST(test_user_limit_counts_the_group),
         IT_FIXTURE_TEST(test_hangup_while_parked),
         IT_FIXTURE_TEST(test_hangup_while_file_syncs),
+        IT_FIXTURE_TEST(test_turns_share_the_reading),
     };
     return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);
 }
