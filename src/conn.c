@@ -478,7 +478,9 @@ static bool on_readable(conn *c)
             break;
         }
         size_t room = c->in_cap - c->in_len;
-        ssize_t n = read(c->fd, c->in + c->in_len, room < o->turn_read_left ? room : o->turn_read_left);
+        if (room > o->turn_read_left)
+            room = o->turn_read_left;
+        ssize_t n = read(c->fd, c->in + c->in_len, room);
         int read_errno = errno;
         if (n > 0) {
             o->turn_read_left -= (size_t)n;
