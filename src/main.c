@@ -108,10 +108,10 @@ int main(int argc, char **argv)
     if (util_boot_id(boot_id) != 0)
         log_warn("event=boot_id_unknown effect=\"resume falls back to synced offsets\"");
 
-    /* Syncing files in batches: decided once, said once. */
-    /* A syncfs waits for every unwritten page of the machine, where each
-     * file's fdatasync waits only for its own: batches only while little
-     * is unwritten (16 MiB by default, one checkpoint's worth). */
+    /* Syncing files in batches: decided once, said once. A syncfs waits
+     * for every unwritten page of the machine, where each file's fdatasync
+     * waits only for its own: batches only while little is unwritten
+     * (16 MiB by default, one checkpoint's worth). */
     syncer_options sync = {.max_unwritten = cfg.sync_batch_max_unwritten};
     if (cfg.sync_batching) {
         char why[256];

@@ -72,6 +72,31 @@ static int written_back(int fd)
     return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER);
 }
 
+/* Every job of the batch back to a sync of its own (a job already
+ * settled keeps its err). */
+static void unbatch(sync_job *batch)
+{
+    for (sync_job *job = batch; job; job = job->next)
+        job->batched = false;
+}
+
+/* The batch could not be vouched for as a whole. */
+static void give_up_batch(sync_job *batch, int err)
+{
+    log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
+             strerror(err));
+    unbatch(batch);
+}
+
+/* A batched job whose own check failed: that error, consumed by the
+ * check, is its verdict (a later fdatasync would wrongly succeed). */
+static void settle_alone(sync_job *job, int err, int64_t t0)
+{
+    job->err = err;
+    job->batched = false;
+    job->sync_us = metrics_now_us() - t0;
+}
+
 /* Makes the batch's files on the storage device durable together, when
  * there are two or more and little else is waiting to be written: one
  * syncfs writes their data and metadata (sizes, block maps, new names in
@@ -85,13 +110,6 @@ static int written_back(int fd)
  * when it succeeded); the others, and every one if syncfs fails (an error
  * anywhere on the file system, perhaps not ours), stay at err -1 for an
  * fdatasync of their own, which tells each file's own truth. */
-/* Every job of the batch back to a sync of its own (its err untouched). */
-static void unbatch(sync_job *batch)
-{
-    for (sync_job *job = batch; job; job = job->next)
-        job->batched = false;
-}
-
 static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
 {
     if (!sy->opt.batch || !batch->next)
@@ -100,12 +118,14 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
     sync_job *first = NULL;
     for (sync_job *job = batch; job; job = job->next) {
         struct stat sb;
-        job->batched = fstat(job->fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_dev == sy->opt.dev;
+        job->batched =
+            fstat(job->fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_dev == sy->opt.dev;
         if (job->batched && !first)
             first = job;
         n += job->batched;
     }
-    int64_t (*unwritten_bytes)(void) = sy->opt.unwritten ? sy->opt.unwritten : fs_sync_unwritten_bytes;
+    int64_t (*unwritten_bytes)(void) =
+        sy->opt.unwritten ? sy->opt.unwritten : fs_sync_unwritten_bytes;
     int64_t unwritten = n >= 2 ? unwritten_bytes() : -1;
     if (unwritten < 0 || unwritten > sy->opt.max_unwritten) {
         unbatch(batch);
@@ -113,9 +133,7 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
     }
     int (*sync_fs)(int) = sy->opt.sync_fs ? sy->opt.sync_fs : syncfs;
     if (sync_fs(first->fd) != 0) {
-        log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
-                 strerror(errno));
-        unbatch(batch);
+        give_up_batch(batch, errno);
         return;
     }
     int (*file_written)(int) = sy->opt.file_written ? sy->opt.file_written : written_back;
@@ -124,21 +142,14 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
     for (sync_job *job = batch; job; job = job->next) {
         if (!job->batched)
             continue;
-        if (file_written(job->fd) != 0) {
-            job->err = errno; /* its own error, consumed: its verdict */
-            job->batched = false;
-            job->sync_us = metrics_now_us() - t0;
-        } else if (!flusher) {
+        if (file_written(job->fd) != 0)
+            settle_alone(job, errno, t0);
+        else if (!flusher)
             flusher = job;
-        }
     }
     if (flusher && flush(flusher->fd) != 0) {
-        flusher->err = errno; /* likewise */
-        flusher->batched = false;
-        flusher->sync_us = metrics_now_us() - t0;
-        log_warn("event=batch_sync_failed effect=\"each file synced on its own\" error=\"%s\"",
-                 strerror(flusher->err));
-        unbatch(batch);
+        settle_alone(flusher, errno, t0);
+        give_up_batch(batch, flusher->err);
         return;
     }
     size_t together = 0;

@@ -14,9 +14,9 @@
 typedef struct worker worker;
 
 /* Creates the worker's loop and queue, so connections can be dispatched to
- * it before its thread runs. NULL with a reason in err. */
-/* sync: how its syncer syncs files (the metrics field is ignored: the
- * worker gives its syncer a block of its own). */
+ * it before its thread runs; sync says how its syncer syncs files (its
+ * metrics field is ignored: the worker gives its syncer a block of its
+ * own). NULL with a reason in err. */
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
                       const char *boot_id, conn_limits *limits, const syncer_options *sync,
                       char *err, size_t errlen);
