@@ -260,6 +260,14 @@ void it_own_server_end(it_server *s)
     memset(s, 0, sizeof *s);
 }
 
+int it_own_server_test_teardown(void **state)
+{
+    (void)state;
+    if (it_fixture_srv)
+        it_own_server_end(it_fixture_srv);
+    return 0;
+}
+
 /* ---- temporary directories ---------------------------------------------- */
 
 int it_tmpdir(const char *tag, char *out, size_t outlen)

@@ -79,6 +79,9 @@ int it_own_servers_test_setup(void **state);
 /* ... and, in its teardown, for each such server: it_test_end (its log when
  * the test failed), stopped, cleared; nothing for one that never started. */
 void it_own_server_end(struct it_server *s);
+/* That teardown for the one server registered with it_fixture_server,
+ * which each test starts its own way. */
+int it_own_server_test_teardown(void **state);
 
 /* ---- temporary directories --------------------------------------------- */
 
@@ -309,6 +312,10 @@ json_t *it_sock_complete(it_sock *s, int64_t id);
 int it_sock_send_chunk(it_sock *s, const char *header, const void *payload, size_t n);
 /* Same, then reads one answer; fails the test when none arrives. */
 json_t *it_sock_chunk(it_sock *s, const char *header, const void *payload, size_t n);
+/* The bytes a client sends for a whole upload of data[0, n): every chunk
+ * of `chunk` bytes (the last one shorter) with its header, then
+ * upload_complete. Returns the length; *out is malloc'ed, the caller's. */
+size_t it_upload_stream(int64_t id, const void *data, size_t n, size_t chunk, char **out);
 /* Sends a one-chunk file's only chunk and its upload_complete together,
  * without reading the answers (its progress event, then the completion's);
  * fails the test when sending fails. */

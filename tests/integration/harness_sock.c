@@ -195,15 +195,40 @@ int it_sock_send_chunk(it_sock *s, const char *header, const void *payload, size
     return 0;
 }
 
+size_t it_upload_stream(int64_t id, const void *data, size_t n, size_t chunk, char **out)
+{
+    assert_true(chunk > 0);
+    size_t cap = n + (n / chunk + 2) * 128, len = 0;
+    char *p = malloc(cap);
+    if (!p) {
+        fprintf(stderr, "it: out of memory for a %zu-byte upload stream\n", cap);
+        abort();
+    }
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t part = n - off < chunk ? n - off : chunk;
+        it_line(p + len, cap - len,
+                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%zu,\"length\":%zu}\n",
+                (long long)id, off, part);
+        len += strlen(p + len);
+        memcpy(p + len, (const char *)data + off, part);
+        len += part;
+    }
+    it_line(p + len, cap - len, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+            (long long)id);
+    len += strlen(p + len);
+    *out = p;
+    return len;
+}
+
 void it_sock_send_whole_and_complete(it_sock *s, int64_t id, const void *data, size_t n)
 {
-    char hdr[160], done[128];
-    it_line(hdr, sizeof hdr, "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":0,\"length\":%zu}",
-            (long long)id, n);
-    it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
-            (long long)id);
-    assert_int_equal(it_sock_send_chunk(s, hdr, data, n), 0);
-    assert_int_equal(it_sock_send_str(s, done), 0);
+    char *stream;
+    size_t len = it_upload_stream(id, data, n, n > 0 ? n : 1, &stream);
+    snprintf(last_request, sizeof last_request, "upload %lld whole (%zu bytes) and complete",
+             (long long)id, n);
+    int rc = it_sock_send(s, stream, len);
+    free(stream);
+    assert_int_equal(rc, 0);
 }
 
 json_t *it_sock_chunk(it_sock *s, const char *header, const void *payload, size_t n)

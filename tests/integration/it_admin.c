@@ -78,10 +78,12 @@ static void test_metrics_count_uploads(void **state)
     it_pass();
 }
 
-static void test_health_follows_redis(void **state)
+/* A server whose `down` backend (its port setting env_key points where
+ * nothing listens) cannot be reached: /health says so, and each worker,
+ * connecting at start, logged which one it could not reach, and not the
+ * other, `up`. */
+static void check_backend_down(const char *env_key, const char *down, const char *up)
 {
-    (void)state;
-    /* A Redis port where nothing listens. */
     int hold = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(hold >= 0);
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -90,28 +92,40 @@ static void test_health_follows_redis(void **state)
     socklen_t len = sizeof sa;
     assert_int_equal(getsockname(hold, (struct sockaddr *)&sa, &len), 0);
     char env_entry[64];
-    snprintf(env_entry, sizeof env_entry, "CHUNKD_REDIS_PORT=%d", ntohs(sa.sin_port));
+    snprintf(env_entry, sizeof env_entry, "%s=%d", env_key, ntohs(sa.sin_port));
     const char *env[] = {env_entry, NULL};
-    it_server down;
-    memset(&down, 0, sizeof down);
+    it_server srv_down;
+    memset(&srv_down, 0, sizeof srv_down);
     int port = 0;
-    assert_int_equal(it_server_start_admin(&down, &port, env), 0);
+    assert_int_equal(it_server_start_admin(&srv_down, &port, env), 0);
     char *body = NULL;
     int code = it_http_get(port, "/health", &body);
-    /* The worker connected at start and said which backend it could not
-     * reach (MySQL, which is up, connected first). */
-    bool said = it_wait_file_tail_has(down.log_path,
-                                      "event=backend_unavailable backend=redis worker=0", 65536,
-                                      5000);
-    bool mysql_blamed = !it_file_tail_lacks(down.log_path, "backend=mysql", 65536) ||
-                        strstr(body ? body : "", "mysql") != NULL;
-    it_server_stop(&down);
+    char said_line[128], other[32];
+    snprintf(said_line, sizeof said_line, "event=backend_unavailable backend=%s worker=0", down);
+    snprintf(other, sizeof other, "backend=%s", up);
+    bool said = it_wait_file_tail_has(srv_down.log_path, said_line, 65536, 5000);
+    bool other_blamed = !it_file_tail_lacks(srv_down.log_path, other, 65536) ||
+                        strstr(body ? body : "", up) != NULL;
+    it_server_stop(&srv_down);
     close(hold);
     assert_int_equal(code, 503);
-    assert_non_null(strstr(body, "redis"));
+    assert_non_null(strstr(body, down));
     assert_true(said);
-    assert_false(mysql_blamed);
+    assert_false(other_blamed);
     free(body);
+}
+
+static void test_health_follows_redis(void **state)
+{
+    (void)state;
+    check_backend_down("CHUNKD_REDIS_PORT", "redis", "mysql");
+    it_pass();
+}
+
+static void test_health_follows_mysql(void **state)
+{
+    (void)state;
+    check_backend_down("CHUNKD_MYSQL_PORT", "mysql", "redis");
     it_pass();
 }
 
@@ -128,6 +142,7 @@ int main(void)
         IT_FIXTURE_TEST(test_health_ok),
         IT_FIXTURE_TEST(test_metrics_count_uploads),
         IT_FIXTURE_TEST(test_health_follows_redis),
+        IT_FIXTURE_TEST(test_health_follows_mysql),
         IT_FIXTURE_TEST(test_server_stops_cleanly),
     };
     return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);

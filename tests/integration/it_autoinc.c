@@ -24,6 +24,7 @@ static it_user user, other;
 static int group_setup(void **state)
 {
     (void)state;
+    it_fixture_server(&srv); /* each test starts it, after the database is set up its way */
     if (it_init("it_autoinc") != 0)
         return -1;
     /* stack.sh passes these to mariadbd (the test runner's own
@@ -42,14 +43,6 @@ static int group_teardown(void **state)
     (void)state;
     it_stack_destroy(&stack);
     it_shutdown();
-    return 0;
-}
-
-/* Each test starts its own chunkd, after the database is set up its way. */
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_own_server_end(&srv);
     return 0;
 }
 
@@ -169,9 +162,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_interleaved_lock_mode, it_own_servers_test_setup,
-                                        test_teardown),
+                                        it_own_server_test_teardown),
         cmocka_unit_test_setup_teardown(test_increment_of_three, it_own_servers_test_setup,
-                                        test_teardown),
+                                        it_own_server_test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

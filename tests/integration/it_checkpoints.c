@@ -19,30 +19,22 @@ static it_server srv;
 static int admin_port;
 static it_user user;
 static unsigned char *data;
+static char data_sha[65];
 
 static int group_setup(void **state)
 {
     (void)state;
-    data = malloc(FILESIZE);
-    if (!data || it_init("it_checkpoints") != 0 || it_user_create(&user) != 0)
+    it_fixture_server(&srv);
+    if (it_init("it_checkpoints") != 0 || it_user_create(&user) != 0)
         return -1;
-    it_random_bytes(data, FILESIZE);
+    data = it_random_payload(FILESIZE, data_sha);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
     free(data);
-    it_shutdown();
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    it_own_server_end(&srv);
-    return 0;
+    return it_fixture_group_teardown(state);
 }
 
 /* Sends the chunks of [from, to), each acknowledged before the next. */
@@ -82,9 +74,7 @@ static void finish(it_sock *s, int64_t id, int64_t from)
     send_range(s, id, from, FILESIZE);
     json_t *r = it_sock_complete(s, id);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
-    char sha[65];
-    it_sha256_hex(data, FILESIZE, sha);
-    assert_string_equal(it_json_str(r, "sha256"), sha);
+    assert_string_equal(it_json_str(r, "sha256"), data_sha);
     json_decref(r);
 }
 
@@ -149,9 +139,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_idle_syncer_checkpoints_every_step,
-                                        it_own_servers_test_setup, test_teardown),
+                                        it_own_servers_test_setup, it_own_server_test_teardown),
         cmocka_unit_test_setup_teardown(test_only_the_interval_when_told, it_own_servers_test_setup,
-                                        test_teardown),
+                                        it_own_server_test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

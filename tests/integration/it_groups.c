@@ -433,12 +433,8 @@ static void test_hangup_while_file_syncs(void **state)
 {
     (void)state;
     const int64_t size = 24 * IT_MiB;
-    const size_t chunk = 64 * 1024;
-    unsigned char *data = malloc((size_t)size);
-    assert_non_null(data);
-    it_random_bytes(data, (size_t)size);
     char sha[65];
-    it_sha256_hex(data, (size_t)size, sha);
+    unsigned char *data = it_random_payload((size_t)size, sha);
     it_sock s;
     assert_int_equal(it_sock_connect(&s, srv.port), 0);
     send_upload_line(&s, &user, sha, size);
@@ -446,17 +442,10 @@ static void test_hangup_while_file_syncs(void **state)
     it_assert_ok(r, "upload");
     int64_t id = it_json_int(r, "document_id");
     json_decref(r);
-    for (int64_t off = 0; off < size; off += (int64_t)chunk) {
-        char hdr[160];
-        it_line(hdr, sizeof hdr,
-                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%zu}",
-                (long long)id, (long long)off, chunk);
-        assert_int_equal(it_sock_send_chunk(&s, hdr, data + off, chunk), 0);
-    }
-    char done[128];
-    it_line(done, sizeof done, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
-            (long long)id);
-    assert_int_equal(it_sock_send_str(&s, done), 0);
+    char *stream;
+    size_t len = it_upload_stream(id, data, (size_t)size, 64 * 1024, &stream);
+    assert_int_equal(it_sock_send(&s, stream, len), 0);
+    free(stream);
     /* Wait until every chunk was acknowledged (the offset is saved), then
      * leave without reading a single answer. */
     int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
@@ -494,29 +483,6 @@ static void test_hangup_while_file_syncs(void **state)
     it_pass();
 }
 
-/* The bytes of a chunk stream: every chunk of data[0, size) with its
- * header, then upload_complete. Returns its length; *out is malloc'ed. */
-static size_t chunk_stream(int64_t id, const unsigned char *data, int64_t size, size_t chunk,
-                           char **out)
-{
-    size_t cap = (size_t)size + ((size_t)size / chunk + 2) * 160, len = 0;
-    char *p = malloc(cap);
-    assert_non_null(p);
-    for (int64_t off = 0; off < size; off += (int64_t)chunk) {
-        len += (size_t)snprintf(p + len, cap - len,
-                                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,"
-                                "\"length\":%zu}\n",
-                                (long long)id, (long long)off, chunk);
-        memcpy(p + len, data + off, chunk);
-        len += chunk;
-    }
-    len += (size_t)snprintf(p + len, cap - len,
-                            "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
-                            (long long)id);
-    *out = p;
-    return len;
-}
-
 /* More bytes wait in the sockets than a loop turn may read (8 MiB): the
  * server is stopped while every connection sends what its socket takes.
  * The turn's reading stops at its budget, the connections it left are
@@ -527,11 +493,8 @@ static void test_turns_share_the_reading(void **state)
     enum { CONNS = 64 };
     const int64_t size = IT_MiB;
     const size_t chunk = 64 * 1024;
-    unsigned char *data = malloc((size_t)size);
-    assert_non_null(data);
-    it_random_bytes(data, (size_t)size);
     char sha[65];
-    it_sha256_hex(data, (size_t)size, sha);
+    unsigned char *data = it_random_payload((size_t)size, sha);
     it_sock socks[CONNS];
     char *stream[CONNS];
     size_t len[CONNS], sent[CONNS];
@@ -542,7 +505,8 @@ static void test_turns_share_the_reading(void **state)
     for (int i = 0; i < CONNS; i++) {
         json_t *r = read_answer(&socks[i]);
         it_assert_ok(r, "upload");
-        len[i] = chunk_stream(it_json_int(r, "document_id"), data, size, chunk, &stream[i]);
+        len[i] = it_upload_stream(it_json_int(r, "document_id"), data, (size_t)size, chunk,
+                                  &stream[i]);
         sent[i] = 0;
         json_decref(r);
     }

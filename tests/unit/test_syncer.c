@@ -504,19 +504,22 @@ static void submit_new_files(fixture *f, const char *dir, size_t first, size_t n
     }
 }
 
-/* Hands over n new files in a scratch directory as one batch and waits
- * for them: each must be synced, together with the others or not as
- * `batched` says, its descriptors closed, its done run in order. */
-static void sync_new_files(fixture *f, size_t n, bool batched)
+/* Hands over n new files in a fresh scratch directory (named in dir);
+ * nothing starts before finish_batch. */
+static void start_batch(fixture *f, char dir[64], size_t n)
 {
-    char dir[64];
-    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
+    assert_int_equal(test_tmpdir_make(dir, 64, "/tmp/chunkd-batch-"), 0);
     submit_new_files(f, dir, 0, n);
+}
+
+/* Lets the syncer take the n files as one batch and waits for them: each
+ * done run in order on this thread, every descriptor closed by then, every
+ * result set. Removes the directory. */
+static void finish_batch(fixture *f, const char *dir, size_t n)
+{
     syncer_flush(f->sy);
     run_until(f, n);
     for (size_t i = 0; i < n; i++) {
-        assert_int_equal(f->jobs[i].job.err, 0);
-        assert_int_equal(f->jobs[i].job.batched, batched);
         assert_true(f->jobs[i].job.sync_us >= 0);
         assert_int_equal(f->rec.order[i], i);
     }
@@ -524,6 +527,19 @@ static void sync_new_files(fixture *f, size_t n, bool batched)
     assert_false(f->rec.dir_open_at_done);
     assert_false(f->rec.off_thread);
     assert_int_equal(test_tmpdir_remove(dir), 0);
+}
+
+/* n new files as one batch: each synced, together with the others or not
+ * as `batched` says. */
+static void sync_new_files(fixture *f, size_t n, bool batched)
+{
+    char dir[64];
+    start_batch(f, dir, n);
+    finish_batch(f, dir, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(f->jobs[i].job.err, 0);
+        assert_int_equal(f->jobs[i].job.batched, batched);
+    }
 }
 
 static void test_batch_synced_together(void **state)
@@ -554,12 +570,10 @@ static void test_batch_file_error_is_its_own(void **state)
 {
     fixture *f = *state;
     char dir[64];
-    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
     enum { N = 4 };
-    submit_new_files(f, dir, 0, N);
+    start_batch(f, dir, N);
     failing_fd = f->jobs[0].fd_number;
-    syncer_flush(f->sy);
-    run_until(f, N);
+    finish_batch(f, dir, N);
     assert_int_equal(f->jobs[0].job.err, EIO);
     assert_false(f->jobs[0].job.batched);
     for (size_t i = 1; i < N; i++) {
@@ -569,9 +583,6 @@ static void test_batch_file_error_is_its_own(void **state)
     assert_int_equal(fs_syncs, 1);
     assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 1);
     assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], N - 1);
-    assert_false(f->rec.fd_open_at_done);
-    assert_false(f->rec.dir_open_at_done);
-    assert_int_equal(test_tmpdir_remove(dir), 0);
 }
 
 /* The flush after the batch fails on its file (the first whose pages were
@@ -581,13 +592,11 @@ static void test_batch_flush_failure(void **state)
 {
     fixture *f = *state;
     char dir[64];
-    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
     enum { N = 4 };
-    submit_new_files(f, dir, 0, N);
+    start_batch(f, dir, N);
     failing_fd = f->jobs[0].fd_number;        /* so the flush goes to the second */
     failing_flush_fd = f->jobs[1].fd_number;
-    syncer_flush(f->sy);
-    run_until(f, N);
+    finish_batch(f, dir, N);
     assert_int_equal(f->jobs[0].job.err, EIO);
     assert_int_equal(f->jobs[1].job.err, EIO);
     for (size_t i = 0; i < N; i++)
@@ -597,9 +606,6 @@ static void test_batch_flush_failure(void **state)
     assert_int_equal(fs_syncs, 1);
     assert_int_equal(batch_metrics.counter[M_SYNC_BATCHES], 0);
     assert_int_equal(batch_metrics.counter[M_SYNC_BATCHED_FILES], 0);
-    assert_false(f->rec.fd_open_at_done);
-    assert_false(f->rec.dir_open_at_done);
-    assert_int_equal(test_tmpdir_remove(dir), 0);
 }
 
 /* Only regular files on the storage device go into a batch: a pipe keeps
@@ -608,8 +614,7 @@ static void test_batch_takes_only_files_on_its_device(void **state)
 {
     fixture *f = *state;
     char dir[64];
-    assert_int_equal(test_tmpdir_make(dir, sizeof dir, "/tmp/chunkd-batch-"), 0);
-    submit_new_files(f, dir, 0, 2);
+    start_batch(f, dir, 2);
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     tracked *pipe_job = track(f, &f->jobs[2], 2, p[1]);
