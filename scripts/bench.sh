@@ -94,44 +94,50 @@ stop_all() {
 # workload's.
 start_chunkd() {
     stop_server chunkd
-    rm -rf -- "$DATA/chunkd" "$DATA/chunkd.port"
+    retire "$DATA/chunkd"
     mkdir -p -- "$DATA/chunkd"
+    new_ready_file chunkd
+    local ready=$READY
     (
         close_fds
-        exec "$BUILD/chunkd" --listen 127.0.0.1:0 --ready-file "$DATA/chunkd.port" \
+        exec "$BUILD/chunkd" --listen 127.0.0.1:0 --ready-file "$ready" \
             --storage-dir "$DATA/chunkd" --redis-prefix "bench:$RUN_ID:" \
             --max-connections 10000 --max-connections-per-ip 10000 \
             --max-uploads-per-user 1000 --log-level warn
     ) </dev/null >>"$LOGS/chunkd.log" 2>&1 &
     PIDS[chunkd]=$!
-    wait_port chunkd "${PIDS[chunkd]}" "$DATA/chunkd.port"
+    wait_port chunkd "${PIDS[chunkd]}" "$ready"
 }
 
 start_sink() {
     local name=$1
     shift
     stop_server "$name"
-    rm -rf -- "${DATA:?}/$name" "$DATA/$name.port"
+    retire "$DATA/$name"
+    new_ready_file "$name"
+    local ready=$READY
     (
         close_fds
         exec "$BUILD/sink" --listen 127.0.0.1:0 --dir "$DATA/$name" \
-            --ready-file "$DATA/$name.port" "$@"
+            --ready-file "$ready" "$@"
     ) </dev/null >>"$LOGS/$name.log" 2>&1 &
     PIDS[$name]=$!
-    wait_port "$name" "${PIDS[$name]}" "$DATA/$name.port"
+    wait_port "$name" "${PIDS[$name]}" "$ready"
 }
 
 start_tus() {
     ((TUS_OK)) || return 1
     stop_server tus
-    rm -rf -- "$DATA/tus" "$DATA/tus.port"
+    retire "$DATA/tus"
+    new_ready_file tus
+    local ready=$READY
     (
         close_fds
         cd "$TUS_DIR"
-        exec node tus_server.js --dir "$DATA/tus" --ready-file "$DATA/tus.port"
+        exec node tus_server.js --dir "$DATA/tus" --ready-file "$ready"
     ) </dev/null >>"$LOGS/tus.log" 2>&1 &
     PIDS[tus]=$!
-    wait_port tus "${PIDS[tus]}" "$DATA/tus.port"
+    wait_port tus "${PIDS[tus]}" "$ready"
 }
 
 # The peer's packages go into a scratch folder; nothing of it is committed.
@@ -159,6 +165,7 @@ setup_tus() {
 cleanup() {
     stop_all
     "$STACK" down >/dev/null 2>&1 || true
+    rm -rf -- "$RETIRED" "$DATA/ready"
 }
 
 # ---- runs --------------------------------------------------------------
@@ -198,61 +205,52 @@ verify_files() {
     fi
 }
 
-# Removes what a run stored and lets the disk settle, so that the next run
-# does not pay for this one's write-back.
-LAST_DELETE=0
-settle() {
-    local d
-    for d in "$@"; do
-        [[ -d $d ]] && find "$d" -mindepth 1 -delete
+# Nothing the benchmark stores is deleted before it ends. ext4 without a
+# journal, as here, will not reuse an inode freed in the last 60 s (300 s
+# more while its inode table block is dirty, which every new file in that
+# block makes it), and it finds that out by looking up each such inode, one
+# by one, on every allocation: creating files after thousands were deleted
+# made every system's small-file rate a fifth to a half lower, and how
+# much depended on which block groups the new files landed in. So a run's
+# files are emptied (their blocks freed, their write-back dropped) and
+# moved aside with their inodes; everything goes at the end (cleanup).
+RETIRED=$DATA/retired
+RETIRED_N=0
+
+# retire PATH...: empties the files under each PATH and moves PATH aside.
+retire() {
+    local p
+    mkdir -p -- "$RETIRED"
+    for p in "$@"; do
+        [[ -e $p ]] || continue
+        find "$p" -type f -size +0 -exec truncate -s 0 -- {} +
+        RETIRED_N=$((RETIRED_N + 1))
+        mv -- "$p" "$RETIRED/$RETIRED_N"
     done
-    sync
-    LAST_DELETE=$SECONDS
 }
 
-# Workloads of many small files keep each run's files until the workload
-# ends (moved aside, not deleted), and start 35 s after the last deletion
-# (age_deletions): ext4 without a journal, as here, skips
-# every inode deleted in the last 30 s when it allocates a new one, looking
-# each up, so deleting thousands of files right before a run makes every
-# file the next run creates expensive (about a fifth of the small-file
-# rate, measured), whichever system runs next.
-HOLD_WORKLOADS=" small conns "
-HELD=$DATA/held
-
-# hold_or_settle WORKLOAD SYSTEM RUN DIR
-hold_or_settle() {
-    local wl=$1 sys=$2 run=$3 dir=$4
-    if [[ $HOLD_WORKLOADS != *" $wl "* ]]; then
-        settle "$dir"
-        return
-    fi
-    # The files only: chunkd's bucket directories stay, as on a server that
-    # has been running (file names are unique across buckets).
-    local to=$HELD/$wl-$sys-$run
+# settle DIR: retires what a run stored in DIR and lets the disk settle, so
+# that the next run does not pay for this one's write-back. The directories
+# stay (chunkd's buckets, as on a server that has been running; file names
+# are unique across runs).
+settle() {
+    local dir=$1 to
+    RETIRED_N=$((RETIRED_N + 1))
+    to=$RETIRED/$RETIRED_N
     mkdir -p -- "$to"
+    find "$dir" -type f ! -name chunkd-layout -size +0 -exec truncate -s 0 -- {} +
     find "$dir" -type f ! -name chunkd-layout -exec mv -t "$to" -- {} +
     sync
 }
 
-# After a workload whose files were held: delete them.
-release_held() {
-    [[ -d $HELD ]] || return 0
-    settle "$HELD"
-    rmdir -- "$HELD"
-}
-
-# Before a workload of many small files, the deletions of the workloads
-# before it (a few hundred inodes after par256, thousands after small) age
-# past ext4's 30 s window (not in --quick mode, which only checks
-# function).
-age_deletions() {
-    local wl=$1 left
-    [[ $HOLD_WORKLOADS == *" $wl "* ]] || return 0
-    ((QUICK)) && return 0
-    left=$((35 - (SECONDS - LAST_DELETE)))
-    ((left > 0)) && sleep "$left"
-    return 0
+# new_ready_file NAME: sets READY to a server's ready file, fresh for each
+# start: rewriting one would free the old inode (ready files are written
+# whole and renamed into place).
+READY=
+new_ready_file() {
+    mkdir -p -- "$DATA/ready"
+    RETIRED_N=$((RETIRED_N + 1))
+    READY=$DATA/ready/$1.$RETIRED_N
 }
 
 mysql_q() {
@@ -351,7 +349,7 @@ one_run() {
             "$wl" "$sys" "$run" "$ok" "$(field seconds "$line")" "$(field mb_s "$line")" \
             "$(field uploads_s "$line")" "$(field p99_ms "$line")" >&2
     fi
-    hold_or_settle "$wl" "$sys" "$run" "$dir"
+    settle "$dir"
 }
 
 # workload NAME SYSTEMS -- LOADGEN-ARGS: each system, RUNS times, with
@@ -361,7 +359,6 @@ workload() {
     local wl=$1 systems=$2
     shift 3
     local sys run
-    age_deletions "$wl"
     for sys in $systems; do
         case $sys in
         chunkd) start_chunkd ;;
@@ -379,7 +376,6 @@ workload() {
         done
     done
     for sys in $systems; do stop_server "$sys"; done
-    release_held
 }
 
 # SHA-256 of one core through OpenSSL, in MB/s (10^6 bytes).
