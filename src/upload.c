@@ -334,7 +334,10 @@ static EVP_MD_CTX *new_hash(void)
 
 /* Makes st the session's open upload, closing any previous one. The caller
  * holds st's lease. Takes ownership of fd. */
-static int set_open_upload(upload_env *env, session *s, const upload_state *st, int fd)
+/* lease_ms: when the request that took the lease was sent (monotonic; 0:
+ * not known). */
+static int set_open_upload(upload_env *env, session *s, const upload_state *st, int fd,
+                           int64_t lease_ms)
 {
     open_upload *up = calloc(1, sizeof *up);
     if (!up) {
@@ -345,6 +348,7 @@ static int set_open_upload(upload_env *env, session *s, const upload_state *st, 
     up->fd = fd;
     up->saved_offset = st->offset;
     up->writeback_from = st->offset;
+    up->lease_renewed_ms = lease_ms;
     if (st->offset == 0)
         up->hash = new_hash();
     if (s->up && s->up->st.document_id == st->document_id)
@@ -508,6 +512,7 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
     if (m == 0)
         return;
     int8_t opened[UPLOAD_GROUP_MAX];
+    int64_t opened_ms = util_mono_ms();
     int rc = rstate_open_many(env->rs, m, sts, opened);
     char why[256];
     snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis state not written");
@@ -520,7 +525,7 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
             send_unavailable(env, s, rc == 0 && opened[k] == 0 ? "lease refused" : why);
             continue;
         }
-        if (set_open_upload(env, s, &sts[k], fds[k]) != 0) {
+        if (set_open_upload(env, s, &sts[k], fds[k], opened_ms) != 0) {
             fail_document(env, s, id, "internal");
             send_error(env, s, 500, "internal", "out of memory");
             continue;
@@ -803,7 +808,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         send_unavailable(env, s, rstate_error(env->rs));
         goto release;
     }
-    if (set_open_upload(env, s, &st, fd) != 0) {
+    if (set_open_upload(env, s, &st, fd, 0) != 0) {
         send_error(env, s, 500, "internal", "out of memory");
         goto release;
     }
@@ -1148,6 +1153,7 @@ static void finish_save(upload_env *env, session *s, int n, int64_t offset, int 
         metrics_add(env->metrics, M_CHUNKS_RECEIVED, (uint64_t)n);
         metrics_add(env->metrics, M_BYTES_RECEIVED, (uint64_t)(offset - up->saved_offset));
         up->saved_offset = offset;
+        up->lease_renewed_ms = s->saving_sent_ms; /* the save checked and renewed it */
         int64_t ends[SESSION_PENDING_MAX];
         memcpy(ends, s->pending_end, (size_t)n * sizeof ends[0]);
         memmove(s->pending_end, s->pending_end + n, (size_t)(total - n) * sizeof ends[0]);
@@ -1220,6 +1226,7 @@ void upload_flush(upload_env *env, session *s)
     open_upload *up = s->up;
     int n = s->pending_acks;
     int64_t offset = up->st.offset;
+    s->saving_sent_ms = util_mono_ms();
     if (!env->saver) {
         bool lost = false;
         int rc = rstate_save_offset(env->rs, &up->st, s->lease_token, &lost);
@@ -1429,6 +1436,41 @@ static void finish_states(upload_env *env, size_t m, const uint64_t *docs,
         log_warn("event=redis_finish_failed uploads=%zu error=\"%s\"", m, rstate_error(env->rs));
 }
 
+/* held[i] for group_complete: whether session i still holds its upload's
+ * lease. A lease taken or renewed less than half its time ago (by the
+ * upload's open or its last offset save, which checks it) is still ours:
+ * nobody may take it over before it lapses, and the only other way to end
+ * it, failing the upload (lifecycle.c), leaves a row that the completion's
+ * UPDATE no longer changes. Only the others are asked of Redis, in one
+ * round trip; for a small file, which completes right after its one
+ * chunk, that is none. */
+static int confirm_leases(upload_env *env, session *const *ss, size_t n, const uint64_t *docs,
+                          const char *const *tokens, int8_t *held)
+{
+    uint64_t ask_docs[UPLOAD_GROUP_MAX];
+    const char *ask_tokens[UPLOAD_GROUP_MAX];
+    size_t ask_at[UPLOAD_GROUP_MAX], nask = 0;
+    int64_t now = util_mono_ms();
+    for (size_t i = 0; i < n; i++) {
+        int64_t renewed = ss[i]->up->lease_renewed_ms;
+        if (renewed > 0 && now - renewed < env->cfg->lease_ttl_ms / 2) {
+            held[i] = 1;
+            continue;
+        }
+        ask_docs[nask] = docs[i];
+        ask_tokens[nask] = tokens[i];
+        ask_at[nask++] = i;
+    }
+    if (nask == 0)
+        return 0;
+    int8_t answers[UPLOAD_GROUP_MAX];
+    if (rstate_lease_confirm_many(env->rs, nask, ask_docs, ask_tokens, answers) != 0)
+        return -1;
+    for (size_t k = 0; k < nask; k++)
+        held[ask_at[k]] = answers[k];
+    return 0;
+}
+
 /* Parked completions, in the order that makes them safe: lease confirmed,
  * every file and its bucket directory synced (on the syncer, which batches
  * them; here, in place, without one), files checked, all
@@ -1450,7 +1492,7 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
     /* Only the lease holder may declare the bytes final. A lease that
      * lapsed while we stalled counts only if nobody took the upload over
      * meanwhile (the hash still names us as its writer). */
-    int rc = rstate_lease_confirm_many(env->rs, n, docs, tokens, held);
+    int rc = confirm_leases(env, ss, n, docs, tokens, held);
     char why[256];
     snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis lease check failed");
     size_t nlive = 0;

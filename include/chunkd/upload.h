@@ -48,6 +48,8 @@ typedef struct open_upload {
     uint64_t generation;  /* bumped when bytes are cut off: a sync started before is stale */
     int sync_error;       /* errno of a checkpoint sync that failed; 0: none */
     int64_t writeback_from; /* write-back was started for the bytes before this */
+    int64_t lease_renewed_ms; /* monotonic time just before the last request that took or
+                               * renewed the lease was sent; 0: none known */
 } open_upload;
 
 /* Requests whose costly part is a commit (a MySQL redo-log flush, a file's
@@ -121,6 +123,7 @@ typedef struct session {
     bool saving;                 /* a save of the first saving_acks pending chunks is on its way */
     int saving_acks;
     int64_t saving_offset;       /* the offset that save carries */
+    int64_t saving_sent_ms;      /* monotonic time it was handed over (it renews the lease) */
     upload_env *saving_env;      /* for its reply */
     deferred_request deferred;   /* kind != DEFER_NONE: parked */
     bool close;                  /* close once the queued answers are sent */

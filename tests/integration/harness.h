@@ -262,6 +262,8 @@ int it_redis_wait_gone(int64_t id, int timeout_ms);
 int it_redis_del_upload(int64_t id);
 /* 1 when <prefix>lease:<id> exists, 0 when not, -1 on error. */
 int it_redis_lease_exists(int64_t id);
+/* SET <prefix>lease:<id> to token for ttl_ms, whoever held it. */
+int it_redis_set_lease(int64_t id, const char *token, int ttl_ms);
 /* 1 when a <prefix>reserved:<volume> hash (storage admission) still holds
  * a field for the upload, 0 when none does, -1 on error. */
 int it_redis_reserved(int64_t id);

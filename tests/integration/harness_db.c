@@ -563,6 +563,19 @@ int it_redis_lease_exists(int64_t id)
     return ret;
 }
 
+int it_redis_set_lease(int64_t id, const char *token, int ttl_ms)
+{
+    char key[128];
+    lease_key(id, key, sizeof key);
+    redisReply *r = redisCommand(rc, "SET %s %s PX %d", key, token, ttl_ms);
+    bool ok = r && r->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        fprintf(stderr, "it: SET %s: %s\n", key, r ? "unexpected reply" : rc->errstr);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
 int it_redis_reserved(int64_t id)
 {
     char pattern[128], field[32];

@@ -222,6 +222,89 @@ static void test_lease_lost(void **state)
     it_pass();
 }
 
+/* A completion that comes more than half a lease after the lease was
+ * last renewed asks Redis whether it still holds it: here a resume
+ * elsewhere took the upload over, so the stalled writer's upload_complete
+ * is refused and the new writer's succeeds. */
+static void test_stale_completion_checks_the_lease(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    it_sock a, b;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    assert_int_equal(it_sock_connect(&b, aux.port), 0);
+    it_sock_auth(&a, &u1);
+    it_sock_auth(&b, &u1);
+    unsigned char body[1000];
+    it_random_bytes(body, sizeof body);
+    char sha[65];
+    it_sha256_hex(body, sizeof body, sha);
+    int64_t id = it_sock_upload(&a, "stale.bin", sizeof body);
+    it_sock_chunk_ok(&a, id, 0, body, sizeof body);
+    it_sleep_ms(1500);
+
+    char line[160];
+    it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)id);
+    json_t *r = it_sock_req(&b, line);
+    it_assert_ok(r, "resume");
+    assert_int_equal(it_json_int(r, "offset"), (long long)sizeof body);
+    json_decref(r);
+
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    it_expect_error_open(&a, line, 409, "lease_lost");
+    r = it_sock_req(&b, line);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "sha256"), sha);
+    json_decref(r);
+    it_assert_stored(&aux, id, sizeof body, sha);
+    it_sock_close(&a);
+    it_sock_close(&b);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
+/* A completion within half a lease of the last renewal (the chunk's offset
+ * save checked and renewed it) takes no round trip to Redis for the lease:
+ * nobody can have taken it over yet. Shown with a lease that names someone
+ * else, written behind the server's back, which only a round trip would
+ * see. */
+static void test_fresh_completion_trusts_its_lease(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "60000", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    it_sock a;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    it_sock_auth(&a, &u1);
+    unsigned char body[1000];
+    it_random_bytes(body, sizeof body);
+    char sha[65];
+    it_sha256_hex(body, sizeof body, sha);
+    int64_t id = it_sock_upload(&a, "fresh.bin", sizeof body);
+    it_sock_chunk_ok(&a, id, 0, body, sizeof body);
+    assert_int_equal(it_redis_set_lease(id, "someone-else", 20000), 0);
+
+    char line[160];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    json_t *r = it_sock_req(&a, line);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "sha256"), sha);
+    json_decref(r);
+    it_assert_stored(&aux, id, sizeof body, sha);
+    /* the lease is not ours, so the completion leaves it to lapse */
+    assert_int_equal(it_redis_lease_exists(id), 1);
+    it_sock_close(&a);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 /* docs/CONFIG.md: past max_connections a client is answered 503
  * too_many_connections and closed. */
 static void test_too_many_connections(void **state)
@@ -484,6 +567,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idle_timeout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_shutting_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_completion_checks_the_lease, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_fresh_completion_trusts_its_lease, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_too_many_connections, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_insufficient_storage, test_setup, full_teardown),
         cmocka_unit_test_setup_teardown(test_admission_refuses_early, test_setup, full_teardown),
