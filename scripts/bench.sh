@@ -352,6 +352,24 @@ one_run() {
     settle "$dir"
 }
 
+# system_args SYSTEM LOADGEN-ARGS...: sets args to what SYSTEM runs with.
+# The sinks' raw protocol has no question for an idle connection, so they
+# run without --idle: their figure is the same uploads' (chunkd measures
+# the same with or without its idle connections, docs/PERFORMANCE.md).
+system_args() {
+    local sys=$1
+    shift
+    args=()
+    while (($#)); do
+        if [[ $sys == sink* && $1 == --idle ]]; then
+            shift 2
+            continue
+        fi
+        args+=("$1")
+        shift
+    done
+}
+
 # workload NAME SYSTEMS -- LOADGEN-ARGS: each system, RUNS times, with
 # fresh servers; systems take turns run by run so that drifting load on
 # the machine spreads over all of them.
@@ -370,9 +388,10 @@ workload() {
     for ((run = 1; run <= RUNS; run++)); do
         for sys in $systems; do
             [[ -n ${PIDS[$sys]:-} ]] || continue
-            local -a extra=()
+            local -a args=() extra=()
             [[ $sys == tus ]] && extra=(--chunk "$TUS_CHUNK")
-            one_run "$wl" "$sys" "$run" -- "$@" "${extra[@]}"
+            system_args "$sys" "$@"
+            one_run "$wl" "$sys" "$run" -- "${args[@]}" "${extra[@]}"
         done
     done
     for sys in $systems; do stop_server "$sys"; done
@@ -419,7 +438,7 @@ run_workloads() {
                 --concurrency "$SMALL_C" --chunk "$CHUNK"
             ;;
         conns)
-            workload conns "chunkd tus" -- --size "$CONN_SIZE" --uploads "$CONN_UP" \
+            workload conns "chunkd sinksync tus" -- --size "$CONN_SIZE" --uploads "$CONN_UP" \
                 --concurrency "$CONN_UP" --idle "$CONN_IDLE" --chunk "$CHUNK" --timeout-s 600
             ;;
         chunks)
