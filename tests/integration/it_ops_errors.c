@@ -222,6 +222,35 @@ static void test_lease_lost(void **state)
     it_pass();
 }
 
+/* For the lease tests: starts a server with args, authenticates a (as u1)
+ * and uploads 1,000 random bytes in one chunk, its progress read. The
+ * document id; the bytes' SHA-256 in sha. */
+static int64_t upload_one_chunk(const char *const *args, it_sock *a, const char *name,
+                                char sha[65])
+{
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    assert_int_equal(it_sock_connect(a, aux.port), 0);
+    it_sock_auth(a, &u1);
+    unsigned char body[1000];
+    it_random_bytes(body, sizeof body);
+    it_sha256_hex(body, sizeof body, sha);
+    int64_t id = it_sock_upload(a, name, sizeof body);
+    it_sock_chunk_ok(a, id, 0, body, sizeof body);
+    return id;
+}
+
+/* upload_complete of id on s is answered SUCCESS, and the file is stored. */
+static void complete_ok(it_sock *s, int64_t id, const char *sha)
+{
+    json_t *r = it_sock_complete(s, id);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "sha256"), sha);
+    json_decref(r);
+    it_assert_stored(&aux, id, 1000, sha);
+}
+
 /* A completion that comes more than half a lease after the lease was
  * last renewed asks Redis whether it still holds it: here a resume
  * elsewhere took the upload over, so the stalled writer's upload_complete
@@ -230,37 +259,24 @@ static void test_stale_completion_checks_the_lease(void **state)
 {
     (void)state;
     static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
-    it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
     it_sock a, b;
-    assert_int_equal(it_sock_connect(&a, aux.port), 0);
-    assert_int_equal(it_sock_connect(&b, aux.port), 0);
-    it_sock_auth(&a, &u1);
-    it_sock_auth(&b, &u1);
-    unsigned char body[1000];
-    it_random_bytes(body, sizeof body);
     char sha[65];
-    it_sha256_hex(body, sizeof body, sha);
-    int64_t id = it_sock_upload(&a, "stale.bin", sizeof body);
-    it_sock_chunk_ok(&a, id, 0, body, sizeof body);
+    int64_t id = upload_one_chunk(args, &a, "stale.bin", sha);
     it_sleep_ms(1500);
 
+    assert_int_equal(it_sock_connect(&b, aux.port), 0);
+    it_sock_auth(&b, &u1);
     char line[160];
     it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)id);
     json_t *r = it_sock_req(&b, line);
     it_assert_ok(r, "resume");
-    assert_int_equal(it_json_int(r, "offset"), (long long)sizeof body);
+    assert_int_equal(it_json_int(r, "offset"), 1000);
     json_decref(r);
 
     it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
             (long long)id);
     it_expect_error_open(&a, line, 409, "lease_lost");
-    r = it_sock_req(&b, line);
-    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
-    assert_string_equal(it_json_str(r, "sha256"), sha);
-    json_decref(r);
-    it_assert_stored(&aux, id, sizeof body, sha);
+    complete_ok(&b, id, sha);
     it_sock_close(&a);
     it_sock_close(&b);
     it_assert_server_stops_cleanly(&aux);
@@ -276,28 +292,11 @@ static void test_fresh_completion_trusts_its_lease(void **state)
 {
     (void)state;
     static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "60000", NULL};
-    it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
     it_sock a;
-    assert_int_equal(it_sock_connect(&a, aux.port), 0);
-    it_sock_auth(&a, &u1);
-    unsigned char body[1000];
-    it_random_bytes(body, sizeof body);
     char sha[65];
-    it_sha256_hex(body, sizeof body, sha);
-    int64_t id = it_sock_upload(&a, "fresh.bin", sizeof body);
-    it_sock_chunk_ok(&a, id, 0, body, sizeof body);
+    int64_t id = upload_one_chunk(args, &a, "fresh.bin", sha);
     assert_int_equal(it_redis_set_lease(id, "someone-else", 20000), 0);
-
-    char line[160];
-    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-            (long long)id);
-    json_t *r = it_sock_req(&a, line);
-    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
-    assert_string_equal(it_json_str(r, "sha256"), sha);
-    json_decref(r);
-    it_assert_stored(&aux, id, sizeof body, sha);
+    complete_ok(&a, id, sha);
     /* the lease is not ours, so the completion leaves it to lapse */
     assert_int_equal(it_redis_lease_exists(id), 1);
     it_sock_close(&a);
