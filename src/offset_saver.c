@@ -1,8 +1,9 @@
-/* Non-blocking offset saves on the worker's loop. hiredis' async API leaves
- * the event loop to its user through five hooks (add/del read, add/del
- * write, cleanup); here they keep one epoll registration per connection up
- * to date. A connection that fails runs every waiting callback with no
- * reply; the next save opens a new one. */
+/* Non-blocking Redis commands on the worker's loop: offset saves, and the
+ * completions' clean-up. hiredis' async API leaves the event loop to its
+ * user through five hooks (add/del read, add/del write, cleanup); here they
+ * keep one epoll registration per connection up to date. A connection that
+ * fails runs every waiting callback with no reply; the next command opens a
+ * new one. */
 #include "chunkd/offset_saver.h"
 
 #include <errno.h>
@@ -113,7 +114,7 @@ static void drop(offset_saver *sv, const char *why)
     if (!sv->conn)
         return;
     redisAsyncContext *ac = sv->conn->ac;
-    snprintf(sv->err, sizeof sv->err, "redis save offset: %s", why);
+    snprintf(sv->err, sizeof sv->err, "redis, not waited for: %s", why);
     if (sv->waiting > 0)
         log_warn("event=redis_saver_dropped reason=\"%s\" waiting=%zu", why, sv->waiting);
     sv->conn = NULL; /* nothing new goes to it while it dies */
@@ -145,14 +146,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         if (sv->conn && sv->conn->ac == ac)
             sv->conn = NULL;
         if (ac->err)
-            snprintf(sv->err, sizeof sv->err, "redis save offset: %s", ac->errstr);
+            snprintf(sv->err, sizeof sv->err, "redis, not waited for: %s", ac->errstr);
         else if (!sv->err[0])
-            snprintf(sv->err, sizeof sv->err, "redis save offset: connection lost");
+            snprintf(sv->err, sizeof sv->err, "redis, not waited for: connection lost");
         snprintf(why, sizeof why, "%s", sv->err);
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(why, sizeof why, "redis save offset: %s", reply->str);
+        snprintf(why, sizeof why, "redis, not waited for: %s", reply->str);
     } else if (reply->type != REDIS_REPLY_INTEGER) {
-        snprintf(why, sizeof why, "redis save offset: unexpected reply type %d", reply->type);
+        snprintf(why, sizeof why, "redis, not waited for: unexpected reply type %d", reply->type);
     } else {
         ok = true;
         v = reply->integer;
@@ -182,18 +183,18 @@ static int open_connection(offset_saver *sv)
 {
     redisAsyncContext *ac = redisAsyncConnect(sv->cfg->redis_host, (int)sv->cfg->redis_port);
     if (!ac) {
-        snprintf(sv->err, sizeof sv->err, "redis save offset: out of memory");
+        snprintf(sv->err, sizeof sv->err, "redis, not waited for: out of memory");
         return -1;
     }
     if (ac->err) {
-        snprintf(sv->err, sizeof sv->err, "redis save offset: connect: %s", ac->errstr);
+        snprintf(sv->err, sizeof sv->err, "redis, not waited for: connect: %s", ac->errstr);
         redisAsyncFree(ac);
         return -1;
     }
     saver_conn *sc = calloc(1, sizeof *sc);
     if (!sc) {
         redisAsyncFree(ac);
-        snprintf(sv->err, sizeof sv->err, "redis save offset: out of memory");
+        snprintf(sv->err, sizeof sv->err, "redis, not waited for: out of memory");
         return -1;
     }
     sc->sv = sv;
@@ -223,20 +224,20 @@ static int open_connection(offset_saver *sv)
 int saver_send(offset_saver *sv, const char *cmd, size_t len, saver_done_fn done, void *arg)
 {
     if (sv->freeing) {
-        snprintf(sv->err, sizeof sv->err, "redis save offset: shutting down");
+        snprintf(sv->err, sizeof sv->err, "redis, not waited for: shutting down");
         return -1;
     }
     if (!sv->conn && open_connection(sv) != 0)
         return -1;
     saver_req *req = malloc(sizeof *req);
     if (!req) {
-        snprintf(sv->err, sizeof sv->err, "redis save offset: out of memory");
+        snprintf(sv->err, sizeof sv->err, "redis, not waited for: out of memory");
         return -1;
     }
     *req = (saver_req){.sv = sv, .done = done, .arg = arg, .sent_us = metrics_now_us()};
     if (redisAsyncFormattedCommand(sv->conn->ac, on_reply, req, cmd, len) != REDIS_OK) {
         free(req);
-        snprintf(sv->err, sizeof sv->err, "redis save offset: could not queue the command");
+        snprintf(sv->err, sizeof sv->err, "redis, not waited for: could not queue the command");
         return -1;
     }
     if (sv->waiting++ == 0)

@@ -86,6 +86,43 @@ static int test_teardown(void **state)
     return 0;
 }
 
+/* ---- requests ------------------------------------------------------------------ */
+
+static json_t *sock_upload_as(it_sock *s, const it_user *u, const char *name, int64_t size)
+{
+    return it_sock_req_json(s, json_pack("{s:s, s:s, s:I, s:I, s:s}", "action", "upload",
+                                         "filename", name, "filesize", (json_int_t)size,
+                                         "user_id", (json_int_t)u->id, "credential",
+                                         u->credential));
+}
+
+static json_t *sock_complete(it_sock *s, int64_t id)
+{
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    return it_sock_req(s, line);
+}
+
+/* Fails unless r is the SUCCESS answer for id with this checksum. Takes
+ * ownership of r. */
+static void expect_success(json_t *r, int64_t id, const char *sha)
+{
+    const char *status = json_string_value(json_object_get(r, "status"));
+    const char *got = json_string_value(json_object_get(r, "sha256"));
+    json_t *doc = json_object_get(r, "document_id");
+    bool ok = status && strcmp(status, "SUCCESS") == 0 && got && strcmp(got, sha) == 0 &&
+              json_is_integer(doc) && json_integer_value(doc) == id;
+    if (!ok) {
+        char *dump = json_dumps(r, JSON_COMPACT);
+        fprintf(stderr, "it: expected SUCCESS for document %lld with sha256 %s, got %s\n",
+                (long long)id, sha, dump ? dump : "?");
+        free(dump);
+    }
+    json_decref(r);
+    assert_true(ok);
+}
+
 /* ---- Redis --------------------------------------------------------------------- */
 
 enum redis_fault { REDIS_RESTART, REDIS_RESTART_EMPTY, REDIS_FLUSHALL };
@@ -190,42 +227,66 @@ static void test_redis_flushall(void **state)
     it_pass();
 }
 
-/* ---- MariaDB ------------------------------------------------------------------- */
-
-static json_t *sock_upload_as(it_sock *s, const it_user *u, const char *name, int64_t size)
+/* Redis goes away between the last chunks and the completions. A
+ * completion within half a lease of its last offset save needs no Redis
+ * for its lease: the row is completed and SUCCESS sent, and only the Redis
+ * clean-up fails (the key is dropped later, here by a resume that finds
+ * the row completed). A completion whose lease was renewed longer ago has
+ * to ask Redis, and is answered 503 unavailable with its row still
+ * uploading; once Redis is back the same connection completes it. */
+static void test_redis_down_at_completion(void **state)
 {
-    return it_sock_req_json(s, json_pack("{s:s, s:s, s:I, s:I, s:s}", "action", "upload",
-                                         "filename", name, "filesize", (json_int_t)size,
-                                         "user_id", (json_int_t)u->id, "credential",
-                                         u->credential));
-}
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--lease-ttl-ms", "10000",
+                                       "--backend-timeout-ms", "2000", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    bytes = malloc(CHUNK);
+    assert_non_null(bytes);
+    it_random_bytes(bytes, CHUNK);
+    char sha[65];
+    it_sha256_hex(bytes, CHUNK, sha);
 
-static json_t *sock_complete(it_sock *s, int64_t id)
-{
-    char line[128];
-    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-            (long long)id);
-    return it_sock_req(s, line);
-}
+    assert_int_equal(it_sock_connect(&sock_a, srv.port), 0);
+    it_sock_auth(&sock_a, &user);
+    int64_t stale = it_sock_upload(&sock_a, "stale-lease.bin", CHUNK);
+    it_sock_chunk_ok(&sock_a, stale, 0, bytes, CHUNK);
+    it_sleep_ms(5500); /* past half of lease_ttl_ms since that chunk's save */
+    assert_int_equal(it_sock_connect(&sock_b, srv.port), 0);
+    it_sock_auth(&sock_b, &user);
+    int64_t fresh = it_sock_upload(&sock_b, "fresh-lease.bin", CHUNK);
+    it_sock_chunk_ok(&sock_b, fresh, 0, bytes, CHUNK);
 
-/* Fails unless r is the SUCCESS answer for id with this checksum. Takes
- * ownership of r. */
-static void expect_success(json_t *r, int64_t id, const char *sha)
-{
-    const char *status = json_string_value(json_object_get(r, "status"));
-    const char *got = json_string_value(json_object_get(r, "sha256"));
-    json_t *doc = json_object_get(r, "document_id");
-    bool ok = status && strcmp(status, "SUCCESS") == 0 && got && strcmp(got, sha) == 0 &&
-              json_is_integer(doc) && json_integer_value(doc) == id;
-    if (!ok) {
-        char *dump = json_dumps(r, JSON_COMPACT);
-        fprintf(stderr, "it: expected SUCCESS for document %lld with sha256 %s, got %s\n",
-                (long long)id, sha, dump ? dump : "?");
-        free(dump);
-    }
+    stack_down = true;
+    assert_int_equal(it_stack_redis_stop(&stack, true), 0);
+    expect_success(sock_complete(&sock_b, fresh), fresh, sha);
+    it_assert_doc_status(fresh, "completed", NULL);
+    json_t *r = sock_complete(&sock_a, stale);
+    it_assert_error(r, 503, "unavailable");
     json_decref(r);
-    assert_true(ok);
+    it_assert_doc_status(stale, "uploading", NULL);
+    assert_true(it_log_count(&srv, "event=redis_finish_failed uploads=1 ") >= 1);
+
+    assert_int_equal(it_stack_up(&stack), 0);
+    stack_down = false;
+    expect_success(sock_complete(&sock_a, stale), stale, sha);
+    it_assert_stored(&srv, stale, CHUNK, sha);
+    /* The completed upload's state outlived it in Redis's AOF; a resume
+     * finds the row completed and drops it. */
+    assert_int_equal(it_redis_exists(fresh), 1);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}",
+            (long long)fresh);
+    r = it_sock_req(&sock_b, line);
+    it_assert_error(r, 409, "not_resumable");
+    json_decref(r);
+    it_assert_stored(&srv, fresh, CHUNK, sha); /* which asks that the key be gone */
+    it_assert_server_stops_cleanly(&srv);
+    it_pass();
 }
+
+/* ---- MariaDB ------------------------------------------------------------------- */
 
 /* Chunks need only Redis and keep flowing; whatever needs MySQL is
  * refused with 503 and leaves nothing behind; once MariaDB is back the
@@ -445,6 +506,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redis_restart_without_data, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_redis_flushall, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_redis_down_at_completion, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_mysql_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_mysql_restart_while_idle, test_setup,
                                         test_teardown),
