@@ -94,10 +94,9 @@ stop_all() {
 # workload's.
 start_chunkd() {
     stop_server chunkd
-    retire "$DATA/chunkd"
+    local ready
+    fresh_start chunkd
     mkdir -p -- "$DATA/chunkd"
-    new_ready_file chunkd
-    local ready=$READY
     (
         close_fds
         exec "$BUILD/chunkd" --listen 127.0.0.1:0 --ready-file "$ready" \
@@ -113,9 +112,8 @@ start_sink() {
     local name=$1
     shift
     stop_server "$name"
-    retire "$DATA/$name"
-    new_ready_file "$name"
-    local ready=$READY
+    local ready
+    fresh_start "$name"
     (
         close_fds
         exec "$BUILD/sink" --listen 127.0.0.1:0 --dir "$DATA/$name" \
@@ -128,9 +126,8 @@ start_sink() {
 start_tus() {
     ((TUS_OK)) || return 1
     stop_server tus
-    retire "$DATA/tus"
-    new_ready_file tus
-    local ready=$READY
+    local ready
+    fresh_start tus
     (
         close_fds
         cd "$TUS_DIR"
@@ -210,47 +207,45 @@ verify_files() {
 # more while its inode table block is dirty, which every new file in that
 # block makes it), and it finds that out by looking up each such inode, one
 # by one, on every allocation: creating files after thousands were deleted
-# made every system's small-file rate a fifth to a half lower, and how
+# made every system's small-file rate about a fifth lower, and how
 # much depended on which block groups the new files landed in. So a run's
 # files are emptied (their blocks freed, their write-back dropped) and
 # moved aside with their inodes; everything goes at the end (cleanup).
 RETIRED=$DATA/retired
-RETIRED_N=0
+ASIDE_N=0 # names the things moved aside, and ready files, uniquely
 
-# retire PATH...: empties the files under each PATH and moves PATH aside.
-retire() {
-    local p
-    mkdir -p -- "$RETIRED"
-    for p in "$@"; do
-        [[ -e $p ]] || continue
-        find "$p" -type f -size +0 -exec truncate -s 0 -- {} +
-        RETIRED_N=$((RETIRED_N + 1))
-        mv -- "$p" "$RETIRED/$RETIRED_N"
-    done
+# empty_files DIR: frees the blocks of the files under DIR (and drops their
+# unwritten pages) but keeps their inodes; chunkd's layout marker stays.
+empty_files() {
+    find "$1" -type f ! -name chunkd-layout -size +0 -exec truncate -s 0 -- {} +
 }
 
-# settle DIR: retires what a run stored in DIR and lets the disk settle, so
-# that the next run does not pay for this one's write-back. The directories
-# stay (chunkd's buckets, as on a server that has been running; file names
-# are unique across runs).
+# fresh_start NAME: before a server NAME starts, its folder of the last
+# workload ($DATA/NAME) goes aside whole, and ready (the caller's local) is
+# set to a ready file of its own: rewriting one would free the old inode
+# (ready files are written whole and renamed into place).
+fresh_start() {
+    local dir=$DATA/$1
+    mkdir -p -- "$RETIRED" "$DATA/ready"
+    ASIDE_N=$((ASIDE_N + 1))
+    ready=$DATA/ready/$1.$ASIDE_N
+    [[ -e $dir ]] || return 0
+    empty_files "$dir"
+    mv -- "$dir" "$RETIRED/$ASIDE_N"
+}
+
+# settle DIR: moves what a run stored in DIR aside, emptied, and lets the
+# disk settle, so that the next run does not pay for this one's write-back.
+# The directories stay (chunkd's buckets, as on a server that has been
+# running; file names are unique across runs).
 settle() {
     local dir=$1 to
-    RETIRED_N=$((RETIRED_N + 1))
-    to=$RETIRED/$RETIRED_N
+    ASIDE_N=$((ASIDE_N + 1))
+    to=$RETIRED/$ASIDE_N
     mkdir -p -- "$to"
-    find "$dir" -type f ! -name chunkd-layout -size +0 -exec truncate -s 0 -- {} +
+    empty_files "$dir"
     find "$dir" -type f ! -name chunkd-layout -exec mv -t "$to" -- {} +
     sync
-}
-
-# new_ready_file NAME: sets READY to a server's ready file, fresh for each
-# start: rewriting one would free the old inode (ready files are written
-# whole and renamed into place).
-READY=
-new_ready_file() {
-    mkdir -p -- "$DATA/ready"
-    RETIRED_N=$((RETIRED_N + 1))
-    READY=$DATA/ready/$1.$RETIRED_N
 }
 
 mysql_q() {
@@ -352,10 +347,11 @@ one_run() {
     settle "$dir"
 }
 
-# system_args SYSTEM LOADGEN-ARGS...: sets args to what SYSTEM runs with.
-# The sinks' raw protocol has no question for an idle connection, so they
-# run without --idle: their figure is the same uploads' (chunkd measures
-# the same with or without its idle connections, docs/PERFORMANCE.md).
+# system_args SYSTEM LOADGEN-ARGS...: sets args (the caller's local) to
+# what SYSTEM runs with. The sinks' raw protocol has no question for an idle
+# connection, so they run without --idle: their figure is the same
+# uploads' (chunkd measures the same with or without its idle connections,
+# docs/PERFORMANCE.md). tus sends CHUNKD_BENCH_TUS_CHUNK bytes a PATCH.
 system_args() {
     local sys=$1
     shift
@@ -368,6 +364,9 @@ system_args() {
         args+=("$1")
         shift
     done
+    if [[ $sys == tus ]]; then
+        args+=(--chunk "$TUS_CHUNK")
+    fi
 }
 
 # workload NAME SYSTEMS -- LOADGEN-ARGS: each system, RUNS times, with
@@ -388,10 +387,9 @@ workload() {
     for ((run = 1; run <= RUNS; run++)); do
         for sys in $systems; do
             [[ -n ${PIDS[$sys]:-} ]] || continue
-            local -a args=() extra=()
-            [[ $sys == tus ]] && extra=(--chunk "$TUS_CHUNK")
+            local -a args
             system_args "$sys" "$@"
-            one_run "$wl" "$sys" "$run" -- "${args[@]}" "${extra[@]}"
+            one_run "$wl" "$sys" "$run" -- "${args[@]}"
         done
     done
     for sys in $systems; do stop_server "$sys"; done

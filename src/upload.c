@@ -333,9 +333,9 @@ static EVP_MD_CTX *new_hash(void)
 }
 
 /* Makes st the session's open upload, closing any previous one. The caller
- * holds st's lease. Takes ownership of fd. */
-/* lease_ms: when the request that took the lease was sent (monotonic; 0:
- * not known). */
+ * holds st's lease, taken by a request sent at lease_ms (monotonic; 0: a
+ * completion before the next offset save asks Redis). Takes ownership of
+ * fd. */
 static int set_open_upload(upload_env *env, session *s, const upload_state *st, int fd,
                            int64_t lease_ms)
 {
