@@ -175,8 +175,44 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
  * another (docs/PERFORMANCE.md). sync_file_range without WAIT_AFTER does
  * not look at write-back errors, so each one is still reported by its
  * fdatasync. */
+/* Hands a finished job back to the worker. */
+static void hand_back(syncer *sy, sync_job *job)
+{
+    pthread_mutex_lock(&sy->lock);
+    append(&sy->done_head, &sy->done_tail, job);
+    uint64_t one = 1;
+    /* EAGAIN: the counter is already non-zero, the worker wakes anyway. */
+    if (write(sy->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_error("event=syncer_wake_failed error=\"%s\"", strerror(errno));
+    pthread_mutex_unlock(&sy->lock);
+}
+
+/* Runs the batch's run jobs, first: what waits on them (answers to
+ * clients) is further along than what waits on the syncs. Returns the
+ * batch without them. */
+static sync_job *run_jobs(syncer *sy, sync_job *batch)
+{
+    sync_job *syncs = NULL, **tail = &syncs;
+    while (batch) {
+        sync_job *job = batch;
+        batch = job->next;
+        if (!job->run) {
+            job->next = NULL;
+            *tail = job;
+            tail = &job->next;
+            continue;
+        }
+        job->run(job);
+        hand_back(sy, job);
+    }
+    return syncs;
+}
+
 static void sync_batch(syncer *sy, sync_job *batch)
 {
+    batch = run_jobs(sy, batch);
+    if (!batch)
+        return;
     int64_t start = metrics_now_us();
     for (sync_job *job = batch; job; job = job->next) {
         job->err = -1;
@@ -208,14 +244,7 @@ static void sync_batch(syncer *sy, sync_job *batch)
         if (job->dir_key && close(job->dir_fd) != 0)
             log_warn("event=close_failed what=sync_dir_fd error=\"%s\"", strerror(errno));
         job->dir_fd = -1;
-
-        pthread_mutex_lock(&sy->lock);
-        append(&sy->done_head, &sy->done_tail, job);
-        uint64_t one = 1;
-        /* EAGAIN: the counter is already non-zero, the worker wakes anyway. */
-        if (write(sy->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
-            log_error("event=syncer_wake_failed error=\"%s\"", strerror(errno));
-        pthread_mutex_unlock(&sy->lock);
+        hand_back(sy, job);
     }
 }
 
@@ -223,6 +252,8 @@ static void *syncer_main(void *arg)
 {
     syncer *sy = arg;
     util_name_thread("chunkd-sync");
+    if (sy->opt.thread_start)
+        sy->opt.thread_start(sy->opt.thread_arg);
     pthread_mutex_lock(&sy->lock);
     for (;;) {
         while (!sy->queued_head && !sy->stopping)
@@ -236,6 +267,8 @@ static void *syncer_main(void *arg)
         pthread_mutex_lock(&sy->lock);
     }
     pthread_mutex_unlock(&sy->lock);
+    if (sy->opt.thread_end)
+        sy->opt.thread_end(sy->opt.thread_arg);
     return NULL;
 }
 

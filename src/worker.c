@@ -37,12 +37,32 @@ struct worker {
     redis_state *rs;
     docstore *ds;
     offset_saver *saver;
-    syncer *syncer;       /* its own thread: checkpoint syncs */
+    syncer *syncer;       /* its own thread: file syncs and completions' UPDATEs */
+    docstore *commit_ds;  /* used on the syncer's thread only (upload_env.commit_ds) */
     metrics sync_metrics; /* written by the syncer's thread only */
     /* qlock guards only the queue; it is never held while taking another lock. */
     pthread_mutex_t qlock;
     queue_item *qhead, *qtail;
 };
+
+/* The syncer's thread runs the completions' UPDATEs through commit_ds: the
+ * MySQL client's per-thread state, and a connection made before the first
+ * completion needs it (as worker_main does for the worker's own). */
+static void syncer_thread_start(void *arg)
+{
+    worker *w = arg;
+    if (mysql_thread_init() != 0)
+        log_error("event=mysql_thread_init_failed thread=syncer worker=%d", w->id);
+    if (docstore_ping(w->commit_ds) != 0)
+        log_warn("event=backend_unavailable backend=mysql thread=syncer worker=%d error=\"%s\"",
+                 w->id, docstore_error(w->commit_ds));
+}
+
+static void syncer_thread_end(void *arg)
+{
+    (void)arg;
+    mysql_thread_end();
+}
 
 worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
                       const char *boot_id, conn_limits *limits, const syncer_options *sync,
@@ -68,8 +88,9 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
     w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->rs = rstate_new(cfg);
     w->ds = docstore_new(cfg);
+    w->commit_ds = docstore_new(cfg);
     w->saver = w->owner.epfd >= 0 ? saver_new(cfg, w->owner.epfd, &w->metrics) : NULL;
-    if (w->owner.epfd < 0 || w->wakefd < 0 || !w->rs || !w->ds || !w->saver) {
+    if (w->owner.epfd < 0 || w->wakefd < 0 || !w->rs || !w->ds || !w->commit_ds || !w->saver) {
         snprintf(err, errlen, "worker %d: %s", id, errno ? strerror(errno) : "out of memory");
         worker_join_and_free(w);
         return NULL;
@@ -83,6 +104,10 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
     char why[200];
     syncer_options sopt = *sync;
     sopt.metrics = &w->sync_metrics;
+    sopt.thread_start = syncer_thread_start;
+    sopt.thread_end = syncer_thread_end;
+    sopt.thread_arg = w;
+    docstore_set_metrics(w->commit_ds, &w->sync_metrics);
     w->syncer = syncer_new(w->owner.epfd, &sopt, why, sizeof why);
     if (!w->syncer) {
         snprintf(err, errlen, "worker %d: %s", id, why);
@@ -90,7 +115,7 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
         return NULL;
     }
     w->owner.env = (upload_env){.cfg = cfg, .node_id = node_id, .boot_id = boot_id, .rs = w->rs, .ds = w->ds,
-                                .saver = w->saver, .syncer = w->syncer,
+                                .saver = w->saver, .syncer = w->syncer, .commit_ds = w->commit_ds,
                                 .metrics = &w->metrics};
     rstate_set_metrics(w->rs, &w->metrics);
     docstore_set_metrics(w->ds, &w->metrics);
@@ -246,6 +271,8 @@ static void *worker_main(void *arg)
     /* Backend handles belong to this thread; end them here. */
     syncer_free(w->syncer); /* every upload is closed: its results are dropped */
     w->syncer = NULL;
+    docstore_free(w->commit_ds); /* its thread is gone */
+    w->commit_ds = NULL;
     saver_free(w->saver);
     w->saver = NULL;
     rstate_free(w->rs);
@@ -286,6 +313,7 @@ void worker_join_and_free(worker *w)
         free(it);
     }
     syncer_free(w->syncer);
+    docstore_free(w->commit_ds);
     saver_free(w->saver);
     rstate_free(w->rs);
     docstore_free(w->ds);

@@ -22,6 +22,11 @@ typedef struct sync_job sync_job;
 typedef void (*sync_done_fn)(sync_job *job);
 
 struct sync_job {
+    /* Non-NULL: not a sync but other blocking work of the worker's (a
+     * statement whose commit waits for the disk), run on the syncer's
+     * thread ahead of the syncs handed over with it; fd and dir_fd are not
+     * used and the results below are run's to fill in. */
+    void (*run)(sync_job *job);
     int fd;              /* synced, then closed by the syncer */
     /* Non-zero: dir_fd, the directory that holds the file, is fsynced
      * after it (so a new file's name is durable too) and closed. Jobs of
@@ -61,6 +66,12 @@ typedef struct syncer_options {
     int (*file_written)(int fd);
     int (*flush)(int fd);
     int64_t (*unwritten)(void);
+    /* Called on the syncer's thread when it starts and before it ends,
+     * with thread_arg: per-thread set-up for what run jobs use (the MySQL
+     * client's). Either may be NULL. */
+    void (*thread_start)(void *arg);
+    void (*thread_end)(void *arg);
+    void *thread_arg;
 } syncer_options;
 
 /* Starts the thread and registers its eventfd with epfd; opt may be NULL

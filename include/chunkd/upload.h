@@ -31,6 +31,10 @@ typedef struct upload_env {
     docstore *ds;
     offset_saver *saver;       /* chunk offsets, without waiting; NULL: saved with rs */
     syncer *syncer;            /* checkpoint syncs, without waiting; NULL: synced in place */
+    /* The completions' UPDATE, run on the syncer's thread (its own
+     * connection, used there only) while the worker serves its other
+     * connections; NULL, or no syncer: run here. */
+    docstore *commit_ds;
     metrics *metrics;          /* the worker's own block */
 } upload_env;
 
@@ -63,6 +67,7 @@ typedef enum deferred_kind {
     DEFER_NONE = 0,
     DEFER_UPLOAD,    /* insert the row, then open the upload */
     DEFER_COMPLETE,  /* sync the file, then mark the row completed */
+    DEFER_COMMITTED, /* answered after its UPDATE on the syncer: rejoin the loop */
 } deferred_kind;
 
 typedef struct deferred_request {
@@ -84,6 +89,11 @@ typedef struct deferred_request {
     bool syncing;
     bool synced;
     int sync_err;        /* the sync's errno when synced; 0: durable */
+    /* ... then the row's UPDATE, on the syncer too (upload.c,
+     * commit_on_syncer): while it runs, `syncing` again and `commit` names
+     * it, this session being its entry commit_slot. */
+    struct completion_commit *commit;
+    size_t commit_slot;
 } deferred_request;
 
 /* The most sessions one upload_run_deferred call takes. */

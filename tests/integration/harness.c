@@ -199,6 +199,9 @@ void it_pass(void)
 
 void it_test_end(it_server *s)
 {
+    /* A row a failed test left locked would stall the tests after it. */
+    if (it_doc_unlock() != 0)
+        fprintf(stderr, "it: could not end the test's row lock\n");
     if (!it_passed && s && s->log_path[0]) {
         fprintf(stderr, "it: test failed; server log since the test began (%s):\n",
                 s->log_path);

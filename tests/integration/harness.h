@@ -230,6 +230,15 @@ int it_doc_complete_behind_server(int64_t id, const char *sha256, const char *fi
 int it_doc_set_file_path(int64_t id, const char *file_path);
 /* Fails the test unless the row exists with this status. */
 void it_assert_doc_status(int64_t id, const char *status, it_doc *out);
+/* Holds document id's row locked (SELECT ... FOR UPDATE in a transaction
+ * of a connection of its own) until it_doc_unlock: a statement of the
+ * server's that writes the row waits for it. One at a time. */
+int it_doc_lock(int64_t id);
+int it_doc_unlock(void);
+/* Waits until a statement that begins with prefix runs on another of the
+ * server's connections as the harness's user (a server's statement
+ * waiting for a lock stays there); 0, or -1 after timeout_ms. */
+int it_mysql_wait_statement(const char *prefix, int timeout_ms);
 
 /* ---- Redis probes -------------------------------------------------------- */
 

@@ -30,36 +30,48 @@ static int env_port(const char *key, const char *def, unsigned *out)
     return 0;
 }
 
+/* A connection to the test stack's database; NULL with the reason on
+ * stderr. */
+static MYSQL *open_db(void)
+{
+    unsigned port;
+    if (env_port("CHUNKD_MYSQL_PORT", "3306", &port) != 0)
+        return NULL;
+    MYSQL *m = mysql_init(NULL);
+    if (!m) {
+        fprintf(stderr, "it: mysql_init: out of memory\n");
+        return NULL;
+    }
+    unsigned timeout = 10;
+    if (mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout) != 0 ||
+        mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &timeout) != 0 ||
+        mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout) != 0) {
+        fprintf(stderr, "it: mysql_options: %s\n", mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
+    const char *sock = it_env("CHUNKD_MYSQL_SOCKET", NULL);
+    if (!mysql_real_connect(m, it_env("CHUNKD_MYSQL_HOST", "127.0.0.1"),
+                            it_env("CHUNKD_MYSQL_USER", "chunkd"),
+                            it_env("CHUNKD_MYSQL_PASSWORD", ""),
+                            it_env("CHUNKD_MYSQL_DATABASE", "chunkd"), port, sock, 0)) {
+        fprintf(stderr, "it: MySQL connect %s:%u: %s\n", it_env("CHUNKD_MYSQL_HOST", "127.0.0.1"),
+                port, mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
+    return m;
+}
+
 int it_db_connect(void)
 {
     if (mysql_library_init(0, NULL, NULL) != 0) {
         fprintf(stderr, "it: mysql_library_init failed\n");
         return -1;
     }
-    unsigned port;
-    if (env_port("CHUNKD_MYSQL_PORT", "3306", &port) != 0)
-        return -1;
-    db = mysql_init(NULL);
+    db = open_db();
     if (!db) {
-        fprintf(stderr, "it: mysql_init: out of memory\n");
-        return -1;
-    }
-    unsigned timeout = 10;
-    if (mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout) != 0 ||
-        mysql_options(db, MYSQL_OPT_READ_TIMEOUT, &timeout) != 0 ||
-        mysql_options(db, MYSQL_OPT_WRITE_TIMEOUT, &timeout) != 0) {
-        fprintf(stderr, "it: mysql_options: %s\n", mysql_error(db));
-        it_db_disconnect();
-        return -1;
-    }
-    const char *sock = it_env("CHUNKD_MYSQL_SOCKET", NULL);
-    if (!mysql_real_connect(db, it_env("CHUNKD_MYSQL_HOST", "127.0.0.1"),
-                            it_env("CHUNKD_MYSQL_USER", "chunkd"),
-                            it_env("CHUNKD_MYSQL_PASSWORD", ""),
-                            it_env("CHUNKD_MYSQL_DATABASE", "chunkd"), port, sock, 0)) {
-        fprintf(stderr, "it: MySQL connect %s:%u: %s\n", it_env("CHUNKD_MYSQL_HOST", "127.0.0.1"),
-                port, mysql_error(db));
-        it_db_disconnect();
+        mysql_library_end();
         return -1;
     }
     return 0;
@@ -67,6 +79,7 @@ int it_db_connect(void)
 
 void it_db_disconnect(void)
 {
+    (void)it_doc_unlock();
     if (db) {
         mysql_close(db);
         db = NULL;
@@ -685,4 +698,74 @@ int it_redis_del_upload(int64_t id)
     }
     freeReplyObject(r);
     return 0;
+}
+
+/* ---- a row held by another transaction -------------------------------- */
+
+static MYSQL *lock_db; /* its own connection: the lock is that transaction's */
+
+int it_doc_lock(int64_t id)
+{
+    if (lock_db)
+        return -1; /* one at a time */
+    lock_db = open_db();
+    if (!lock_db)
+        return -1;
+    int64_t doc = id;
+    MYSQL_BIND p[1];
+    bind_i64(&p[0], &doc);
+    MYSQL_STMT *st = NULL;
+    bool ok = mysql_query(lock_db, "START TRANSACTION") == 0 &&
+              (st = mysql_stmt_init(lock_db)) != NULL;
+    static const char sql[] = "SELECT id FROM documents WHERE id = ? FOR UPDATE";
+    ok = ok && mysql_stmt_prepare(st, sql, sizeof sql - 1) == 0 &&
+         mysql_stmt_bind_param(st, p) == 0 && mysql_stmt_execute(st) == 0 &&
+         mysql_stmt_store_result(st) == 0 && mysql_stmt_num_rows(st) == 1;
+    if (!ok)
+        fprintf(stderr, "it: lock of document %lld: %s\n", (long long)id,
+                st && mysql_stmt_errno(st) ? mysql_stmt_error(st) : mysql_error(lock_db));
+    if (st)
+        mysql_stmt_close(st);
+    if (!ok) {
+        mysql_close(lock_db);
+        lock_db = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int it_doc_unlock(void)
+{
+    if (!lock_db)
+        return 0;
+    int ret = mysql_query(lock_db, "ROLLBACK") == 0 ? 0 : -1;
+    if (ret != 0)
+        fprintf(stderr, "it: unlock: %s\n", mysql_error(lock_db));
+    mysql_close(lock_db); /* ends the transaction either way */
+    lock_db = NULL;
+    return ret;
+}
+
+int it_mysql_wait_statement(const char *prefix, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        unsigned long l1, l2;
+        MYSQL_BIND p[2];
+        bind_str(&p[0], prefix, &l1);
+        bind_str(&p[1], prefix, &l2);
+        int64_t n = 0;
+        if (query_i64("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                      "WHERE ID <> CONNECTION_ID() AND LEFT(INFO, CHAR_LENGTH(?)) = ?",
+                      p, &n) < 0)
+            return -1;
+        if (n > 0)
+            return 0;
+        if (it_now_ms() >= deadline) {
+            fprintf(stderr, "it: no statement beginning \"%s\" ran within %d ms\n", prefix,
+                    timeout_ms);
+            return -1;
+        }
+        it_sleep_ms(10);
+    }
 }

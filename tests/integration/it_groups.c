@@ -483,6 +483,111 @@ static void test_hangup_while_file_syncs(void **state)
     it_pass();
 }
 
+/* How the completions' UPDATE begins (docstore_mysql.c). */
+#define COMPLETE_SQL "UPDATE documents SET status = 'completed'"
+
+/* Uploads one FILESIZE file of random bytes on a new connection to sv,
+ * its chunk acknowledged, then holds its row locked and asks for its
+ * completion; returns once the completion's UPDATE waits for the lock. The
+ * document id; the bytes' SHA-256 in sha. */
+static int64_t complete_against_a_locked_row(const it_server *sv, it_sock *s, char sha[65])
+{
+    unsigned char *data = it_random_payload(FILESIZE, sha);
+    assert_int_equal(it_sock_connect(s, sv->port), 0);
+    send_upload_line(s, &user, sha, FILESIZE);
+    json_t *r = read_answer(s);
+    it_assert_ok(r, "upload");
+    int64_t id = it_json_int(r, "document_id");
+    json_decref(r);
+    it_sock_chunk_ok(s, id, 0, data, FILESIZE);
+    free(data);
+    assert_int_equal(it_doc_lock(id), 0);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+            (long long)id);
+    assert_int_equal(it_sock_send_str(s, line), 0);
+    assert_int_equal(it_mysql_wait_statement(COMPLETE_SQL, IT_REPLY_TIMEOUT_MS), 0);
+    return id;
+}
+
+/* A completion's UPDATE runs on the worker's syncer thread, not on the
+ * worker: while it waits (here for a row lock another transaction holds;
+ * under load for the redo log's flush behind the files' write-back) the
+ * worker answers its other connections, MySQL statements included, and the
+ * completion is answered once its row is free. With the UPDATE on the
+ * worker, the second connection's answer waits for the lock (until the
+ * server's 5 s backend timeout). */
+static void test_commit_waits_off_the_worker(void **state)
+{
+    (void)state;
+    /* One worker, so the second connection is the same worker's. */
+    static const char *const args[] = {"--workers", "1", NULL};
+    it_server_opts o = {.args = args};
+    it_server one;
+    memset(&one, 0, sizeof one);
+    assert_int_equal(it_server_start(&one, &o), 0);
+    it_sock a, b;
+    char sha[65];
+    int64_t id = complete_against_a_locked_row(&one, &a, sha);
+
+    assert_int_equal(it_sock_connect(&b, one.port), 0);
+    send_named_upload_line(&b, &second, "meanwhile.bin", NULL, 0);
+    json_t *r = NULL;
+    assert_int_equal(it_sock_read_json(&b, 2000, &r), IT_READ_OK);
+    it_assert_ok(r, "upload");
+    int64_t other = it_json_int(r, "document_id");
+    json_decref(r);
+    r = NULL;
+    assert_int_equal(it_sock_read_json(&a, 300, &r), IT_READ_TIMEOUT);
+    json_decref(r);
+    it_assert_doc_status(id, "uploading", NULL);
+
+    assert_int_equal(it_doc_unlock(), 0);
+    r = read_answer(&a);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    assert_string_equal(it_json_str(r, "sha256"), sha);
+    json_decref(r);
+    it_assert_stored(&one, id, FILESIZE, sha);
+    assert_int_equal(it_redis_wait_gone(id, IT_REPLY_TIMEOUT_MS), 0);
+    r = it_sock_complete(&b, other);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    json_decref(r);
+    it_sock_close(&a);
+    it_sock_close(&b);
+    it_assert_server_stops_cleanly(&one);
+    it_pass();
+}
+
+/* The client resets its connection while its completion's UPDATE waits on
+ * the syncer: the session goes (its entry in the statement is let go), the
+ * row is still completed and the upload's Redis state removed, as for a
+ * client that leaves just before its answer, and the worker serves on. */
+static void test_hangup_while_row_commits(void **state)
+{
+    (void)state;
+    it_sock a;
+    char sha[65];
+    int64_t id = complete_against_a_locked_row(&srv, &a, sha);
+    json_t *r = NULL;
+    assert_int_equal(it_sock_read_json(&a, 300, &r), IT_READ_TIMEOUT);
+    json_decref(r);
+    /* An abortive close: a reset the server sees even while it reads nothing
+     * from the connection. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    assert_int_equal(setsockopt(a.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    it_sock_close(&a);
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=upload_detached doc=%lld ", (long long)id);
+    assert_true(it_wait_file_tail_has(srv.log_path, needle, 65536, IT_REPLY_TIMEOUT_MS));
+
+    assert_int_equal(it_doc_unlock(), 0);
+    assert_int_equal(it_redis_wait_gone(id, IT_REPLY_TIMEOUT_MS), 0);
+    it_assert_doc_status(id, "completed", NULL);
+    it_assert_stored(&srv, id, FILESIZE, sha);
+    it_assert_serves(srv.port, &user);
+    it_pass();
+}
+
 /* More bytes wait in the sockets than a loop turn may read (8 MiB): the
  * server is stopped while every connection sends what its socket takes.
  * The turn's reading stops at its budget, the connections it left are
@@ -558,6 +663,8 @@ int main(void)
         IT_FIXTURE_TEST(test_user_limit_counts_the_group),
         IT_FIXTURE_TEST(test_hangup_while_parked),
         IT_FIXTURE_TEST(test_hangup_while_file_syncs),
+        IT_FIXTURE_TEST(test_commit_waits_off_the_worker),
+        IT_FIXTURE_TEST(test_hangup_while_row_commits),
         IT_FIXTURE_TEST(test_turns_share_the_reading),
     };
     return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);

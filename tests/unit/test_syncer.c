@@ -1,6 +1,7 @@
 /* The checkpoint sync thread: real files and pipes handed over, results
  * collected through the caller's epoll set, done callbacks on the caller's
- * thread in submission order, and nothing lost when the syncer stops. */
+ * thread in submission order (run jobs ahead of the syncs of their batch),
+ * and nothing lost when the syncer stops. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -485,6 +486,100 @@ static void test_starts_at_flush(void **state)
     assert_quiet(f);
 }
 
+/* ---- other blocking work on the thread --------------------------------- */
+
+/* A run job that notes where and when it ran. */
+typedef struct run_probe {
+    tracked t;            /* first: on_done casts the job to it */
+    const sync_job *sync; /* a sync handed over before it */
+    bool ran;
+    pthread_t ran_on;
+    int sync_err_then;    /* that sync's err when this ran */
+} run_probe;
+
+static void probe_run(sync_job *job)
+{
+    run_probe *p = (run_probe *)job;
+    p->ran = true;
+    p->ran_on = pthread_self();
+    p->sync_err_then = p->sync->err;
+    job->err = 0;
+}
+
+/* A run job goes to the syncer's thread, ahead of the syncs handed over
+ * before it (what waits on it is further along), and comes back like them:
+ * its done on the caller's thread, its fd left alone. */
+static void test_run_job_goes_first_on_the_thread(void **state)
+{
+    fixture *f = *state;
+    tracked *sync = track(f, &f->jobs[0], 0, reopen_file(f));
+    run_probe p;
+    track(f, &p.t, 1, -1);
+    p.t.job.run = probe_run;
+    p.sync = &sync->job;
+    p.ran = false;
+    assert_int_equal(syncer_submit(f->sy, &sync->job), 0);
+    assert_int_equal(syncer_submit(f->sy, &p.t.job), 0);
+    assert_false(syncer_idle(f->sy));
+    syncer_flush(f->sy);
+    run_until(f, 2);
+    assert_true(p.ran);
+    assert_false(pthread_equal(p.ran_on, pthread_self()));
+    assert_int_equal(p.sync_err_then, -1); /* not synced yet when it ran */
+    assert_int_equal(f->rec.order[0], 1);
+    assert_int_equal(f->rec.order[1], 0);
+    assert_int_equal(p.t.job.err, 0);
+    assert_int_equal(p.t.job.fd, -1);
+    assert_int_equal(sync->job.err, 0);
+    assert_false(f->rec.off_thread);
+    assert_true(syncer_idle(f->sy));
+}
+
+/* What the hooks saw. Written on the syncer's thread, read after
+ * syncer_free joined it. */
+typedef struct hook_record {
+    pthread_t caller;
+    int starts, ends;
+    bool start_off_caller, end_off_caller;
+    bool ended_after_start;
+} hook_record;
+
+static void hook_start(void *arg)
+{
+    hook_record *h = arg;
+    h->starts++;
+    h->start_off_caller = !pthread_equal(pthread_self(), h->caller);
+}
+
+static void hook_end(void *arg)
+{
+    hook_record *h = arg;
+    h->ends++;
+    h->end_off_caller = !pthread_equal(pthread_self(), h->caller);
+    h->ended_after_start = h->starts == 1;
+}
+
+/* The thread's own set-up and clean-up (the MySQL client's, for run jobs)
+ * run on it, once each, the clean-up before syncer_free returns. */
+static void test_thread_hooks(void **state)
+{
+    (void)state;
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    assert_true(epfd >= 0);
+    hook_record h = {.caller = pthread_self()};
+    syncer_options opt = {.thread_start = hook_start, .thread_end = hook_end, .thread_arg = &h};
+    char err[256] = "";
+    syncer *sy = syncer_new(epfd, &opt, err, sizeof err);
+    assert_non_null(sy);
+    syncer_free(sy);
+    assert_int_equal(h.starts, 1);
+    assert_int_equal(h.ends, 1);
+    assert_true(h.start_off_caller);
+    assert_true(h.end_off_caller);
+    assert_true(h.ended_after_start);
+    assert_int_equal(close(epfd), 0);
+}
+
 /* N scratch files of their own in a new directory, each with some bytes
  * not yet synced, handed over with the directory as their completion's
  * would be. */
@@ -706,6 +801,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_event_tag, setup, teardown),
         cmocka_unit_test(test_new_with_bad_epfd),
         cmocka_unit_test_setup_teardown(test_starts_at_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_job_goes_first_on_the_thread, setup, teardown),
+        cmocka_unit_test(test_thread_hooks),
         cmocka_unit_test_setup_teardown(test_no_batching_by_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_synced_together, setup_batching, teardown),
         cmocka_unit_test_setup_teardown(test_batch_falls_back_when_syncfs_fails, setup_batching,
