@@ -1,6 +1,7 @@
-/* The checkpoint sync thread of a worker: a queue in, a queue out, an
- * eventfd to wake the worker. One lock guards both queues and is never held
- * during an fdatasync. */
+/* The sync thread of a worker: a queue in, a queue out, an eventfd to wake
+ * the worker. Besides syncs it runs the worker's other blocking jobs
+ * (sync_job.run). One lock guards both queues and is never held during an
+ * fdatasync or a job. */
 #include "chunkd/syncer.h"
 
 #include <errno.h>
@@ -167,14 +168,6 @@ static void sync_together(syncer *sy, sync_job *batch, int64_t t0)
     }
 }
 
-/* Syncs one batch: every job flushed to the thread when it woke. Together
- * where it can (sync_together); the rest each with its fdatasync, after
- * write-back of all of them started, so the disk gets their writes at once
- * and each fdatasync then mostly waits for the cache flush: for a batch of
- * 32 fresh 64 KiB files this halves the time of fdatasyncs one after
- * another (docs/PERFORMANCE.md). sync_file_range without WAIT_AFTER does
- * not look at write-back errors, so each one is still reported by its
- * fdatasync. */
 /* Hands a finished job back to the worker. */
 static void hand_back(syncer *sy, sync_job *job)
 {
@@ -208,6 +201,14 @@ static sync_job *run_jobs(syncer *sy, sync_job *batch)
     return syncs;
 }
 
+/* Syncs one batch: every job flushed to the thread when it woke. Together
+ * where it can (sync_together); the rest each with its fdatasync, after
+ * write-back of all of them started, so the disk gets their writes at once
+ * and each fdatasync then mostly waits for the cache flush: for a batch of
+ * 32 fresh 64 KiB files this halves the time of fdatasyncs one after
+ * another (docs/PERFORMANCE.md). sync_file_range without WAIT_AFTER does
+ * not look at write-back errors, so each one is still reported by its
+ * fdatasync. */
 static void sync_batch(syncer *sy, sync_job *batch)
 {
     batch = run_jobs(sy, batch);

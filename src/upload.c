@@ -66,14 +66,15 @@ typedef struct checkpoint {
     bool orphaned;
 } checkpoint;
 
-/* A completion group's UPDATE on its way through the syncer
- * (commit_on_syncer). The statement needs only what is copied here: a
- * session that closes meanwhile leaves its entry's s NULL, and its row is
- * completed all the same, as when a client goes just before its answer. */
+/* A completion group's UPDATE (group_complete), run in place or on the
+ * syncer's thread. The statement needs only what is copied here: a session
+ * that closes while it runs on the syncer leaves its entry's s NULL, and
+ * end_commit settles that row's lease and state without it. */
 typedef struct completion_commit {
     sync_job job;       /* first: the syncer hands back this pointer */
     upload_env *env;
-    int rc;             /* the statement's, set on the syncer's thread */
+    docstore *ds;       /* the connection it runs on: env->ds, or env->commit_ds */
+    int rc;             /* the statement's */
     char why[512];      /* its error when rc != 0 */
     size_t n;
     struct commit_entry {
@@ -111,14 +112,17 @@ static void forget_open_upload(session *s)
 
 void session_release(upload_env *env, session *s)
 {
-    if (s->deferred.commit) {
-        /* Its row's UPDATE is on the syncer: it goes on without us. */
+    /* A row whose UPDATE is on the syncer may be completed any moment: its
+     * lease stays taken until the statement is back (end_commit). */
+    bool committing = s->deferred.commit != NULL;
+    if (committing) {
         s->deferred.commit->e[s->deferred.commit_slot].s = NULL;
         s->deferred.commit = NULL;
     }
-    s->deferred.kind = DEFER_NONE; /* a parked request has changed nothing yet */
+    s->deferred.kind = DEFER_NONE; /* any other parked request has changed nothing yet */
     upload_drain(env, s); /* answers the chunks written but not yet answered */
-    if (s->up && rstate_lease_release(env->rs, s->up->st.document_id, s->lease_token) != 0)
+    if (s->up && !committing &&
+        rstate_lease_release(env->rs, s->up->st.document_id, s->lease_token) != 0)
         log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"",
                  s->up->st.document_id, rstate_error(env->rs));
     forget_open_upload(s);
@@ -1496,7 +1500,7 @@ static int confirm_leases(upload_env *env, session *const *ss, size_t n, const u
     return 0;
 }
 
-/* On the syncer's thread, with its own connection. */
+/* The statement, on whichever thread cc->ds belongs to. */
 static void run_commit(sync_job *job)
 {
     completion_commit *cc = (completion_commit *)job;
@@ -1508,19 +1512,25 @@ static void run_commit(sync_job *job)
         shas[i] = cc->e[i].sha;
         paths[i] = cc->e[i].path;
     }
-    cc->rc = docstore_complete_documents(cc->env->commit_ds, cc->n, ids, shas, paths, changed);
+    cc->rc = docstore_complete_documents(cc->ds, cc->n, ids, shas, paths, changed);
     if (cc->rc != 0)
-        snprintf(cc->why, sizeof cc->why, "%s", docstore_error(cc->env->commit_ds));
+        snprintf(cc->why, sizeof cc->why, "%s", docstore_error(cc->ds));
     else
         for (size_t i = 0; i < cc->n; i++)
             cc->e[i].changed = changed[i];
 }
 
-/* Back on the worker's thread: the same ending as an UPDATE run in place
- * (group_complete), then each session rejoins its connection's loop. */
-static void on_commit_done(sync_job *job)
+/* After the statement, on the worker's thread: the Redis state,
+ * reservation and lease of every row it completed go, sent ahead of the
+ * answers; then each session's answer (SUCCESS, not_resumable for a row
+ * someone else ended, or 503 for all when the statement failed: the files
+ * are synced and the uploads stay open, so a retry of upload_complete
+ * finishes them). A session that closed meanwhile gets no answer; its
+ * lease, kept for the statement, is let go here when its row was not
+ * completed. With `rejoin` (back from the syncer) each session leaves its
+ * wait and rejoins the next turn for its buffered input. Frees cc. */
+static void end_commit(completion_commit *cc, bool rejoin)
 {
-    completion_commit *cc = (completion_commit *)job;
     upload_env *env = cc->env;
     if (cc->rc == 0) {
         uint64_t fdocs[UPLOAD_GROUP_MAX];
@@ -1532,67 +1542,105 @@ static void on_commit_done(sync_job *job)
             fdocs[m] = cc->e[i].doc;
             ftokens[m++] = cc->e[i].token;
         }
-        if (m > 0)
+        if (m > 0) {
             finish_states(env, m, fdocs, ftokens);
+            saver_flush(env->saver);
+        }
     }
     for (size_t i = 0; i < cc->n; i++) {
-        session *s = cc->e[i].s;
-        if (!s)
+        struct commit_entry *e = &cc->e[i];
+        session *s = e->s;
+        if (!s) {
+            if (cc->rc == 0 && e->changed) {
+                metrics_add(env->metrics, M_UPLOADS_COMPLETED, 1);
+                log_info("event=upload_completed doc=%" PRIu64 " peer=gone sha256=%s", e->doc,
+                         e->sha);
+            } else if (rstate_lease_release(env->rs, e->doc, e->token) != 0) {
+                log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", e->doc,
+                         rstate_error(env->rs));
+            }
             continue;
-        s->deferred.commit = NULL;
-        s->deferred.syncing = false;
+        }
+        if (rejoin) {
+            s->deferred.commit = NULL;
+            s->deferred.syncing = false;
+        }
         if (cc->rc != 0)
             send_unavailable(env, s, cc->why);
         else
-            finish_complete(env, s, cc->e[i].changed);
-        s->deferred.kind = DEFER_COMMITTED;
-        if (s->ready)
-            s->ready(s->emit_arg);
+            finish_complete(env, s, e->changed);
+        if (rejoin) {
+            /* Answered: back to the loop through the parked list, which
+             * runs what the session has buffered. */
+            s->deferred.kind = s->ready ? DEFER_COMMITTED : DEFER_NONE;
+            if (s->ready)
+                s->ready(s->emit_arg);
+        }
     }
     free(cc);
 }
 
-/* Hands the UPDATE of the group's live completions to the syncer's thread,
- * so the worker goes on with its other connections while the commit waits
- * for the disk: with 500 uploads of 1 MiB at once, a completion's UPDATE
- * took 5-8 ms behind the files' write-back, a fifth of each worker's time
- * (docs/PERFORMANCE.md). The sessions wait as for their file's sync. False
- * when it cannot (no syncer or no memory): the caller runs it in place. */
-static bool commit_on_syncer(upload_env *env, session *const *ss, size_t n, const bool *live)
+static void on_commit_done(sync_job *job)
 {
-    if (!env->commit_ds || !env->syncer)
-        return false;
+    completion_commit *cc = (completion_commit *)job;
+    cc->env->commits_on_syncer--;
+    end_commit(cc, true);
+}
+
+/* The UPDATE of the group's live completions, with copies of what it
+ * needs; NULL when there are none or no memory. */
+static completion_commit *commit_new(upload_env *env, session *const *ss, size_t n,
+                                     const bool *live)
+{
     size_t nc = 0;
     for (size_t i = 0; i < n; i++)
         nc += live[i];
-    if (nc == 0)
-        return false;
-    completion_commit *cc = calloc(1, sizeof *cc + nc * sizeof cc->e[0]);
+    completion_commit *cc = nc ? calloc(1, sizeof *cc + nc * sizeof cc->e[0]) : NULL;
     if (!cc)
-        return false;
+        return NULL;
     cc->job = (sync_job){.run = run_commit, .fd = -1, .dir_fd = -1, .done = on_commit_done};
     cc->env = env;
+    cc->ds = env->ds;
     for (size_t i = 0; i < n; i++) {
         if (!live[i])
             continue;
-        struct commit_entry *e = &cc->e[cc->n];
+        struct commit_entry *e = &cc->e[cc->n++];
         session *s = ss[i];
         e->s = s;
         e->doc = s->up->st.document_id;
         memcpy(e->sha, s->up->digest, sizeof e->sha);
         memcpy(e->path, s->up->st.path, sizeof e->path);
         util_strlcpy(e->token, s->lease_token, sizeof e->token);
-        s->deferred.commit = cc;
-        s->deferred.commit_slot = cc->n++;
     }
+    return cc;
+}
+
+/* Hands the statement to the syncer's thread, so the worker goes on with
+ * its other connections while the commit waits for the disk: with 500
+ * uploads of 1 MiB at once, a completion's UPDATE took 5-8 ms behind the
+ * files' write-back, a fifth of each worker's time (docs/PERFORMANCE.md).
+ * The sessions wait as for their file's sync. One at a time: a statement
+ * handed over waits at most for the batch of syncs in progress, well
+ * within the half lease that group_complete's lease check leaves it, and
+ * a MySQL that stalls holds up one statement's worth of the worker's
+ * syncs, not a queue of them. False when it is not handed over. */
+static bool commit_on_syncer(completion_commit *cc)
+{
+    upload_env *env = cc->env;
+    if (!env->commit_ds || !env->syncer || env->commits_on_syncer > 0)
+        return false;
+    cc->ds = env->commit_ds;
     if (syncer_submit(env->syncer, &cc->job) != 0) {
-        for (size_t k = 0; k < cc->n; k++)
-            cc->e[k].s->deferred.commit = NULL;
-        free(cc);
+        cc->ds = env->ds;
         return false;
     }
-    for (size_t k = 0; k < cc->n; k++)
-        cc->e[k].s->deferred.syncing = true;
+    env->commits_on_syncer++;
+    for (size_t k = 0; k < cc->n; k++) {
+        session *s = cc->e[k].s;
+        s->deferred.commit = cc;
+        s->deferred.commit_slot = k;
+        s->deferred.syncing = true;
+    }
     syncer_flush(env->syncer);
     return true;
 }
@@ -1600,20 +1648,19 @@ static bool commit_on_syncer(upload_env *env, session *const *ss, size_t n, cons
 /* Parked completions, in the order that makes them safe: lease confirmed,
  * every file and its bucket directory synced (on the syncer, which batches
  * them; here, in place, without one), files checked, all
- * rows marked completed in one statement, then Redis state dropped and
- * SUCCESS sent. A failure at any step answers that session and leaves the
- * others going on. */
+ * rows marked completed in one statement (on the syncer too, when it can
+ * take it), then Redis state dropped and SUCCESS sent (end_commit). A
+ * failure at any step answers that session and leaves the others going
+ * on. */
 static void group_complete(upload_env *env, session *const *ss, size_t n)
 {
     bool live[UPLOAD_GROUP_MAX];
-    bool changed[UPLOAD_GROUP_MAX];
     uint64_t docs[UPLOAD_GROUP_MAX];
     const char *tokens[UPLOAD_GROUP_MAX];
     int8_t held[UPLOAD_GROUP_MAX];
     for (size_t i = 0; i < n; i++) {
         docs[i] = ss[i]->up->st.document_id;
         tokens[i] = ss[i]->lease_token;
-        changed[i] = false;
     }
     /* Only the lease holder may declare the bytes final. A lease that
      * lapsed while we stalled counts only if nobody took the upload over
@@ -1704,45 +1751,17 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
             continue;
         }
     }
-    if (commit_on_syncer(env, ss, n, live))
-        return;
-    uint64_t cdocs[UPLOAD_GROUP_MAX];
-    const char *shas[UPLOAD_GROUP_MAX], *paths[UPLOAD_GROUP_MAX];
-    bool cchanged[UPLOAD_GROUP_MAX];
-    size_t nc = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!live[i])
-            continue;
-        cdocs[nc] = docs[i];
-        shas[nc] = ss[i]->up->digest;
-        paths[nc++] = ss[i]->up->st.path;
-    }
-    rc = docstore_complete_documents(env->ds, nc, cdocs, shas, paths, cchanged);
-    for (size_t i = 0, k = 0; rc == 0 && i < n; i++)
-        if (live[i])
-            changed[i] = cchanged[k++];
-    if (rc != 0) {
-        /* The files are synced and the uploads stay open: a retry of
-         * upload_complete finishes them (rows this attempt may have
-         * completed anyway count as its own). */
-        group_db_failed(env, ss, n, live);
+    completion_commit *cc = commit_new(env, ss, n, live);
+    if (!cc) {
+        for (size_t i = 0; i < n; i++)
+            if (live[i])
+                send_unavailable(env, ss[i], "out of memory");
         return;
     }
-    /* Committed: the Redis state, reservation and lease go, for all at once. */
-    uint64_t fdocs[UPLOAD_GROUP_MAX];
-    const char *ftokens[UPLOAD_GROUP_MAX];
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!live[i] || !changed[i])
-            continue;
-        fdocs[m] = docs[i];
-        ftokens[m++] = tokens[i];
-    }
-    if (m > 0)
-        finish_states(env, m, fdocs, ftokens);
-    for (size_t i = 0; i < n; i++)
-        if (live[i])
-            finish_complete(env, ss[i], changed[i]);
+    if (commit_on_syncer(cc))
+        return;
+    run_commit(&cc->job);
+    end_commit(cc, false);
 }
 
 /* ---- status, list, abort ---------------------------------------------- */
@@ -1934,8 +1953,10 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
      * statements. */
     if (env->syncer)
         syncer_flush(env->syncer);
-    /* Completions first: they free what the uploads of the same users may
-     * need (the per-user limit, reserved room). */
+    /* Completions first: those whose UPDATE runs here free what the
+     * uploads of the same users may need (the per-user limit, reserved
+     * room); one handed to the syncer frees it when it is back, for the
+     * uploads of later turns. */
     if (nc > 0)
         group_complete(env, completes, nc);
     /* The completions' Redis clean-up goes out now, ahead of their

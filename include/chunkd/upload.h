@@ -35,6 +35,7 @@ typedef struct upload_env {
      * connection, used there only) while the worker serves its other
      * connections; NULL, or no syncer: run here. */
     docstore *commit_ds;
+    int commits_on_syncer;     /* of those, handed over and not back; worker's thread */
     metrics *metrics;          /* the worker's own block */
 } upload_env;
 
@@ -61,8 +62,10 @@ typedef struct open_upload {
  * the worker runs every parked request of its loop turn together
  * (upload_run_deferred), so one commit and one round of syncs serve them
  * all. A parked session takes no further input until its request is
- * answered, so answers keep their order. Nothing has been changed anywhere
- * for a parked request: dropping it (the connection closed) is safe. */
+ * answered, so answers keep their order. Until a completion's UPDATE is
+ * handed to the syncer nothing has been changed anywhere for a parked
+ * request: dropping it (the connection closed) is safe; after that the
+ * statement goes on without the session (upload.c, end_commit). */
 typedef enum deferred_kind {
     DEFER_NONE = 0,
     DEFER_UPLOAD,    /* insert the row, then open the upload */

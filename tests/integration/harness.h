@@ -235,6 +235,10 @@ void it_assert_doc_status(int64_t id, const char *status, it_doc *out);
  * server's that writes the row waits for it. One at a time. */
 int it_doc_lock(int64_t id);
 int it_doc_unlock(void);
+/* Ends the locked row 'failed' with reason in the lock's own transaction,
+ * then commits it, which lets the row go: as an abort or the expiry sweep
+ * that got there first. */
+int it_doc_end_and_unlock(const char *reason);
 /* Waits until a statement that begins with prefix runs on another of the
  * server's connections as the harness's user (a server's statement
  * waiting for a lock stays there); 0, or -1 after timeout_ms. */

@@ -703,6 +703,7 @@ int it_redis_del_upload(int64_t id)
 /* ---- a row held by another transaction -------------------------------- */
 
 static MYSQL *lock_db; /* its own connection: the lock is that transaction's */
+static int64_t lock_id; /* the row it holds */
 
 int it_doc_lock(int64_t id)
 {
@@ -731,7 +732,33 @@ int it_doc_lock(int64_t id)
         lock_db = NULL;
         return -1;
     }
+    lock_id = id;
     return 0;
+}
+
+int it_doc_end_and_unlock(const char *reason)
+{
+    if (!lock_db)
+        return -1;
+    int64_t doc = lock_id;
+    MYSQL_BIND p[2];
+    unsigned long rlen;
+    bind_str(&p[0], reason, &rlen);
+    bind_i64(&p[1], &doc);
+    static const char sql[] = "UPDATE documents SET status = 'failed', failure_reason = ? "
+                              "WHERE id = ? AND status = 'uploading'";
+    MYSQL_STMT *st = mysql_stmt_init(lock_db);
+    bool ok = st && mysql_stmt_prepare(st, sql, sizeof sql - 1) == 0 &&
+              mysql_stmt_bind_param(st, p) == 0 && mysql_stmt_execute(st) == 0 &&
+              mysql_stmt_affected_rows(st) == 1 && mysql_query(lock_db, "COMMIT") == 0;
+    if (!ok)
+        fprintf(stderr, "it: ending document %lld: %s\n", (long long)lock_id,
+                st && mysql_stmt_errno(st) ? mysql_stmt_error(st) : mysql_error(lock_db));
+    if (st)
+        mysql_stmt_close(st);
+    mysql_close(lock_db); /* rolls back whatever did not commit */
+    lock_db = NULL;
+    return ok ? 0 : -1;
 }
 
 int it_doc_unlock(void)

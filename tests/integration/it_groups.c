@@ -547,8 +547,10 @@ static void test_commit_waits_off_the_worker(void **state)
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     assert_string_equal(it_json_str(r, "sha256"), sha);
     json_decref(r);
+    /* the clean-up left ahead of the answer */
+    assert_int_equal(it_redis_exists(id), 0);
+    assert_int_equal(it_redis_lease_exists(id), 0);
     it_assert_stored(&one, id, FILESIZE, sha);
-    assert_int_equal(it_redis_wait_gone(id, IT_REPLY_TIMEOUT_MS), 0);
     r = it_sock_complete(&b, other);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     json_decref(r);
@@ -558,32 +560,89 @@ static void test_commit_waits_off_the_worker(void **state)
     it_pass();
 }
 
+/* Waits for what the server logs when it lets go of a connection whose
+ * upload is open. */
+static void wait_detached(int64_t id)
+{
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=upload_detached doc=%lld ", (long long)id);
+    assert_true(it_wait_file_tail_has(srv.log_path, needle, 65536, IT_REPLY_TIMEOUT_MS));
+}
+
+/* Uploads and asks for completion as complete_against_a_locked_row, then
+ * resets the connection while the UPDATE waits (an abortive close, which
+ * the server sees even while it reads nothing from it) and waits until the
+ * server has let the session go. The upload's lease is still held: the
+ * row may be completed any moment. The document id. */
+static int64_t hang_up_while_row_commits(char sha[65])
+{
+    it_sock a;
+    int64_t id = complete_against_a_locked_row(&srv, &a, sha);
+    json_t *r = NULL;
+    assert_int_equal(it_sock_read_json(&a, 300, &r), IT_READ_TIMEOUT);
+    json_decref(r);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    assert_int_equal(setsockopt(a.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    it_sock_close(&a);
+    wait_detached(id);
+    assert_int_equal(it_redis_lease_exists(id), 1);
+    return id;
+}
+
 /* The client resets its connection while its completion's UPDATE waits on
  * the syncer: the session goes (its entry in the statement is let go), the
- * row is still completed and the upload's Redis state removed, as for a
- * client that leaves just before its answer, and the worker serves on. */
+ * row is still completed and the upload's Redis state and lease removed,
+ * as for a client that leaves just before its answer, and the worker
+ * serves on. */
 static void test_hangup_while_row_commits(void **state)
+{
+    (void)state;
+    char sha[65];
+    int64_t id = hang_up_while_row_commits(sha);
+    assert_int_equal(it_doc_unlock(), 0);
+    assert_int_equal(it_redis_wait_gone(id, IT_REPLY_TIMEOUT_MS), 0);
+    it_assert_doc_status(id, "completed", NULL);
+    assert_int_equal(it_redis_lease_exists(id), 0);
+    it_assert_stored(&srv, id, FILESIZE, sha);
+    it_assert_serves(srv.port, &user);
+    it_pass();
+}
+
+/* Someone else ends the row (an abort, the expiry sweep) while the
+ * completion's UPDATE waits for it on the syncer: the UPDATE changes
+ * nothing, and the completion is answered not_resumable with the row's
+ * status. */
+static void test_row_ended_while_commit_waits(void **state)
 {
     (void)state;
     it_sock a;
     char sha[65];
     int64_t id = complete_against_a_locked_row(&srv, &a, sha);
-    json_t *r = NULL;
-    assert_int_equal(it_sock_read_json(&a, 300, &r), IT_READ_TIMEOUT);
+    assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
+    json_t *r = read_answer(&a);
+    it_assert_error(r, 409, "not_resumable");
+    assert_string_equal(it_json_str(r, "document_status"), "failed");
     json_decref(r);
-    /* An abortive close: a reset the server sees even while it reads nothing
-     * from the connection. */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    assert_int_equal(setsockopt(a.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    it_assert_doc_status(id, "failed", NULL);
+    it_assert_open(&a);
     it_sock_close(&a);
-    char needle[96];
-    snprintf(needle, sizeof needle, "event=upload_detached doc=%lld ", (long long)id);
-    assert_true(it_wait_file_tail_has(srv.log_path, needle, 65536, IT_REPLY_TIMEOUT_MS));
+    it_pass();
+}
 
-    assert_int_equal(it_doc_unlock(), 0);
-    assert_int_equal(it_redis_wait_gone(id, IT_REPLY_TIMEOUT_MS), 0);
-    it_assert_doc_status(id, "completed", NULL);
-    it_assert_stored(&srv, id, FILESIZE, sha);
+/* The same, with the client gone: nobody is answered, and the lease that
+ * was kept for the statement is let go, so the upload is not held for
+ * lease_ttl_ms after a row that was not completed. */
+static void test_hangup_and_row_ended_while_commit_waits(void **state)
+{
+    (void)state;
+    char sha[65];
+    int64_t id = hang_up_while_row_commits(sha);
+    assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
+    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+    while (it_redis_lease_exists(id) == 1 && it_now_ms() < deadline)
+        it_sleep_ms(10);
+    assert_int_equal(it_redis_lease_exists(id), 0);
+    it_assert_doc_status(id, "failed", NULL);
     it_assert_serves(srv.port, &user);
     it_pass();
 }
@@ -665,6 +724,8 @@ int main(void)
         IT_FIXTURE_TEST(test_hangup_while_file_syncs),
         IT_FIXTURE_TEST(test_commit_waits_off_the_worker),
         IT_FIXTURE_TEST(test_hangup_while_row_commits),
+        IT_FIXTURE_TEST(test_row_ended_while_commit_waits),
+        IT_FIXTURE_TEST(test_hangup_and_row_ended_while_commit_waits),
         IT_FIXTURE_TEST(test_turns_share_the_reading),
     };
     return cmocka_run_group_tests(tests, group_setup, it_fixture_group_teardown);
