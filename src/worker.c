@@ -47,7 +47,10 @@ struct worker {
 
 /* The syncer's thread runs the completions' UPDATEs through commit_ds: the
  * MySQL client's per-thread state, and a connection made before the first
- * completion needs it (as worker_main does for the worker's own). */
+ * completion needs it (as worker_main does for the worker's own). With
+ * MySQL out of reach the ping holds the syncer up to the backend timeout,
+ * no longer than the worker's own ping, made at the same time, holds the
+ * worker, which hands it nothing before that. */
 static void syncer_thread_start(void *arg)
 {
     worker *w = arg;

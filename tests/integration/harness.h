@@ -239,9 +239,14 @@ int it_doc_unlock(void);
  * then commits it, which lets the row go: as an abort or the expiry sweep
  * that got there first. */
 int it_doc_end_and_unlock(const char *reason);
-/* Waits until a statement that begins with prefix runs on another of the
- * server's connections as the harness's user (a server's statement
- * waiting for a lock stays there); 0, or -1 after timeout_ms. */
+/* Waits until a statement that begins with prefix runs on another
+ * connection as the harness's user (a server's statement waiting for a
+ * lock stays there); 0, or -1 after timeout_ms. Any connection's: which
+ * one waits for it_doc_lock's row is only visible with the PROCESS
+ * privilege (information_schema.INNODB_LOCK_WAITS), which the stack's user
+ * does not have; prepared statements show with their placeholders, not
+ * the row's id. So a test waits for a statement only no other server of
+ * the moment runs (ctest runs the test programs one at a time). */
 int it_mysql_wait_statement(const char *prefix, int timeout_ms);
 
 /* ---- Redis probes -------------------------------------------------------- */
