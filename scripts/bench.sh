@@ -22,7 +22,9 @@
 #
 # Environment: CHUNKD_BENCH_BUILD (build folder, default build-bench),
 # CHUNKD_BENCH_RUNS (3), CHUNKD_BENCH_SHORT_RUNS (runs of the small-file
-# and 5,000-connection workloads: 5), CHUNKD_BENCH_REDIS_PORT (16470),
+# and 5,000-connection workloads: 5), CHUNKD_BENCH_WARMUP (1: each server
+# first serves one run that is not recorded; 0 with --quick),
+# CHUNKD_BENCH_REDIS_PORT (16470),
 # CHUNKD_BENCH_MYSQL_PORT (13470), CHUNKD_BENCH_CHUNK (chunkd's chunk, 64k),
 # CHUNKD_BENCH_TUS_CHUNK (bytes per tus PATCH, 1m),
 # CHUNKD_BENCH_WORKLOADS (space-separated subset of: sha single par16
@@ -299,7 +301,8 @@ warm_mib() {
 }
 
 one_run() {
-    local wl=$1 sys=$2 run=$3
+    local wl=$1 sys=$2 run=$3 what="run $3"
+    ((run > 0)) || what="warm-up"
     shift 4
     local port=${PORTS[$sys]} pid=${PIDS[$sys]} proto dir out rc=0 rows_before=0
     local -a auth=()
@@ -318,10 +321,12 @@ one_run() {
     local line
     line=$(grep '^result ' <<<"$out" | tail -n 1) || true
     if [[ -z $line ]]; then
-        fail "$wl/$sys run $run: the load generator printed no result (exit $rc; see $LOGS/loadgen.log)"
+        fail "$wl/$sys $what: the load generator printed no result (exit $rc; see $LOGS/loadgen.log)"
         return 0
     fi
-    record "$wl" "$sys" "$run" "$line"
+    if ((run > 0)); then
+        record "$wl" "$sys" "$run" "$line"
+    fi
     local ok uploads sha why=''
     ok=$(field ok "$line") uploads=$(field uploads "$line") sha=$(field sha256 "$line")
     if ((rc != 0)); then
@@ -339,11 +344,11 @@ one_run() {
         fi
     fi
     if [[ -n $why ]]; then
-        fail "$wl/$sys run $run: $why"
+        fail "$wl/$sys $what: $why"
     else
         pass
-        printf 'bench.sh: %-7s %-8s run %s: %s uploads in %ss, %s MB/s, %s uploads/s, p99 %s ms\n' \
-            "$wl" "$sys" "$run" "$ok" "$(field seconds "$line")" "$(field mb_s "$line")" \
+        printf 'bench.sh: %-7s %-8s %s: %s uploads in %ss, %s MB/s, %s uploads/s, p99 %s ms\n' \
+            "$wl" "$sys" "$what" "$ok" "$(field seconds "$line")" "$(field mb_s "$line")" \
             "$(field uploads_s "$line")" "$(field p99_ms "$line")" >&2
     fi
     settle "$dir"
@@ -373,7 +378,12 @@ system_args() {
 
 # workload NAME SYSTEMS -- LOADGEN-ARGS: each system, RUNS times, with
 # fresh servers; systems take turns run by run so that drifting load on
-# the machine spreads over all of them.
+# the machine spreads over all of them. With WARMUP, each server first
+# serves one run that is checked but not recorded (run 0): @tus/server's
+# JavaScript gets faster over its first runs (small files: 494, 667, 794,
+# 763 and 865 uploads/s in five runs in a row), and what is compared is
+# every system's steady state (chunkd's first run also prepares its MySQL
+# statements for each group size).
 workload() {
     local wl=$1 systems=$2
     shift 3
@@ -386,7 +396,7 @@ workload() {
         tus) start_tus || continue ;;
         esac
     done
-    for ((run = 1; run <= RUNS; run++)); do
+    for ((run = WARMUP ? 0 : 1; run <= RUNS; run++)); do
         for sys in $systems; do
             [[ -n ${PIDS[$sys]:-} ]] || continue
             local -a args
@@ -470,13 +480,13 @@ main() {
         shift
     done
     if ((QUICK)); then
-        RUNS=${CHUNKD_BENCH_RUNS:-1} SHA_SECS=1 SHORT_MIN=1
+        RUNS=${CHUNKD_BENCH_RUNS:-1} SHA_SECS=1 SHORT_MIN=1 WARMUP=${CHUNKD_BENCH_WARMUP:-0}
         SHORT_RUNS=${CHUNKD_BENCH_SHORT_RUNS:-}
         SINGLE_SIZE=8m PAR_SIZE=1m PAR16=16 PAR256=32 SMALL_N=200 SMALL_C=16
         CONN_IDLE=270 CONN_UP=30 CONN_SIZE=256k
         WORKLOADS=${CHUNKD_BENCH_WORKLOADS:-sha single par16 par256 small conns}
     else
-        RUNS=${CHUNKD_BENCH_RUNS:-3} SHA_SECS=3
+        RUNS=${CHUNKD_BENCH_RUNS:-3} SHA_SECS=3 WARMUP=${CHUNKD_BENCH_WARMUP:-1}
         # These two last a few seconds a run, and their figures swing the
         # most from run to run on this shared machine (the peer's by up to
         # 1.8x within one benchmark, docs/PERFORMANCE.md): more runs make
@@ -488,6 +498,7 @@ main() {
         WORKLOADS=${CHUNKD_BENCH_WORKLOADS:-sha single par16 par256 small conns chunks}
     fi
     [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "CHUNKD_BENCH_RUNS must be a positive number"
+    [[ $WARMUP == [01] ]] || die "CHUNKD_BENCH_WARMUP must be 0 or 1"
     [[ -n $SHORT_RUNS ]] || SHORT_RUNS=$((RUNS > SHORT_MIN ? RUNS : SHORT_MIN))
     [[ $SHORT_RUNS =~ ^[1-9][0-9]*$ ]] || die "CHUNKD_BENCH_SHORT_RUNS must be a positive number"
     ensure_packages
