@@ -46,6 +46,10 @@ static const char *const counter_names[M_COUNTER_COUNT][2] = {
     [M_READ_TURNS_CUT] = {"chunkd_read_turns_cut_total",
                           "Worker loop turns that spent their read budget with connections "
                           "still to read; they are read first in the next turn."},
+    [M_COMMITS_AFTER_SYNC] = {"chunkd_commits_after_sync_total",
+                              "Completions whose row was marked completed on the syncer's "
+                              "thread right after their file's sync, without a trip back "
+                              "to the worker in between."},
 };
 
 static const char *const failure_names[MF_COUNT] = {

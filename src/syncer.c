@@ -180,6 +180,28 @@ static void hand_back(syncer *sy, sync_job *job)
     pthread_mutex_unlock(&sy->lock);
 }
 
+/* The batch's synced jobs that asked for it, to opt.after_sync, in groups
+ * of at most SYNC_AFTER_MAX. */
+#define SYNC_AFTER_MAX 128
+static void after_sync(syncer *sy, sync_job *batch)
+{
+    if (!sy->opt.after_sync)
+        return;
+    sync_job *jobs[SYNC_AFTER_MAX];
+    size_t n = 0;
+    for (sync_job *job = batch; job; job = job->next) {
+        if (!job->then || job->err != 0)
+            continue;
+        jobs[n++] = job;
+        if (n == SYNC_AFTER_MAX) {
+            sy->opt.after_sync(sy->opt.thread_arg, jobs, n);
+            n = 0;
+        }
+    }
+    if (n > 0)
+        sy->opt.after_sync(sy->opt.thread_arg, jobs, n);
+}
+
 /* Runs the batch's run jobs, first: what waits on them (answers to
  * clients) is further along than what waits on the syncs. Returns the
  * batch without them. */
@@ -229,9 +251,7 @@ static void sync_batch(syncer *sy, sync_job *batch)
                 storage_start_writeback(job->fd);
     dir_synced seen[64];
     size_t nseen = 0;
-    while (batch) {
-        sync_job *job = batch;
-        batch = job->next;
+    for (sync_job *job = batch; job; job = job->next) {
         if (job->err == -1) {
             int64_t t0 = metrics_now_us();
             job->err = fdatasync(job->fd) == 0 ? 0 : errno;
@@ -245,6 +265,11 @@ static void sync_batch(syncer *sy, sync_job *batch)
         if (job->dir_key && close(job->dir_fd) != 0)
             log_warn("event=close_failed what=sync_dir_fd error=\"%s\"", strerror(errno));
         job->dir_fd = -1;
+    }
+    after_sync(sy, batch);
+    while (batch) {
+        sync_job *job = batch;
+        batch = job->next;
         hand_back(sy, job);
     }
 }

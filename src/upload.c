@@ -64,6 +64,9 @@ typedef struct checkpoint {
     open_upload *up;
     session *s;   /* the completion waiting for it; NULL for a checkpoint */
     bool orphaned;
+    /* A completion's UPDATE chained to this sync (upload_after_sync), or
+     * NULL; owned here until the job is back. */
+    struct completion_commit *then_commit;
 } checkpoint;
 
 /* A completion group's UPDATE (group_complete), run in place or on the
@@ -76,6 +79,12 @@ typedef struct completion_commit {
     docstore *ds;       /* the connection it runs on: env->ds, or env->commit_ds */
     int rc;             /* the statement's */
     char why[512];      /* its error when rc != 0 */
+    /* Chained to its file's sync: the UPDATE may run until this monotonic
+     * time (half the lease's life after its last renewal: see
+     * confirm_leases), and ran once it did. */
+    int64_t lease_sure_until_ms;
+    bool ran;
+    struct completion_commit *back_next; /* in upload_env.chained_back */
     size_t n;
     struct commit_entry {
         session *s;     /* NULL once the session closed */
@@ -86,6 +95,8 @@ typedef struct completion_commit {
         bool changed;
     } e[];
 } completion_commit;
+
+static void end_commit(completion_commit *cc, bool rejoin);
 
 static void open_upload_free(open_upload *up)
 {
@@ -965,22 +976,56 @@ static void on_checkpoint_done(sync_job *job)
     free(cp);
 }
 
-/* The sync of a completion, back from the syncer: the request rejoins the
- * groups with its result (group_complete). */
+/* The sync of a completion, back from the syncer: with its UPDATE run
+ * there too (chain_commit_new), the completion is answered with the others
+ * back in the same event; otherwise the request rejoins the groups with
+ * the sync's result (group_complete). */
 static void on_final_sync_done(sync_job *job)
 {
     checkpoint *cp = (checkpoint *)job;
+    completion_commit *cc = cp->then_commit;
     if (cp->orphaned) {
+        if (cc) {
+            /* The session is gone (session_release cleared its entry) and
+             * kept the lease for the UPDATE: settle both without it. */
+            session *s = cc->e[0].s;
+            if (s) {
+                s->deferred.commit = NULL;
+                cc->e[0].s = NULL;
+            }
+            if (!cc->ran) {
+                cc->rc = -1; /* not run: end_commit lets the lease go */
+                snprintf(cc->why, sizeof cc->why, "the file's sync failed");
+            }
+            end_commit(cc, false);
+        }
         free(cp);
         return;
     }
+    upload_env *env = cp->env;
     cp->up->final_sync = NULL;
-    metrics_observe_us(cp->env->metrics, H_FSYNC, job->sync_us);
+    metrics_observe_us(env->metrics, H_FSYNC, job->sync_us);
     session *s = cp->s;
+    int err = job->err;
+    free(cp); /* job with it */
+    if (cc && cc->ran) {
+        metrics_add(env->metrics, M_COMMITS_AFTER_SYNC, 1);
+        /* Answered with the others back in the same event
+         * (upload_end_chained), their Redis clean-up in one script. */
+        cc->back_next = env->chained_back;
+        env->chained_back = cc;
+        return;
+    }
+    if (cc) {
+        /* Not run (the sync failed, the lease was no longer sure, or the
+         * last chained UPDATE failed): group_complete's way, from its
+         * lease check on. */
+        s->deferred.commit = NULL;
+        free(cc);
+    }
     s->deferred.syncing = false;
     s->deferred.synced = true;
-    s->deferred.sync_err = job->err;
-    free(cp);
+    s->deferred.sync_err = err;
     if (s->ready)
         s->ready(s->emit_arg);
 }
@@ -989,7 +1034,7 @@ static void on_final_sync_done(sync_job *job)
  * descriptor of its own (reopened, not dup'ed: see syncer.h). NULL when
  * there is no syncer or it cannot be set up: the caller syncs in place. */
 static checkpoint *submit_sync(upload_env *env, open_upload *up, int64_t end, session *s,
-                               sync_done_fn done)
+                               sync_done_fn done, struct completion_commit *then_commit)
 {
     if (!env->syncer)
         return NULL;
@@ -1016,10 +1061,12 @@ static checkpoint *submit_sync(upload_env *env, open_upload *up, int64_t end, se
                              .dir_fd = dir_fd,
                              .end = end,
                              .generation = up->generation,
+                             .then = then_commit != NULL,
                              .done = done};
         cp->env = env;
         cp->up = up;
         cp->s = s;
+        cp->then_commit = then_commit;
         if (syncer_submit(env->syncer, &cp->job) == 0)
             return cp;
         close(fd);
@@ -1053,7 +1100,7 @@ static storage_result checkpoint_file(upload_env *env, open_upload *up, int64_t 
 {
     if (up->checkpoint)
         return STORAGE_OK; /* one at a time; the next chunk tries again */
-    up->checkpoint = submit_sync(env, up, end, NULL, on_checkpoint_done);
+    up->checkpoint = submit_sync(env, up, end, NULL, on_checkpoint_done, NULL);
     if (up->checkpoint)
         return STORAGE_OK;
     storage_result r = timed_sync(env, up->fd);
@@ -1465,6 +1512,30 @@ static void finish_states(upload_env *env, size_t m, const uint64_t *docs,
         log_warn("event=redis_finish_failed uploads=%zu error=\"%s\"", m, rstate_error(env->rs));
 }
 
+typedef enum file_verdict {
+    FILE_OK,
+    FILE_UNSURE,   /* its path could not be looked at: taken as ours */
+    FILE_REPLACED, /* a takeover put another file at its path */
+    FILE_INVALID,  /* not a regular file of the full size and mode, or unlinked */
+    FILE_MISMATCH, /* its bytes do not hash to the declared SHA-256 */
+} file_verdict;
+
+/* Whether the upload's file, every byte received, is the one to declare
+ * complete. */
+static file_verdict check_file(upload_env *env, const open_upload *up)
+{
+    int current = storage_is_current(env->cfg->storage_dir, up->st.document_id, up->fd);
+    if (current == 0)
+        return FILE_REPLACED;
+    struct stat sb;
+    if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
+        (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0)
+        return FILE_INVALID;
+    if (up->st.declared_sha256[0] && strcmp(up->digest, up->st.declared_sha256) != 0)
+        return FILE_MISMATCH;
+    return current == 1 ? FILE_OK : FILE_UNSURE;
+}
+
 /* held[i] for group_complete: whether session i still holds its upload's
  * lease. A lease taken or renewed less than half its time ago (by the
  * upload's open or its last offset save, which checks it) is still ours:
@@ -1520,64 +1591,93 @@ static void run_commit(sync_job *job)
             cc->e[i].changed = changed[i];
 }
 
-/* After the statement, on the worker's thread: the Redis state,
- * reservation and lease of every row it completed go, sent ahead of the
- * answers; then each session's answer (SUCCESS, not_resumable for a row
- * someone else ended, or 503 for all when the statement failed: the files
- * are synced and the uploads stay open, so a retry of upload_complete
- * finishes them). A session that closed meanwhile gets no answer; its
- * lease, kept for the statement, is let go here when its row was not
- * completed. With `rejoin` (back from the syncer) each session leaves its
- * wait and rejoins the next turn for its buffered input. Frees cc. */
-static void end_commit(completion_commit *cc, bool rejoin)
+/* After the statements, on the worker's thread: the Redis state,
+ * reservation and lease of every row they completed go, sent ahead of the
+ * answers, in one script for up to UPLOAD_GROUP_MAX of them; then each
+ * session's answer (SUCCESS, not_resumable for a row someone else ended,
+ * or 503 when its statement failed: the files are synced and the uploads
+ * stay open, so a retry of upload_complete finishes them). A session that
+ * closed meanwhile gets no answer; its lease, kept for the statement, is
+ * let go here when its row was not completed. With `rejoin` (back from the
+ * syncer) each session leaves its wait and rejoins the next turn for its
+ * buffered input. Frees the ccs. */
+static void end_commits(completion_commit *const *ccs, size_t nccs, bool rejoin)
 {
-    upload_env *env = cc->env;
-    if (cc->rc == 0) {
-        uint64_t fdocs[UPLOAD_GROUP_MAX];
-        const char *ftokens[UPLOAD_GROUP_MAX];
-        size_t m = 0;
-        for (size_t i = 0; i < cc->n; i++) {
+    if (nccs == 0)
+        return;
+    upload_env *env = ccs[0]->env;
+    uint64_t fdocs[UPLOAD_GROUP_MAX];
+    const char *ftokens[UPLOAD_GROUP_MAX];
+    size_t m = 0;
+    for (size_t k = 0; k < nccs; k++) {
+        const completion_commit *cc = ccs[k];
+        for (size_t i = 0; cc->rc == 0 && i < cc->n; i++) {
             if (!cc->e[i].changed)
                 continue;
+            if (m == UPLOAD_GROUP_MAX) {
+                finish_states(env, m, fdocs, ftokens);
+                m = 0;
+            }
             fdocs[m] = cc->e[i].doc;
             ftokens[m++] = cc->e[i].token;
         }
-        if (m > 0) {
-            finish_states(env, m, fdocs, ftokens);
-            saver_flush(env->saver);
-        }
     }
-    for (size_t i = 0; i < cc->n; i++) {
-        struct commit_entry *e = &cc->e[i];
-        session *s = e->s;
-        if (!s) {
-            if (cc->rc == 0 && e->changed) {
-                metrics_add(env->metrics, M_UPLOADS_COMPLETED, 1);
-                log_info("event=upload_completed doc=%" PRIu64 " peer=gone sha256=%s", e->doc,
-                         e->sha);
-            } else if (rstate_lease_release(env->rs, e->doc, e->token) != 0) {
-                log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", e->doc,
-                         rstate_error(env->rs));
+    if (m > 0)
+        finish_states(env, m, fdocs, ftokens);
+    saver_flush(env->saver);
+    for (size_t k = 0; k < nccs; k++) {
+        completion_commit *cc = ccs[k];
+        for (size_t i = 0; i < cc->n; i++) {
+            struct commit_entry *e = &cc->e[i];
+            session *s = e->s;
+            if (!s) {
+                if (cc->rc == 0 && e->changed) {
+                    metrics_add(env->metrics, M_UPLOADS_COMPLETED, 1);
+                    log_info("event=upload_completed doc=%" PRIu64 " peer=gone sha256=%s",
+                             e->doc, e->sha);
+                } else if (rstate_lease_release(env->rs, e->doc, e->token) != 0) {
+                    log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", e->doc,
+                             rstate_error(env->rs));
+                }
+                continue;
             }
-            continue;
+            if (rejoin) {
+                s->deferred.commit = NULL;
+                s->deferred.syncing = false;
+            }
+            if (cc->rc != 0)
+                send_unavailable(env, s, cc->why);
+            else
+                finish_complete(env, s, e->changed);
+            if (rejoin) {
+                /* Answered: back to the loop through the parked list, which
+                 * runs what the session has buffered. */
+                s->deferred.kind = s->ready ? DEFER_COMMITTED : DEFER_NONE;
+                if (s->ready)
+                    s->ready(s->emit_arg);
+            }
         }
-        if (rejoin) {
-            s->deferred.commit = NULL;
-            s->deferred.syncing = false;
-        }
-        if (cc->rc != 0)
-            send_unavailable(env, s, cc->why);
-        else
-            finish_complete(env, s, e->changed);
-        if (rejoin) {
-            /* Answered: back to the loop through the parked list, which
-             * runs what the session has buffered. */
-            s->deferred.kind = s->ready ? DEFER_COMMITTED : DEFER_NONE;
-            if (s->ready)
-                s->ready(s->emit_arg);
-        }
+        free(cc);
     }
-    free(cc);
+}
+
+static void end_commit(completion_commit *cc, bool rejoin)
+{
+    end_commits(&cc, 1, rejoin);
+}
+
+void upload_end_chained(upload_env *env)
+{
+    while (env->chained_back) {
+        completion_commit *ccs[UPLOAD_GROUP_MAX];
+        size_t n = 0;
+        while (env->chained_back && n < UPLOAD_GROUP_MAX) {
+            completion_commit *cc = env->chained_back;
+            env->chained_back = cc->back_next;
+            ccs[n++] = cc;
+        }
+        end_commits(ccs, n, true);
+    }
 }
 
 static void on_commit_done(sync_job *job)
@@ -1613,6 +1713,79 @@ static completion_commit *commit_new(upload_env *env, session *const *ss, size_t
         util_strlcpy(e->token, s->lease_token, sizeof e->token);
     }
     return cc;
+}
+
+/* The UPDATE of one completion, to run on the syncer's thread right after
+ * its file's sync (upload_after_sync) rather than after a trip back here
+ * and another behind the syncer's next batch: for 64 KiB files from 64
+ * clients, most of an upload's time is its waits for the syncer
+ * (docs/PERFORMANCE.md). The checks group_complete makes after the sync
+ * are made now instead, which is as good when nothing can change them
+ * meanwhile: no checkpoint is out whose failure could still come back,
+ * none failed, and the lease is ours for certain until the statement
+ * runs (upload_after_sync checks the time). NULL when one of those does
+ * not hold, or no memory: the completion goes group_complete's way. */
+static completion_commit *chain_commit_new(upload_env *env, session *s)
+{
+    open_upload *up = s->up;
+    int64_t renewed = up->lease_renewed_ms;
+    if (!env->commit_ds || !env->syncer || up->checkpoint || up->sync_error || renewed <= 0)
+        return NULL;
+    int64_t sure_until = renewed + env->cfg->lease_ttl_ms / 2;
+    if (util_mono_ms() >= sure_until || check_file(env, up) != FILE_OK)
+        return NULL;
+    bool live = true;
+    completion_commit *cc = commit_new(env, &s, 1, &live);
+    if (!cc)
+        return NULL;
+    cc->ds = env->commit_ds;
+    cc->lease_sure_until_ms = sure_until;
+    return cc;
+}
+
+/* After a failed chained UPDATE, the next batches' completions go
+ * group_complete's way for this long: a MySQL that stalls then holds up
+ * one statement's worth of the syncer's work, not one per batch. */
+#define CHAIN_PAUSE_MS 1000
+
+void upload_after_sync(void *arg, sync_job *const *jobs, size_t n)
+{
+    (void)arg;
+    if (n == 0)
+        return;
+    upload_env *env = ((checkpoint *)jobs[0])->env;
+    int64_t now = util_mono_ms();
+    if (now < env->chain_paused_until_ms)
+        return;
+    completion_commit *ccs[UPLOAD_GROUP_MAX];
+    uint64_t ids[UPLOAD_GROUP_MAX];
+    const char *shas[UPLOAD_GROUP_MAX], *paths[UPLOAD_GROUP_MAX];
+    bool changed[UPLOAD_GROUP_MAX];
+    size_t m = 0;
+    for (size_t i = 0; i < n && m < UPLOAD_GROUP_MAX; i++) {
+        completion_commit *cc = ((checkpoint *)jobs[i])->then_commit;
+        if (!cc || now >= cc->lease_sure_until_ms)
+            continue; /* group_complete asks Redis for the lease first */
+        ccs[m] = cc;
+        ids[m] = cc->e[0].doc;
+        shas[m] = cc->e[0].sha;
+        paths[m++] = cc->e[0].path;
+    }
+    if (m == 0)
+        return;
+    docstore *ds = ccs[0]->ds;
+    int rc = docstore_complete_documents(ds, m, ids, shas, paths, changed);
+    if (rc != 0)
+        env->chain_paused_until_ms = util_mono_ms() + CHAIN_PAUSE_MS;
+    for (size_t k = 0; k < m; k++) {
+        completion_commit *cc = ccs[k];
+        cc->rc = rc;
+        if (rc != 0)
+            snprintf(cc->why, sizeof cc->why, "%s", docstore_error(ds));
+        else
+            cc->e[0].changed = changed[k];
+        cc->ran = true;
+    }
 }
 
 /* Hands the statement to the syncer's thread, so the worker goes on with
@@ -1725,30 +1898,24 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
             send_storage_error(env, s, doc, r, e, "sync");
             continue;
         }
-        struct stat sb;
-        if (storage_is_current(env->cfg->storage_dir, doc, up->fd) == 0) {
+        file_verdict v = check_file(env, up);
+        if (v == FILE_REPLACED) {
             /* Our file was replaced under us by a takeover (fencing): the
              * document lives on in the new file, not ours. */
             live[i] = false;
             send_lease_lost(env, s, doc);
-            continue;
-        }
-        if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
-            (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0) {
+        } else if (v == FILE_INVALID) {
             live[i] = false;
             fail_document(env, s, doc, "file_invalid");
             send_error(env, s, 422, "file_invalid",
                        "the stored file is missing or does not have the expected size or mode");
-            continue;
-        }
-        if (up->st.declared_sha256[0] && strcmp(up->digest, up->st.declared_sha256) != 0) {
+        } else if (v == FILE_MISMATCH) {
             live[i] = false;
             char msg[200];
             snprintf(msg, sizeof msg, "received bytes hash to %s, not the declared sha256",
                      up->digest);
             fail_document(env, s, doc, "checksum_mismatch");
             send_error(env, s, 422, "checksum_mismatch", msg);
-            continue;
         }
     }
     completion_commit *cc = commit_new(env, ss, n, live);
@@ -1924,6 +2091,7 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
 {
     session *uploads[UPLOAD_GROUP_MAX], *completes[UPLOAD_GROUP_MAX];
     size_t nu = 0, nc = 0;
+    size_t nchained = 0; /* completions whose UPDATE follows their sync on the syncer */
     for (size_t i = 0; i < n && i < UPLOAD_GROUP_MAX; i++) {
         session *s = sessions[i];
         if (s->deferred.kind == DEFER_UPLOAD)
@@ -1939,13 +2107,25 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
          * took it away: the chunks' answers said so, and so does this one. */
         if (refuse_unless_received(env, s, s->deferred.document_id))
             continue;
-        if (!s->deferred.synced &&
-            (s->up->final_sync = submit_sync(env, s->up, s->up->st.filesize, s,
-                                             on_final_sync_done)) != NULL) {
-            /* The file's sync runs on the syncer while the worker goes on;
-             * the request comes back to a later group with its result. */
-            s->deferred.syncing = true;
-            continue;
+        if (!s->deferred.synced) {
+            completion_commit *then = chain_commit_new(env, s);
+            s->up->final_sync =
+                submit_sync(env, s->up, s->up->st.filesize, s, on_final_sync_done, then);
+            if (s->up->final_sync) {
+                /* The file's sync runs on the syncer while the worker goes
+                 * on; the request comes back with its result, answered
+                 * when the UPDATE ran there too, or to a later group. */
+                s->deferred.syncing = true;
+                if (then) {
+                    /* Its lease stays taken if the session closes meanwhile
+                     * (session_release). */
+                    s->deferred.commit = then;
+                    s->deferred.commit_slot = 0;
+                    nchained++;
+                }
+                continue;
+            }
+            free(then);
         }
         completes[nc++] = s;
     }
@@ -1965,8 +2145,11 @@ void upload_run_deferred(upload_env *env, session *const *sessions, size_t n)
     saver_flush(env->saver);
     if (nu > 0)
         group_upload(env, uploads, nu);
-    metrics_add(env->metrics, M_COMMIT_GROUPS, (uint64_t)(nc > 0) + (uint64_t)(nu > 0));
-    metrics_add(env->metrics, M_COMMIT_GROUP_REQUESTS, (uint64_t)(nc + nu));
+    /* A chained completion counts with this turn's group: it comes back
+     * answered, not to another group. */
+    metrics_add(env->metrics, M_COMMIT_GROUPS,
+                (uint64_t)(nc + nchained > 0) + (uint64_t)(nu > 0));
+    metrics_add(env->metrics, M_COMMIT_GROUP_REQUESTS, (uint64_t)(nc + nchained + nu));
     for (size_t i = 0; i < n && i < UPLOAD_GROUP_MAX; i++)
         if (!sessions[i]->deferred.syncing)
             sessions[i]->deferred.kind = DEFER_NONE;

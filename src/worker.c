@@ -109,6 +109,7 @@ worker *worker_create(int id, const chunkd_config *cfg, const char *node_id,
     sopt.metrics = &w->sync_metrics;
     sopt.thread_start = syncer_thread_start;
     sopt.thread_end = syncer_thread_end;
+    sopt.after_sync = upload_after_sync;
     sopt.thread_arg = w;
     docstore_set_metrics(w->commit_ds, &w->sync_metrics);
     w->syncer = syncer_new(w->owner.epfd, &sopt, why, sizeof why);
@@ -246,9 +247,10 @@ static void *worker_main(void *arg)
                 stop |= drain_queue(w);
             else if (events[i].data.ptr == saver_event_tag(w->saver))
                 saver_handle_event(w->saver, events[i].events);
-            else if (events[i].data.ptr == syncer_event_tag(w->syncer))
+            else if (events[i].data.ptr == syncer_event_tag(w->syncer)) {
                 syncer_handle_event(w->syncer);
-            else if (!conn_handle_event(events[i].data.ptr, events[i].events) && !skipped) {
+                upload_end_chained(&w->owner.env);
+            } else if (!conn_handle_event(events[i].data.ptr, events[i].events) && !skipped) {
                 skipped = true;
                 resume_at = i;
             }

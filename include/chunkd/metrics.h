@@ -30,6 +30,7 @@ typedef enum metric_counter {
     M_SYNC_BATCHES,       /* batches of files made durable together (syncer.c) */
     M_SYNC_BATCHED_FILES, /* the files in them */
     M_READ_TURNS_CUT,     /* loop turns that left ready connections unread (conn_begin_turn) */
+    M_COMMITS_AFTER_SYNC, /* completions whose UPDATE ran right after their sync (upload.c) */
     M_COUNTER_COUNT
 } metric_counter;
 

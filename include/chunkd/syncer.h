@@ -36,6 +36,11 @@ struct sync_job {
     int64_t end;         /* the bytes before this offset are what it makes durable */
     uint64_t generation; /* the caller's, to tell a stale result */
     void *arg;
+    /* With opt.after_sync set: once synced without error, the job goes to
+     * after_sync with the batch's other such jobs, before any job of the
+     * batch is handed back (a completion's UPDATE, run as soon as its file
+     * is durable). */
+    bool then;
     sync_done_fn done;   /* runs on the worker's thread (syncer_handle_event) */
     /* results */
     int err;             /* 0, or the errno of the failed fdatasync or directory fsync */
@@ -72,6 +77,10 @@ typedef struct syncer_options {
     void (*thread_start)(void *arg);
     void (*thread_end)(void *arg);
     void *thread_arg;
+    /* Called on the syncer's thread after a batch's syncs with its jobs
+     * that asked for it (sync_job.then) and were synced; their fds are
+     * closed already. May be NULL. */
+    void (*after_sync)(void *arg, sync_job *const *jobs, size_t n);
 } syncer_options;
 
 /* Starts the thread and registers its eventfd with epfd; opt may be NULL

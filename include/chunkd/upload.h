@@ -36,6 +36,13 @@ typedef struct upload_env {
      * connections; NULL, or no syncer: run here. */
     docstore *commit_ds;
     int commits_on_syncer;     /* of those, handed over and not back; worker's thread */
+    /* Completions' UPDATEs chained to their file's sync (upload_after_sync)
+     * are not run before this monotonic time, after one failed; the
+     * syncer's thread only. */
+    int64_t chain_paused_until_ms;
+    /* Chained completions back from the syncer, not yet answered
+     * (upload_end_chained); worker's thread. */
+    struct completion_commit *chained_back;
     metrics *metrics;          /* the worker's own block */
 } upload_env;
 
@@ -180,6 +187,15 @@ static inline bool session_parked(const session *s)
  * their commits and syncs, and answers each. Every session is unparked
  * afterwards; the caller then feeds each the rest of its input. */
 void upload_run_deferred(upload_env *env, session *const *sessions, size_t n);
+
+/* syncer_options.after_sync: on the syncer's thread, the UPDATE of the
+ * completions whose file's sync (with sync_job.then) just succeeded, in
+ * one statement, while their leases are certainly still held. */
+void upload_after_sync(void *arg, sync_job *const *jobs, size_t n);
+
+/* Answers the chained completions that came back from the syncer, all
+ * together: called after syncer_handle_event. */
+void upload_end_chained(upload_env *env);
 
 /* Emits an error answer (and marks the session closing if err->close). */
 void upload_send_error(upload_env *env, session *s, const msg_error *err);

@@ -486,11 +486,38 @@ static void test_hangup_while_file_syncs(void **state)
 /* How the completions' UPDATE begins (docstore_mysql.c). */
 #define COMPLETE_SQL "UPDATE documents SET status = 'completed'"
 
+/* The two ways a completion's UPDATE reaches the syncer's thread. */
+typedef enum commit_way {
+    /* Chained to the file's sync, its checks made before it: the lease
+     * was renewed less than half its time ago. */
+    AFTER_SYNC,
+    /* Handed over after a trip back to the worker, which asks Redis for
+     * the lease first (group_complete): here because the client waits
+     * past half of lease_ttl_ms between its chunk and its completion. */
+    AFTER_LEASE_CHECK,
+} commit_way;
+
+#define SHORT_LEASE_MS 2000
+
+/* A one-worker server with an admin port for `way`: with a short lease
+ * for AFTER_LEASE_CHECK. */
+static void start_server_for(commit_way way, it_server *sv, int *admin)
+{
+    static const char *const env[] = {"CHUNKD_SYNC_BATCH_MAX_UNWRITTEN=1099511627776",
+                                      "CHUNKD_LEASE_TTL_MS=2000", NULL};
+    static const char *const env_default[] = {"CHUNKD_SYNC_BATCH_MAX_UNWRITTEN=1099511627776",
+                                              NULL};
+    memset(sv, 0, sizeof *sv);
+    assert_int_equal(it_server_start_admin(sv, admin, way == AFTER_SYNC ? env_default : env), 0);
+}
+
 /* Uploads one FILESIZE file of random bytes on a new connection to sv,
  * its chunk acknowledged, then holds its row locked and asks for its
- * completion; returns once the completion's UPDATE waits for the lock. The
- * document id; the bytes' SHA-256 in sha. */
-static int64_t complete_against_a_locked_row(const it_server *sv, it_sock *s, char sha[65])
+ * completion (after more than half of SHORT_LEASE_MS for
+ * AFTER_LEASE_CHECK); returns once the completion's UPDATE waits for the
+ * lock. The document id; the bytes' SHA-256 in sha. */
+static int64_t complete_against_a_locked_row(const it_server *sv, it_sock *s, char sha[65],
+                                             commit_way way)
 {
     unsigned char *data = it_random_payload(FILESIZE, sha);
     assert_int_equal(it_sock_connect(s, sv->port), 0);
@@ -501,6 +528,8 @@ static int64_t complete_against_a_locked_row(const it_server *sv, it_sock *s, ch
     json_decref(r);
     it_sock_chunk_ok(s, id, 0, data, FILESIZE);
     free(data);
+    if (way == AFTER_LEASE_CHECK)
+        it_sleep_ms(SHORT_LEASE_MS / 2 + 100);
     assert_int_equal(it_doc_lock(id), 0);
     char line[128];
     it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
@@ -517,18 +546,15 @@ static int64_t complete_against_a_locked_row(const it_server *sv, it_sock *s, ch
  * completion is answered once its row is free. With the UPDATE on the
  * worker, the second connection's answer waits for the lock (until the
  * server's 5 s backend timeout). */
-static void test_commit_waits_off_the_worker(void **state)
+static void commit_waits_off_the_worker(commit_way way)
 {
-    (void)state;
     /* One worker, so the second connection is the same worker's. */
-    static const char *const args[] = {"--workers", "1", NULL};
-    it_server_opts o = {.args = args};
     it_server one;
-    memset(&one, 0, sizeof one);
-    assert_int_equal(it_server_start(&one, &o), 0);
+    int one_admin;
+    start_server_for(way, &one, &one_admin);
     it_sock a, b;
     char sha[65];
-    int64_t id = complete_against_a_locked_row(&one, &a, sha);
+    int64_t id = complete_against_a_locked_row(&one, &a, sha, way);
 
     assert_int_equal(it_sock_connect(&b, one.port), 0);
     send_named_upload_line(&b, &second, "meanwhile.bin", NULL, 0);
@@ -551,6 +577,8 @@ static void test_commit_waits_off_the_worker(void **state)
     assert_int_equal(it_redis_exists(id), 0);
     assert_int_equal(it_redis_lease_exists(id), 0);
     it_assert_stored(&one, id, FILESIZE, sha);
+    assert_int_equal(it_admin_metric(one_admin, "chunkd_commits_after_sync_total{"),
+                     way == AFTER_SYNC ? 1 : 0);
     r = it_sock_complete(&b, other);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     json_decref(r);
@@ -560,13 +588,25 @@ static void test_commit_waits_off_the_worker(void **state)
     it_pass();
 }
 
+static void test_commit_waits_off_the_worker(void **state)
+{
+    (void)state;
+    commit_waits_off_the_worker(AFTER_SYNC);
+}
+
+static void test_commit_waits_off_the_worker_after_lease_check(void **state)
+{
+    (void)state;
+    commit_waits_off_the_worker(AFTER_LEASE_CHECK);
+}
+
 /* Waits for what the server logs when it lets go of a connection whose
  * upload is open. */
-static void wait_detached(int64_t id)
+static void wait_detached(const it_server *sv, int64_t id)
 {
     char needle[96];
     snprintf(needle, sizeof needle, "event=upload_detached doc=%lld ", (long long)id);
-    assert_true(it_wait_file_tail_has(srv.log_path, needle, 65536, IT_REPLY_TIMEOUT_MS));
+    assert_true(it_wait_file_tail_has(sv->log_path, needle, 65536, IT_REPLY_TIMEOUT_MS));
 }
 
 /* Uploads and asks for completion as complete_against_a_locked_row, then
@@ -574,17 +614,17 @@ static void wait_detached(int64_t id)
  * the server sees even while it reads nothing from it) and waits until the
  * server has let the session go. The upload's lease is still held: the
  * row may be completed any moment. The document id. */
-static int64_t hang_up_while_row_commits(char sha[65])
+static int64_t hang_up_while_row_commits(const it_server *sv, char sha[65], commit_way way)
 {
     it_sock a;
-    int64_t id = complete_against_a_locked_row(&srv, &a, sha);
+    int64_t id = complete_against_a_locked_row(sv, &a, sha, way);
     json_t *r = NULL;
     assert_int_equal(it_sock_read_json(&a, 300, &r), IT_READ_TIMEOUT);
     json_decref(r);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     assert_int_equal(setsockopt(a.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     it_sock_close(&a);
-    wait_detached(id);
+    wait_detached(sv, id);
     assert_int_equal(it_redis_lease_exists(id), 1);
     return id;
 }
@@ -594,17 +634,34 @@ static int64_t hang_up_while_row_commits(char sha[65])
  * row is still completed and the upload's Redis state and lease removed,
  * as for a client that leaves just before its answer, and the worker
  * serves on. */
-static void test_hangup_while_row_commits(void **state)
+static void hangup_while_row_commits(const it_server *sv, commit_way way)
 {
-    (void)state;
     char sha[65];
-    int64_t id = hang_up_while_row_commits(sha);
+    int64_t id = hang_up_while_row_commits(sv, sha, way);
     assert_int_equal(it_doc_unlock(), 0);
     assert_int_equal(it_redis_wait_gone(id, IT_REPLY_TIMEOUT_MS), 0);
     it_assert_doc_status(id, "completed", NULL);
     assert_int_equal(it_redis_lease_exists(id), 0);
-    it_assert_stored(&srv, id, FILESIZE, sha);
-    it_assert_serves(srv.port, &user);
+    it_assert_stored(sv, id, FILESIZE, sha);
+    it_assert_serves(sv->port, &user);
+}
+
+static void test_hangup_while_row_commits(void **state)
+{
+    (void)state;
+    hangup_while_row_commits(&srv, AFTER_SYNC);
+    it_pass();
+}
+
+static void test_hangup_while_row_commits_after_lease_check(void **state)
+{
+    (void)state;
+    it_server sv;
+    int sv_admin;
+    start_server_for(AFTER_LEASE_CHECK, &sv, &sv_admin);
+    hangup_while_row_commits(&sv, AFTER_LEASE_CHECK);
+    assert_int_equal(it_admin_metric(sv_admin, "chunkd_commits_after_sync_total{"), 0);
+    it_assert_server_stops_cleanly(&sv);
     it_pass();
 }
 
@@ -617,7 +674,7 @@ static void test_row_ended_while_commit_waits(void **state)
     (void)state;
     it_sock a;
     char sha[65];
-    int64_t id = complete_against_a_locked_row(&srv, &a, sha);
+    int64_t id = complete_against_a_locked_row(&srv, &a, sha, AFTER_SYNC);
     assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
     json_t *r = read_answer(&a);
     it_assert_error(r, 409, "not_resumable");
@@ -636,7 +693,7 @@ static void test_hangup_and_row_ended_while_commit_waits(void **state)
 {
     (void)state;
     char sha[65];
-    int64_t id = hang_up_while_row_commits(sha);
+    int64_t id = hang_up_while_row_commits(&srv, sha, AFTER_SYNC);
     assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
     int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
     while (it_redis_lease_exists(id) == 1 && it_now_ms() < deadline)
@@ -723,7 +780,9 @@ int main(void)
         IT_FIXTURE_TEST(test_hangup_while_parked),
         IT_FIXTURE_TEST(test_hangup_while_file_syncs),
         IT_FIXTURE_TEST(test_commit_waits_off_the_worker),
+        IT_FIXTURE_TEST(test_commit_waits_off_the_worker_after_lease_check),
         IT_FIXTURE_TEST(test_hangup_while_row_commits),
+        IT_FIXTURE_TEST(test_hangup_while_row_commits_after_lease_check),
         IT_FIXTURE_TEST(test_row_ended_while_commit_waits),
         IT_FIXTURE_TEST(test_hangup_and_row_ended_while_commit_waits),
         IT_FIXTURE_TEST(test_turns_share_the_reading),

@@ -580,6 +580,86 @@ static void test_thread_hooks(void **state)
     assert_int_equal(close(epfd), 0);
 }
 
+/* What the after_sync hook saw, written on the syncer's thread and read
+ * after the jobs' dones ran (the hand-back orders the two). */
+typedef struct after_record {
+    int calls;
+    size_t n;
+    size_t index[MAX_JOBS];
+    bool synced_and_closed; /* every job it got: err 0, fd and dir_fd -1 */
+    bool on_syncer;         /* it ran off the caller's thread */
+    pthread_t caller;
+} after_record;
+
+static after_record after_rec;
+
+static void record_after_sync(void *arg, sync_job *const *jobs, size_t n)
+{
+    after_record *a = arg;
+    a->calls++;
+    a->on_syncer = !pthread_equal(pthread_self(), a->caller);
+    for (size_t i = 0; i < n; i++) {
+        const tracked *t = (const tracked *)jobs[i];
+        if (a->n < MAX_JOBS)
+            a->index[a->n++] = t->index;
+        if (jobs[i]->err != 0 || jobs[i]->fd != -1 || jobs[i]->dir_fd != -1)
+            a->synced_and_closed = false;
+    }
+}
+
+static int setup_after_sync(void **state)
+{
+    memset(&after_rec, 0, sizeof after_rec);
+    after_rec.synced_and_closed = true;
+    after_rec.caller = pthread_self();
+    syncer_options opt = {.after_sync = record_after_sync, .thread_arg = &after_rec};
+    return setup_with(state, &opt);
+}
+
+/* The jobs that ask for it (a completion's UPDATE after its file's sync)
+ * go to after_sync together, once for the batch, on the syncer's thread,
+ * synced and closed; one whose sync failed, and one that did not ask, do
+ * not; every job still comes back. */
+static void test_after_sync_gets_the_synced_jobs_that_ask(void **state)
+{
+    fixture *f = *state;
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    tracked *a = track(f, &f->jobs[0], 0, reopen_file(f));
+    tracked *b = track(f, &f->jobs[1], 1, reopen_file(f));
+    tracked *plain = track(f, &f->jobs[2], 2, reopen_file(f));
+    tracked *failing = track(f, &f->jobs[3], 3, p[1]); /* fdatasync: EINVAL */
+    with_dir(b, 1, open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    a->job.then = b->job.then = failing->job.then = true;
+    tracked *all[] = {a, b, plain, failing};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(syncer_submit(f->sy, &all[i]->job), 0);
+    syncer_flush(f->sy);
+    run_until(f, 4);
+    assert_int_equal(after_rec.calls, 1);
+    assert_int_equal(after_rec.n, 2);
+    assert_int_equal(after_rec.index[0], 0);
+    assert_int_equal(after_rec.index[1], 1);
+    assert_true(after_rec.synced_and_closed);
+    assert_true(after_rec.on_syncer);
+    assert_int_equal(failing->job.err, EINVAL);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(f->rec.order[i], i);
+    assert_int_equal(close(p[0]), 0);
+}
+
+/* Without jobs that ask, it is not called. */
+static void test_after_sync_not_called_for_none(void **state)
+{
+    fixture *f = *state;
+    tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
+    assert_int_equal(syncer_submit(f->sy, &t->job), 0);
+    syncer_flush(f->sy);
+    run_until(f, 1);
+    assert_int_equal(t->job.err, 0);
+    assert_int_equal(after_rec.calls, 0);
+}
+
 /* N scratch files of their own in a new directory, each with some bytes
  * not yet synced, handed over with the directory as their completion's
  * would be. */
@@ -803,6 +883,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_starts_at_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_job_goes_first_on_the_thread, setup, teardown),
         cmocka_unit_test(test_thread_hooks),
+        cmocka_unit_test_setup_teardown(test_after_sync_gets_the_synced_jobs_that_ask,
+                                        setup_after_sync, teardown),
+        cmocka_unit_test_setup_teardown(test_after_sync_not_called_for_none, setup_after_sync,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_no_batching_by_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_synced_together, setup_batching, teardown),
         cmocka_unit_test_setup_teardown(test_batch_falls_back_when_syncfs_fails, setup_batching,
