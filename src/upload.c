@@ -993,9 +993,11 @@ static void on_final_sync_done(sync_job *job)
                 s->deferred.commit = NULL;
                 cc->e[0].s = NULL;
             }
-            if (!cc->ran) {
+            if (cc->ran) {
+                metrics_add(cp->env->metrics, M_COMMITS_AFTER_SYNC, 1);
+            } else {
                 cc->rc = -1; /* not run: end_commit lets the lease go */
-                snprintf(cc->why, sizeof cc->why, "the file's sync failed");
+                snprintf(cc->why, sizeof cc->why, "not run");
             }
             end_commit(cc, false);
         }
