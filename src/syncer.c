@@ -182,7 +182,6 @@ static void hand_back(syncer *sy, sync_job *job)
 
 /* The batch's synced jobs that asked for it, to opt.after_sync, in groups
  * of at most SYNC_AFTER_MAX. */
-#define SYNC_AFTER_MAX 128
 static void after_sync(syncer *sy, sync_job *batch)
 {
     if (!sy->opt.after_sync)

@@ -1750,11 +1750,13 @@ static completion_commit *chain_commit_new(upload_env *env, session *s)
  * one statement's worth of the syncer's work, not one per batch. */
 #define CHAIN_PAUSE_MS 1000
 
+_Static_assert(SYNC_AFTER_MAX <= UPLOAD_GROUP_MAX, "one statement takes a whole call");
+
 void upload_after_sync(void *arg, sync_job *const *jobs, size_t n)
 {
     (void)arg;
-    if (n == 0)
-        return;
+    if (n == 0 || n > SYNC_AFTER_MAX)
+        return; /* nothing run: each goes group_complete's way */
     upload_env *env = ((checkpoint *)jobs[0])->env;
     int64_t now = util_mono_ms();
     if (now < env->chain_paused_until_ms)
@@ -1764,7 +1766,7 @@ void upload_after_sync(void *arg, sync_job *const *jobs, size_t n)
     const char *shas[UPLOAD_GROUP_MAX], *paths[UPLOAD_GROUP_MAX];
     bool changed[UPLOAD_GROUP_MAX];
     size_t m = 0;
-    for (size_t i = 0; i < n && m < UPLOAD_GROUP_MAX; i++) {
+    for (size_t i = 0; i < n; i++) {
         completion_commit *cc = ((checkpoint *)jobs[i])->then_commit;
         if (!cc || now >= cc->lease_sure_until_ms)
             continue; /* group_complete asks Redis for the lease first */
@@ -1777,8 +1779,12 @@ void upload_after_sync(void *arg, sync_job *const *jobs, size_t n)
         return;
     docstore *ds = ccs[0]->ds;
     int rc = docstore_complete_documents(ds, m, ids, shas, paths, changed);
-    if (rc != 0)
+    if (rc != 0) {
         env->chain_paused_until_ms = util_mono_ms() + CHAIN_PAUSE_MS;
+        log_warn("event=commit_after_sync_failed uploads=%zu effect=\"503 to them; the next "
+                 "%d ms of completions commit after a trip back to the worker\" error=\"%s\"",
+                 m, CHAIN_PAUSE_MS, docstore_error(ds));
+    }
     for (size_t k = 0; k < m; k++) {
         completion_commit *cc = ccs[k];
         cc->rc = rc;

@@ -51,6 +51,8 @@ struct sync_job {
 
 typedef struct syncer syncer;
 
+#define SYNC_AFTER_MAX 128 /* jobs per call of syncer_options.after_sync */
+
 typedef struct syncer_options {
     /* Batches of two or more regular files on device `dev` are made
      * durable together (two device flushes for all) while the machine has
@@ -78,8 +80,8 @@ typedef struct syncer_options {
     void (*thread_end)(void *arg);
     void *thread_arg;
     /* Called on the syncer's thread after a batch's syncs with its jobs
-     * that asked for it (sync_job.then) and were synced; their fds are
-     * closed already. May be NULL. */
+     * that asked for it (sync_job.then) and were synced, at most
+     * SYNC_AFTER_MAX a call; their fds are closed already. May be NULL. */
     void (*after_sync)(void *arg, sync_job *const *jobs, size_t n);
 } syncer_options;
 

@@ -334,11 +334,13 @@ static void test_mysql_down(void **state)
     it_rkey k;
     assert_int_equal(it_redis_upload(id, &k), 0);
     assert_int_equal(k.offset, size);
-    /* ...but it cannot be declared complete */
+    /* ...but it cannot be declared complete: its UPDATE, chained to the
+     * file's sync on the syncer, fails and says so */
     r = sock_complete(&sock_a, id);
     it_assert_error(r, 503, "unavailable");
     json_decref(r);
     assert_int_equal(it_redis_exists(id), 1);
+    assert_int_equal(it_log_count(&srv, "event=commit_after_sync_failed uploads=1 "), 1);
 
     assert_int_equal(it_stack_up(&stack), 0);
     stack_down = false;
