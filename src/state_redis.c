@@ -560,15 +560,14 @@ static redisReply *next_reply(redis_state *rs, const char *what)
     return p;
 }
 
-/* Reads the replies of n items of k commands each (one pipeline), timed as
- * one round trip: v[i] is the item's first reply as an integer (0 when it
- * is not one), ok[i] whether all its replies were good (an EXEC answered
- * nil means its transaction was aborted). -1 when the connection failed:
+/* Reads the replies of n items of k commands each (one pipeline): v[i] is
+ * the item's first reply as an integer (0 when it is not one), ok[i]
+ * whether all its replies were good (an EXEC answered nil means its
+ * transaction was aborted). -1 when the connection failed:
  * nothing more can be read then. */
-static int read_items(redis_state *rs, size_t n, int k, const char *what, long long *v,
-                      bool *ok)
+static int read_replies(redis_state *rs, size_t n, int k, const char *what, long long *v,
+                        bool *ok)
 {
-    int64_t t0 = metrics_now_us();
     for (size_t i = 0; i < n; i++) {
         ok[i] = true;
         v[i] = 0;
@@ -585,8 +584,16 @@ static int read_items(redis_state *rs, size_t n, int k, const char *what, long l
             freeReplyObject(r);
         }
     }
-    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
     return 0;
+}
+
+static int read_items(redis_state *rs, size_t n, int k, const char *what, long long *v,
+                      bool *ok)
+{
+    int64_t t0 = metrics_now_us();
+    int rc = read_replies(rs, n, k, what, v, ok);
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    return rc;
 }
 
 /* The _many calls take at most RSTATE_MANY_MAX items. */
@@ -599,16 +606,30 @@ static int too_many(redis_state *rs, size_t n)
     return -1;
 }
 
-int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
-                        const int64_t *filesizes, int64_t available, int8_t *fits,
-                        int64_t *promised)
+/* KEYS: lease, upload hash, reserved hash. ARGV: token, lease ms, key ttl
+ * s, the document id whose reservation must be there ("": none needed),
+ * then the hash's fields and values. Returns 2 when the reservation is not
+ * there (admission refused it: nothing written), 1 when the lease is ours
+ * and the state written, 0 when someone else holds the lease (the state is
+ * written all the same, as rstate_put would). */
+static const char open_lua[] =
+    "if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 then return 2 end "
+    "local ours = 1 "
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "  if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+    "  else ours = 0 end "
+    "end "
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 5)) "
+    "redis.call('EXPIRE', KEYS[2], ARGV[3]) "
+    "return ours";
+
+/* Queues the reserve script for the n uploads (see rstate_admit_open_many). */
+static int append_reserve(redis_state *rs, size_t n, const upload_state *sts, int64_t available,
+                          const char *rkey)
 {
-    if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
-        return -1;
     enum { FIXED = 8 };
-    char rkey[128], prefix[96], nums[3 + 2 * RSTATE_MANY_MAX][24];
+    char prefix[96], nums[3 + 2 * RSTATE_MANY_MAX][24];
     const char *argv[FIXED + 2 * RSTATE_MANY_MAX];
-    reserved_key(rs->cfg, rkey, sizeof rkey);
     snprintf(prefix, sizeof prefix, "%supload:", rs->cfg->redis_prefix);
     snprintf(nums[0], sizeof nums[0], "%" PRId64, available);
     snprintf(nums[1], sizeof nums[1], "%" PRId64, util_wall_ms());
@@ -619,52 +640,111 @@ int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
     argv[argc++] = nums[1];
     argv[argc++] = nums[2];
     for (size_t i = 0; i < n; i++) {
-        snprintf(nums[3 + 2 * i], sizeof nums[0], "%" PRIu64, docs[i]);
-        snprintf(nums[4 + 2 * i], sizeof nums[0], "%" PRId64, filesizes[i]);
+        snprintf(nums[3 + 2 * i], sizeof nums[0], "%" PRIu64, sts[i].document_id);
+        snprintf(nums[4 + 2 * i], sizeof nums[0], "%" PRId64, sts[i].filesize);
         argv[argc++] = nums[3 + 2 * i];
         argv[argc++] = nums[4 + 2 * i];
     }
-    int64_t t0 = metrics_now_us();
-    redisReply *r = redisCommandArgv(rs->ctx, (int)argc, argv, NULL);
-    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
-    if (reply_ok(rs, r, "reserve") != 0) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
-        snprintf(rs->err, sizeof rs->err, "redis reserve: unexpected reply (type %d)", r->type);
-        freeReplyObject(r);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *e = r->element[i];
-        long long v = e->type == REDIS_REPLY_INTEGER ? e->integer : 0;
-        fits[i] = e->type != REDIS_REPLY_INTEGER ? -1 : v >= 0 ? 1 : 0;
-        promised[i] = v >= 0 ? v : -v - 1;
-    }
-    freeReplyObject(r);
+    if (redisAppendCommandArgv(rs->ctx, (int)argc, argv, NULL) != REDIS_OK)
+        return append_failed(rs);
     return 0;
 }
 
-int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t *opened)
+/* Queues the open script of one upload (open_lua). */
+static int append_open(redis_state *rs, const upload_state *st, const char *rkey, bool admitted)
+{
+    char lkey[128], key[128], doc[24], lease_ms[24], ttl[24];
+    char filesize[24], offset[24], synced[24], user[24], created[24], updated[24];
+    lease_key(rs->cfg, st->document_id, lkey, sizeof lkey);
+    upload_key(rs->cfg, st->document_id, key, sizeof key);
+    snprintf(doc, sizeof doc, "%" PRIu64, st->document_id);
+    snprintf(lease_ms, sizeof lease_ms, "%lld", (long long)rs->cfg->lease_ttl_ms);
+    snprintf(ttl, sizeof ttl, "%lld", (long long)rs->cfg->upload_ttl_s);
+    snprintf(user, sizeof user, "%" PRIu64, st->user_id);
+    snprintf(filesize, sizeof filesize, "%" PRId64, st->filesize);
+    snprintf(offset, sizeof offset, "%" PRId64, st->offset);
+    snprintf(synced, sizeof synced, "%" PRId64, st->synced_offset);
+    snprintf(created, sizeof created, "%" PRId64, st->created_ms);
+    snprintf(updated, sizeof updated, "%" PRId64, st->updated_ms);
+    /* The same fields as append_put's HSET. */
+    const char *argv[] = {"EVAL", open_lua, "3", lkey, key, rkey, st->writer, lease_ms, ttl,
+                          admitted ? doc : "",
+                          "user_id", user, "filename", st->filename, "filesize", filesize,
+                          "offset", offset, "synced_offset", synced,
+                          "declared_sha256", st->declared_sha256, "path", st->path,
+                          "node", st->node, "boot_id", st->boot_id, "writer", st->writer,
+                          "created_ms", created, "updated_ms", updated};
+    if (redisAppendCommandArgv(rs->ctx, (int)(sizeof argv / sizeof argv[0]), argv, NULL) !=
+        REDIS_OK)
+        return append_failed(rs);
+    return 0;
+}
+
+/* The reserve script's reply: fits[i] and promised[i] for each upload. */
+static int read_reserve_reply(redis_state *rs, size_t n, int8_t *fits, int64_t *promised)
+{
+    redisReply *r = next_reply(rs, "reserve");
+    if (!r)
+        return -1;
+    int rc = 0;
+    if (reply_ok(rs, r, "reserve") != 0) {
+        rc = -1;
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        snprintf(rs->err, sizeof rs->err, "redis reserve: unexpected reply (type %d)", r->type);
+        rc = -1;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *e = r->element[i];
+            long long v = e->type == REDIS_REPLY_INTEGER ? e->integer : 0;
+            fits[i] = e->type != REDIS_REPLY_INTEGER ? -1 : v >= 0 ? 1 : 0;
+            promised[i] = v >= 0 ? v : -v - 1;
+        }
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int rstate_admit_open_many(redis_state *rs, size_t n, const upload_state *sts, int64_t available,
+                           int8_t *fits, int64_t *promised, int8_t *opened)
 {
     if (too_many(rs, n) != 0 || connect_redis(rs) != 0)
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        char lkey[128];
-        lease_key(rs->cfg, sts[i].document_id, lkey, sizeof lkey);
-        if (redisAppendCommand(rs->ctx, "EVAL %s 1 %s %s %lld", acquire_lua, lkey, sts[i].writer,
-                               (long long)rs->cfg->lease_ttl_ms) != REDIS_OK ||
-            append_put(rs, &sts[i]) != 0)
-            return append_failed(rs);
-    }
-    long long v[RSTATE_MANY_MAX]; /* the lease script's answer */
-    bool ok[RSTATE_MANY_MAX];
-    if (read_items(rs, n, 1 + PUT_REPLIES, "open upload", v, ok) != 0)
+    char rkey[128];
+    reserved_key(rs->cfg, rkey, sizeof rkey);
+    bool admit = available >= 0;
+    if (admit && append_reserve(rs, n, sts, available, rkey) != 0)
         return -1;
     for (size_t i = 0; i < n; i++)
+        if (append_open(rs, &sts[i], rkey, admit) != 0)
+            return -1;
+    int64_t t0 = metrics_now_us();
+    int reserve_rc = 0;
+    if (admit) {
+        reserve_rc = read_reserve_reply(rs, n, fits, promised);
+        if (reserve_rc != 0 && !rs->ctx)
+            return -1; /* the connection failed: nothing more can be read */
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            fits[i] = 1;
+            promised[i] = 0;
+        }
+    }
+    long long v[RSTATE_MANY_MAX];
+    bool ok[RSTATE_MANY_MAX];
+    int rc = read_replies(rs, n, 1, "open upload", v, ok);
+    metrics_observe_us(rs->m, H_REDIS, metrics_now_us() - t0);
+    if (rc != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (reserve_rc != 0)
+            fits[i] = -1; /* the script failed: nothing was reserved or opened */
         opened[i] = !ok[i] ? -1 : v[i] == 1 ? 1 : 0;
+        if (ok[i] && v[i] == 2) {
+            opened[i] = 0;
+            if (fits[i] == 1)
+                fits[i] = -1; /* reserved, yet not there: answer as unavailable */
+        }
+    }
     return 0;
 }
 

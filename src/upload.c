@@ -454,65 +454,12 @@ static void fail_document(upload_env *env, session *s, uint64_t doc, const char 
              s->user_id, s->peer, reason);
 }
 
-/* Refuses early, before any byte is written, uploads that the shared
- * volume cannot hold next to what uploads in flight (on every instance)
- * still need: one statvfs and one Redis round trip for the group. A refused
- * upload's row is failed, its answer sent, and live[i] cleared. */
-static void admit_group(upload_env *env, session *const *ss, size_t n, bool *live,
-                        const uint64_t *doc)
-{
-    int64_t avail = 0;
-    if (storage_available(env->cfg->storage_dir, &avail) != 0) {
-        int e = errno;
-        for (size_t i = 0; i < n; i++) {
-            if (!live[i])
-                continue;
-            live[i] = false;
-            fail_document(env, ss[i], doc[i], "storage_error");
-            send_storage_error(env, ss[i], doc[i], STORAGE_ERROR, e, "statvfs");
-        }
-        return;
-    }
-    avail -= env->cfg->min_free_bytes;
-    if (avail < 0)
-        avail = 0;
-    uint64_t docs[UPLOAD_GROUP_MAX];
-    int64_t sizes[UPLOAD_GROUP_MAX], promised[UPLOAD_GROUP_MAX];
-    int8_t fits[UPLOAD_GROUP_MAX];
-    size_t idx[UPLOAD_GROUP_MAX], m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!live[i])
-            continue;
-        docs[m] = doc[i];
-        sizes[m] = ss[i]->deferred.filesize;
-        idx[m++] = i;
-    }
-    int rc = rstate_reserve_many(env->rs, m, docs, sizes, avail, fits, promised);
-    char why[256];
-    snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis reserve failed");
-    for (size_t k = 0; k < m; k++) {
-        size_t i = idx[k];
-        if (rc == 0 && fits[k] == 1)
-            continue;
-        live[i] = false;
-        if (rc != 0 || fits[k] < 0) {
-            fail_document(env, ss[i], doc[i], "unavailable");
-            send_unavailable(env, ss[i], why);
-            continue;
-        }
-        fail_document(env, ss[i], doc[i], "insufficient_storage");
-        char msg[256];
-        snprintf(msg, sizeof msg,
-                 "not enough space for %" PRId64 " bytes: %" PRId64 " free, %" PRId64
-                 " promised to uploads in progress",
-                 sizes[k], avail, promised[k]);
-        send_error(env, ss[i], 507, "insufficient_storage", msg);
-    }
-}
-
 /* The rest of the group's uploads once their rows exist: each file
- * created, then every lease and Redis state in one round trip, then the
- * answers. */
+ * created, then (one Redis round trip for the group) room reserved on the
+ * shared volume next to what uploads in flight on every instance still
+ * need (admission: uploads it cannot hold are refused before any byte is
+ * written, their rows failed and their empty files removed), each lease
+ * taken and each state written; then the answers. */
 static void open_group(upload_env *env, session *const *ss, size_t n, const bool *live,
                        const uint64_t *doc)
 {
@@ -551,18 +498,50 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
     }
     if (m == 0)
         return;
-    int8_t opened[UPLOAD_GROUP_MAX];
+    int64_t avail = -1; /* no admission */
+    if (env->cfg->storage_admission) {
+        if (storage_available(env->cfg->storage_dir, &avail) != 0) {
+            int e = errno;
+            for (size_t k = 0; k < m; k++) {
+                close(fds[k]);
+                fail_document(env, ss[idx[k]], sts[k].document_id, "storage_error");
+                send_storage_error(env, ss[idx[k]], sts[k].document_id, STORAGE_ERROR, e,
+                                   "statvfs");
+            }
+            return;
+        }
+        avail -= env->cfg->min_free_bytes;
+        if (avail < 0)
+            avail = 0;
+    }
+    int8_t fits[UPLOAD_GROUP_MAX], opened[UPLOAD_GROUP_MAX];
+    int64_t promised[UPLOAD_GROUP_MAX];
     int64_t opened_ms = util_mono_ms();
-    int rc = rstate_open_many(env->rs, m, sts, opened);
+    int rc = rstate_admit_open_many(env->rs, m, sts, avail, fits, promised, opened);
     char why[256];
     snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis state not written");
     for (size_t k = 0; k < m; k++) {
         session *s = ss[idx[k]];
         uint64_t id = sts[k].document_id;
+        if (rc == 0 && fits[k] == 0) {
+            close(fds[k]);
+            fail_document(env, s, id, "insufficient_storage");
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "not enough space for %" PRId64 " bytes: %" PRId64 " free, %" PRId64
+                     " promised to uploads in progress",
+                     sts[k].filesize, avail, promised[k]);
+            send_error(env, s, 507, "insufficient_storage", msg);
+            continue;
+        }
         if (rc != 0 || opened[k] != 1) {
             close(fds[k]);
             fail_document(env, s, id, "unavailable");
-            send_unavailable(env, s, rc == 0 && opened[k] == 0 ? "lease refused" : why);
+            send_unavailable(env, s,
+                             rc != 0                        ? why
+                             : fits[k] < 0                  ? rstate_error(env->rs)
+                             : opened[k] == 0               ? "lease refused"
+                                                            : "redis state not written");
             continue;
         }
         if (set_open_upload(env, s, &sts[k], fds[k], opened_ms) != 0) {
@@ -715,8 +694,6 @@ static void group_upload(upload_env *env, session *const *ss, size_t n)
     for (size_t i = 0, k = 0; i < n; i++)
         if (live[i])
             doc[i] = ids[k++];
-    if (env->cfg->storage_admission)
-        admit_group(env, ss, n, live, doc);
     open_group(env, ss, n, live, doc);
 }
 

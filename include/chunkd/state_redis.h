@@ -88,21 +88,22 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
  * (rstate_error says why; no item's outcome is known); otherwise 0 and each
  * item's outcome, -1 meaning Redis answered that item with an error. */
 #define RSTATE_MANY_MAX 128 /* items in one call */
-/* Admission: reserves room for uploads of filesizes[i] bytes on the shared
- * storage volume, which has `available` bytes free, against what uploads in
- * flight on every instance still need (one Redis hash, `reserved`, checked
- * and updated atomically by one script). The uploads in flight are counted
- * once; each of these, in order, fits next to them and to the ones before
- * it that fitted. fits[i] is 1, or 0 when it does not fit (nothing is
- * reserved for it then); promised[i] is what the others still need then.
- * The reservation goes with the upload's state (rstate_del,
- * rstate_finish_many). */
-int rstate_reserve_many(redis_state *rs, size_t n, const uint64_t *docs,
-                        const int64_t *filesizes, int64_t available, int8_t *fits,
-                        int64_t *promised);
-/* A new upload's lease (for sts[i].writer) and state: opened[i] 1, or 0
- * when someone else holds the lease (its state was written all the same). */
-int rstate_open_many(redis_state *rs, size_t n, const upload_state *sts, int8_t *opened);
+/* New uploads' admission, leases and states, in one round trip. With
+ * `available` >= 0, admission first: room is reserved for each upload's
+ * filesize on the shared storage volume, which has `available` bytes free,
+ * against what uploads in flight on every instance still need (one Redis
+ * hash, `reserved`, checked and updated atomically by one script). The
+ * uploads in flight are counted once; each of these, in order, fits next
+ * to them and to the ones before it that fitted. fits[i] is 1, 0 when it
+ * does not fit (nothing is reserved or written for it then; promised[i] is
+ * what the others still need), or -1 when the reserve script failed
+ * (nothing written for any). The reservation goes with the upload's state
+ * (rstate_del, rstate_finish_many). With `available` < 0 every fits[i] is
+ * 1. Then each admitted upload's lease (for sts[i].writer) and state:
+ * opened[i] 1, 0 when not admitted or someone else holds the lease (its
+ * state was written all the same), -1 when Redis answered with an error. */
+int rstate_admit_open_many(redis_state *rs, size_t n, const upload_state *sts, int64_t available,
+                           int8_t *fits, int64_t *promised, int8_t *opened);
 /* For completion: held[i] is 1 when tokens[i] holds the lease (renewed),
  * or when the lease lapsed and the upload hash still names tokens[i] as
  * its writer (nobody took over; the lease is taken back); else 0. */
