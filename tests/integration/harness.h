@@ -278,6 +278,13 @@ int it_redis_exists(int64_t id);
  * for a moment. */
 int it_redis_wait_gone(int64_t id, int timeout_ms);
 int it_redis_del_upload(int64_t id);
+/* Watching Redis for what is done to keys <prefix><kind>:<id> (keyspace
+ * notifications, switched on for the watch and off after it), to tell that
+ * something was never written even for a moment. */
+int it_redis_watch_start(const char *kind);
+/* How many notifications for <prefix><kind>:<id> arrived since the start,
+ * waiting wait_ms for late ones; -1 on error. Ends the watch. */
+int it_redis_watch_end(int64_t id, int wait_ms);
 /* 1 when <prefix>lease:<id> exists, 0 when not, -1 on error. */
 int it_redis_lease_exists(int64_t id);
 /* SET <prefix>lease:<id> to token for ttl_ms, whoever held it. */

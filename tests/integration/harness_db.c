@@ -560,6 +560,90 @@ static void lease_key(int64_t id, char *out, size_t outlen)
              (long long)id);
 }
 
+static redisContext *watch_rc;
+static char watch_kind[32];
+
+static int set_notifications(const char *flags)
+{
+    redisReply *r = redisCommand(rc, "CONFIG SET notify-keyspace-events %s", flags);
+    int ok = r && r->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        fprintf(stderr, "it: CONFIG SET notify-keyspace-events: %s\n",
+                r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : rc->errstr);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+int it_redis_watch_start(const char *kind)
+{
+    unsigned port;
+    if (watch_rc || env_port("CHUNKD_REDIS_PORT", "6379", &port) != 0)
+        return -1;
+    snprintf(watch_kind, sizeof watch_kind, "%s", kind);
+    struct timeval tv = {10, 0};
+    watch_rc = redisConnectWithTimeout(it_env("CHUNKD_REDIS_HOST", "127.0.0.1"), (int)port, tv);
+    if (!watch_rc || watch_rc->err) {
+        fprintf(stderr, "it: Redis watch connect: %s\n",
+                watch_rc ? watch_rc->errstr : "out of memory");
+        goto fail;
+    }
+    /* K: keyspace channels; A: every kind of command. */
+    if (set_notifications("KA") != 0)
+        goto fail;
+    redisReply *r = redisCommand(watch_rc, "PSUBSCRIBE __keyspace@%s__:%s%s:*",
+                                 it_env("CHUNKD_REDIS_DB", "0"),
+                                 it_env("CHUNKD_REDIS_PREFIX", "chunkd:"), kind);
+    bool ok = r && r->type == REDIS_REPLY_ARRAY;
+    if (r)
+        freeReplyObject(r);
+    if (ok)
+        return 0;
+    fprintf(stderr, "it: Redis PSUBSCRIBE failed: %s\n", watch_rc->errstr);
+fail:
+    if (watch_rc)
+        redisFree(watch_rc);
+    watch_rc = NULL;
+    return -1;
+}
+
+int it_redis_watch_end(int64_t id, int wait_ms)
+{
+    if (!watch_rc)
+        return -1;
+    char suffix[64];
+    int slen = snprintf(suffix, sizeof suffix, ":%s:%lld", watch_kind, (long long)id);
+    struct timeval tv = {wait_ms / 1000, (wait_ms % 1000) * 1000};
+    int count = 0;
+    if (redisSetTimeout(watch_rc, tv) != REDIS_OK)
+        count = -1;
+    /* Reads until nothing more comes within wait_ms (the read then fails
+     * with a timeout, and the connection is done). */
+    for (int i = 0; count >= 0 && i < 100000; i++) {
+        void *p = NULL;
+        if (redisGetReply(watch_rc, &p) != REDIS_OK)
+            break;
+        redisReply *r = p;
+        /* pmessage, pattern, channel, event */
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+            r->element[2]->type == REDIS_REPLY_STRING) {
+            const redisReply *ch = r->element[2];
+            if (ch->len >= (size_t)slen && memcmp(ch->str + ch->len - slen, suffix, slen) == 0) {
+                fprintf(stderr, "it: Redis: %s on %.*s\n",
+                        r->element[3]->type == REDIS_REPLY_STRING ? r->element[3]->str : "?",
+                        (int)ch->len, ch->str);
+                count++;
+            }
+        }
+        freeReplyObject(r);
+    }
+    redisFree(watch_rc);
+    watch_rc = NULL;
+    if (set_notifications("") != 0)
+        return -1;
+    return count;
+}
+
 int it_redis_lease_exists(int64_t id)
 {
     char key[128];

@@ -415,9 +415,14 @@ static void test_admission_refuses_early(void **state)
     it_sock t;
     assert_int_equal(it_sock_connect(&t, aux.port), 0);
     it_sock_auth(&t, &u1);
+    assert_int_equal(it_redis_watch_start("lease"), 0);
     it_expect_error_open(&t, "{\"action\":\"upload\",\"filename\":\"two.bin\",\"filesize\":2097152}",
                          507, "insufficient_storage");
     int64_t refused = it_doc_newest(u1.id);
+    /* Its lease was never taken, not even for a moment: the script that
+     * takes leases and writes states goes out with admission's, and does
+     * nothing for an upload without its reservation. */
+    assert_int_equal(it_redis_watch_end(refused, 300), 0);
     assert_true(refused > first);
     it_doc d;
     it_assert_doc_status(refused, "failed", &d);
