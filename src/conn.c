@@ -347,9 +347,21 @@ static void process_input(conn *c)
 }
 
 /* Returns false when the connection was closed. */
+/* The answers before a completion whose file is being synced (its chunks'
+ * progress events) go out with its SUCCESS: one send, and one wake-up of
+ * the client, instead of two for each small upload. The client has sent
+ * every chunk by then, so nothing of it waits for them; a closing session
+ * sends at once. */
+static bool holds_output(const conn *c)
+{
+    return c->sess.deferred.syncing && c->sess.deferred.kind == DEFER_COMPLETE &&
+           !c->sess.close;
+}
+
 static bool flush_output(conn *c)
 {
-    while (pending_out(c) > 0) {
+    bool hold = holds_output(c);
+    while (!hold && pending_out(c) > 0) {
         ssize_t n = send(c->fd, c->out + c->out_off, pending_out(c), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
@@ -390,7 +402,7 @@ static bool flush_output(conn *c)
     if ((!c->sess.close || lingering) && !c->sess.deferred.syncing &&
         pending_out(c) <= (size_t)c->owner->cfg->max_output_buffer)
         want |= EPOLLIN;
-    if (pending_out(c) > 0)
+    if (pending_out(c) > 0 && !hold)
         want |= EPOLLOUT;
     set_interest(c, want);
     return true;

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -375,6 +377,37 @@ static void test_pipelined_chunks(void **state)
     it_pass();
 }
 
+/* A small upload's chunk and completion sent together: the chunk's
+ * progress event waits for the SUCCESS and both leave in one send (conn.c,
+ * holds_output), so the first read that gets anything gets both. Sent
+ * apart, the progress event would come first, a sync and an UPDATE before
+ * the SUCCESS. */
+static void test_progress_leaves_with_success(void **state)
+{
+    (void)state;
+    const int64_t size = 65536;
+    char sha[65];
+    unsigned char *data = it_random_payload((size_t)size, sha);
+    it_sock s;
+    int64_t id = start_upload(&s, "together.bin", size, sha);
+    assert_int_equal(s.len, 0); /* nothing buffered: the next recv is the next send */
+    it_sock_send_whole_and_complete(&s, id, data, (size_t)size);
+    struct pollfd pfd = {.fd = s.fd, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, IT_REPLY_TIMEOUT_MS), 1);
+    char got[4096];
+    ssize_t n = recv(s.fd, got, sizeof got - 1, 0);
+    assert_true(n > 0);
+    got[n] = '\0';
+    if (!strstr(got, "\"progress\"") || !strstr(got, "\"SUCCESS\"")) {
+        fprintf(stderr, "it: first read: %s\n", got);
+        fail_msg("the progress event and the SUCCESS came apart");
+    }
+    it_assert_stored(&srv, id, size, sha);
+    it_sock_close(&s);
+    free(data);
+    it_pass();
+}
+
 /* Large chunks whose headers fall anywhere in a read, the completion and
  * two more requests, all in one send. Chunk bodies are read through the
  * worker's shared buffer (conn.c); a partial header at the end of a read,
@@ -704,6 +737,7 @@ int main(void)
         IT_FIXTURE_TEST(test_size_10mib),
         IT_FIXTURE_TEST(test_chunk_by_chunk),
         IT_FIXTURE_TEST(test_pipelined_chunks),
+        IT_FIXTURE_TEST(test_progress_leaves_with_success),
         IT_FIXTURE_TEST(test_pipelined_past_the_completion),
         IT_FIXTURE_TEST(test_checksum_mismatch),
         IT_FIXTURE_TEST(test_many_on_one_connection),
