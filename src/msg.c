@@ -169,6 +169,59 @@ static int lookup_action(json_t *name, msg_action *out)
     return -1;
 }
 
+/* Reads a JSON integer of at most 18 digits at *p (no sign, no leading
+ * zero: what JSON allows and surely fits int64_t), moving *p past it. */
+static bool take_digits(const char **p, const char *end, int64_t *out)
+{
+    const char *q = *p;
+    int64_t v = 0;
+    int n = 0;
+    while (q < end && *q >= '0' && *q <= '9' && n < 19) {
+        v = v * 10 + (*q++ - '0');
+        n++;
+    }
+    if (n == 0 || n > 18 || (n > 1 && **p == '0'))
+        return false;
+    *p = q;
+    *out = v;
+    return true;
+}
+
+static bool take_text(const char **p, const char *end, const char *text, size_t n)
+{
+    if ((size_t)(end - *p) < n || memcmp(*p, text, n) != 0)
+        return false;
+    *p += n;
+    return true;
+}
+
+#define TAKE(p, end, lit) take_text(p, end, lit, sizeof lit - 1)
+
+/* The line that comes with every chunk, in the shape the clients send it
+ * ({"v":1,"action":"chunk","document_id":N,"offset":N,"length":N}, "v"
+ * optional), with values msg_parse accepts: read without building a JSON
+ * tree (with thousands of chunks a second, jansson's parse and its
+ * allocations were about 5% of the server's CPU). False for anything
+ * else, which msg_parse reads the general way with the same outcome. */
+static bool parse_chunk_line(const char *line, size_t len, msg_request *req)
+{
+    const char *p = line, *end = line + len;
+    int64_t doc, off, n;
+    if (!TAKE(&p, end, "{"))
+        return false;
+    (void)TAKE(&p, end, "\"v\":1,");
+    if (!TAKE(&p, end, "\"action\":\"chunk\",\"document_id\":") || !take_digits(&p, end, &doc) ||
+        !TAKE(&p, end, ",\"offset\":") || !take_digits(&p, end, &off) ||
+        !TAKE(&p, end, ",\"length\":") || !take_digits(&p, end, &n) || !TAKE(&p, end, "}") ||
+        p != end || doc == 0 || n == 0)
+        return false;
+    req->action = ACT_CHUNK;
+    req->document_id = doc;
+    req->offset = off;
+    req->length = n;
+    return true;
+}
+
 int msg_parse(const char *line, size_t len, int64_t max_file_size, msg_request *req,
               msg_error *err)
 {
@@ -176,6 +229,8 @@ int msg_parse(const char *line, size_t len, int64_t max_file_size, msg_request *
     req->document_id = -1;
     req->offset = -1;
     req->length = -1;
+    if (parse_chunk_line(line, len, req))
+        return 0;
 
     json_error_t jerr;
     json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);

@@ -269,6 +269,61 @@ static void test_chunk_ok(void **state)
     assert_int_equal(req.length, 1024);
 }
 
+/* Chunk lines in the clients' exact shape are read without jansson
+ * (msg.c, parse_chunk_line). Each line here must come out of msg_parse
+ * exactly as the same line with a space after its brace does, which only
+ * jansson reads: the same request, or the same refusal. */
+static void test_chunk_fast_path_agrees(void **state)
+{
+    (void)state;
+    static const char *const lines[] = {
+        "{\"action\":\"chunk\",\"document_id\":42,\"offset\":65536,\"length\":1024}",
+        "{\"v\":1,\"action\":\"chunk\",\"document_id\":1,\"offset\":0,\"length\":1}",
+        "{\"action\":\"chunk\",\"document_id\":999999999999999999,\"offset\":999999999999999999,"
+        "\"length\":1048576}",
+        /* 19 digits: too long for the fast path, fine for jansson */
+        "{\"action\":\"chunk\",\"document_id\":9223372036854775807,\"offset\":0,\"length\":5}",
+        /* 20 digits: jansson refuses it too */
+        "{\"action\":\"chunk\",\"document_id\":92233720368547758070,\"offset\":0,\"length\":5}",
+        "{\"action\":\"chunk\",\"document_id\":0,\"offset\":0,\"length\":5}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":0,\"length\":0}",
+        "{\"action\":\"chunk\",\"document_id\":07,\"offset\":0,\"length\":5}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":00,\"length\":5}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":-1,\"length\":5}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":1.5,\"length\":5}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":1,\"length\":5}x",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":1,\"length\":5,\"length\":6}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":1,\"length\":5,\"user_id\":3}",
+        "{\"v\":2,\"action\":\"chunk\",\"document_id\":7,\"offset\":1,\"length\":5}",
+        "{\"v\":1,\"v\":1,\"action\":\"chunk\",\"document_id\":7,\"offset\":1,\"length\":5}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":1,\"length\":\"5\"}",
+        "{\"action\":\"chunk\",\"document_id\":7,\"offset\":1}",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        char spaced[256];
+        snprintf(spaced, sizeof spaced, "{ %s", lines[i] + 1);
+        msg_request fast, slow;
+        msg_error efast, eslow;
+        memset(&efast, 0, sizeof efast);
+        memset(&eslow, 0, sizeof eslow);
+        int rfast = msg_parse(lines[i], strlen(lines[i]), TEST_MAX_FILE_SIZE, &fast, &efast);
+        int rslow = msg_parse(spaced, strlen(spaced), TEST_MAX_FILE_SIZE, &slow, &eslow);
+        if (rfast != rslow || memcmp(&fast, &slow, sizeof fast) != 0 ||
+            (rfast != 0 && (efast.code != eslow.code || strcmp(efast.reason, eslow.reason) != 0 ||
+                            efast.close != eslow.close)))
+            fail_msg("%s: rc %d/%d, doc %lld/%lld, offset %lld/%lld, length %lld/%lld", lines[i],
+                     rfast, rslow, (long long)fast.document_id, (long long)slow.document_id,
+                     (long long)fast.offset, (long long)slow.offset, (long long)fast.length,
+                     (long long)slow.length);
+    }
+    /* And the fast path did read the first one right. */
+    expect_ok(lines[0]);
+    assert_int_equal(req.action, ACT_CHUNK);
+    assert_int_equal(req.document_id, 42);
+    assert_int_equal(req.offset, 65536);
+    assert_int_equal(req.length, 1024);
+}
+
 /* Without a length the body cannot be skipped: the connection must close. */
 static void test_chunk_length_unreadable_closes(void **state)
 {
@@ -620,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_upload_validation_order),
         cmocka_unit_test(test_upload_sha256),
         cmocka_unit_test(test_chunk_ok),
+        cmocka_unit_test(test_chunk_fast_path_agrees),
         cmocka_unit_test(test_chunk_length_unreadable_closes),
         cmocka_unit_test(test_chunk_bad_fields_keep_length),
         cmocka_unit_test(test_chunk_length_zero),
