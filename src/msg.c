@@ -176,11 +176,12 @@ static bool take_digits(const char **p, const char *end, int64_t *out)
     const char *q = *p;
     int64_t v = 0;
     int n = 0;
-    while (q < end && *q >= '0' && *q <= '9' && n < 19) {
+    while (q < end && *q >= '0' && *q <= '9' && n < 18) {
         v = v * 10 + (*q++ - '0');
         n++;
     }
-    if (n == 0 || n > 18 || (n > 1 && **p == '0'))
+    bool more = q < end && *q >= '0' && *q <= '9'; /* a 19th digit: not read here */
+    if (n == 0 || more || (n > 1 && **p == '0'))
         return false;
     *p = q;
     *out = v;

@@ -283,6 +283,8 @@ static void test_chunk_fast_path_agrees(void **state)
         "\"length\":1048576}",
         /* 19 digits: too long for the fast path, fine for jansson */
         "{\"action\":\"chunk\",\"document_id\":9223372036854775807,\"offset\":0,\"length\":5}",
+        /* 19 digits past INT64_MAX: must not overflow on the way */
+        "{\"action\":\"chunk\",\"document_id\":9999999999999999999,\"offset\":0,\"length\":5}",
         /* 20 digits: jansson refuses it too */
         "{\"action\":\"chunk\",\"document_id\":92233720368547758070,\"offset\":0,\"length\":5}",
         "{\"action\":\"chunk\",\"document_id\":0,\"offset\":0,\"length\":5}",
