@@ -279,8 +279,8 @@ static void test_chunk_fast_path_agrees(void **state)
     static const char *const lines[] = {
         "{\"action\":\"chunk\",\"document_id\":42,\"offset\":65536,\"length\":1024}",
         "{\"v\":1,\"action\":\"chunk\",\"document_id\":1,\"offset\":0,\"length\":1}",
-        "{\"action\":\"chunk\",\"document_id\":999999999999999999,\"offset\":999999999999999999,"
-        "\"length\":1048576}",
+        ("{\"action\":\"chunk\",\"document_id\":999999999999999999,"
+         "\"offset\":999999999999999999,\"length\":1048576}"),
         /* 19 digits: too long for the fast path, fine for jansson */
         "{\"action\":\"chunk\",\"document_id\":9223372036854775807,\"offset\":0,\"length\":5}",
         /* 19 digits past INT64_MAX: must not overflow on the way */
