@@ -346,7 +346,6 @@ static void process_input(conn *c)
     park_if_waiting(c);
 }
 
-/* Returns false when the connection was closed. */
 /* The answers before a completion whose file is being synced (its chunks'
  * progress events) go out with its SUCCESS: one send, and one wake-up of
  * the client, instead of two for each small upload. The client has sent
@@ -358,6 +357,7 @@ static bool holds_output(const conn *c)
            !c->sess.close;
 }
 
+/* Returns false when the connection was closed. */
 static bool flush_output(conn *c)
 {
     bool hold = holds_output(c);

@@ -178,21 +178,43 @@ static int collect_replies(redis_state *rs, int n, const char *what, long long *
     return rc;
 }
 
+/* The upload hash's fields and their values, as argv pairs, with the
+ * numbers formatted into the struct: what append_put's HSET and open_lua
+ * write. */
+enum { STATE_ARGC = 24 };
+typedef struct state_args {
+    const char *argv[STATE_ARGC];
+    char num[6][24];
+} state_args;
+
+static void state_args_fill(state_args *a, const upload_state *st)
+{
+    snprintf(a->num[0], sizeof a->num[0], "%" PRIu64, st->user_id);
+    snprintf(a->num[1], sizeof a->num[1], "%" PRId64, st->filesize);
+    snprintf(a->num[2], sizeof a->num[2], "%" PRId64, st->offset);
+    snprintf(a->num[3], sizeof a->num[3], "%" PRId64, st->synced_offset);
+    snprintf(a->num[4], sizeof a->num[4], "%" PRId64, st->created_ms);
+    snprintf(a->num[5], sizeof a->num[5], "%" PRId64, st->updated_ms);
+    const char *const argv[STATE_ARGC] = {
+        "user_id", a->num[0], "filename", st->filename, "filesize", a->num[1],
+        "offset", a->num[2], "synced_offset", a->num[3], "declared_sha256", st->declared_sha256,
+        "path", st->path, "node", st->node, "boot_id", st->boot_id,
+        "writer", st->writer, "created_ms", a->num[4], "updated_ms", a->num[5]};
+    memcpy(a->argv, argv, sizeof argv);
+}
+
 /* Queues MULTI, HSET of every field, EXPIRE, EXEC (4 replies): MULTI/EXEC
  * so the hash never exists without its TTL. */
 static int append_put(redis_state *rs, const upload_state *st)
 {
     char key[128];
     upload_key(rs->cfg, st->document_id, key, sizeof key);
+    state_args a;
+    state_args_fill(&a, st);
+    const char *argv[2 + STATE_ARGC] = {"HSET", key};
+    memcpy(argv + 2, a.argv, sizeof a.argv);
     if (redisAppendCommand(rs->ctx, "MULTI") != REDIS_OK ||
-        redisAppendCommand(rs->ctx,
-                           "HSET %s user_id %" PRIu64 " filename %s filesize %" PRId64
-                           " offset %" PRId64 " synced_offset %" PRId64
-                           " declared_sha256 %s path %s node %s boot_id %s writer %s"
-                           " created_ms %" PRId64 " updated_ms %" PRId64,
-                           key, st->user_id, st->filename, st->filesize, st->offset,
-                           st->synced_offset, st->declared_sha256, st->path, st->node,
-                           st->boot_id, st->writer, st->created_ms, st->updated_ms) != REDIS_OK ||
+        redisAppendCommandArgv(rs->ctx, 2 + STATE_ARGC, argv, NULL) != REDIS_OK ||
         redisAppendCommand(rs->ctx, "EXPIRE %s %lld", key, (long long)rs->cfg->upload_ttl_s) !=
             REDIS_OK ||
         redisAppendCommand(rs->ctx, "EXEC") != REDIS_OK)
@@ -229,12 +251,18 @@ static const char release_lua[] =
     "  return redis.call('DEL', KEYS[1]) end "
     "return 0";
 
+/* Lua that takes the lease KEYS[1] for token ARGV[1] for ARGV[2] ms, or
+ * renews it when the token holds it already: `ours` is true when it is the
+ * token's now. Shared by acquire_lua and open_lua. */
+#define TAKE_LEASE_LUA                                                                 \
+    "local ours = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) ~= false "  \
+    "if not ours and redis.call('GET', KEYS[1]) == ARGV[1] then "                      \
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) ours = true end "
+
 /* KEYS: lease. ARGV: token, lease ms. Returns 1 when the lease is ours now,
  * else the holder's remaining time in ms (negated, at most -1). */
 static const char acquire_lua[] =
-    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
+    TAKE_LEASE_LUA "if ours then return 1 end "
     "local t = redis.call('PTTL', KEYS[1]) if t < 1 then t = 1 end return -t";
 
 /* One reservation table per storage volume, named after storage_dir: the
@@ -614,14 +642,10 @@ static int too_many(redis_state *rs, size_t n)
  * written all the same, as rstate_put would). */
 static const char open_lua[] =
     "if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 then return 2 end "
-    "local ours = 1 "
-    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "  if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
-    "  else ours = 0 end "
-    "end "
+    TAKE_LEASE_LUA
     "redis.call('HSET', KEYS[2], unpack(ARGV, 5)) "
     "redis.call('EXPIRE', KEYS[2], ARGV[3]) "
-    "return ours";
+    "if ours then return 1 end return 0";
 
 /* Queues the reserve script for the n uploads (see rstate_admit_open_many). */
 static int append_reserve(redis_state *rs, size_t n, const upload_state *sts, int64_t available,
@@ -654,28 +678,18 @@ static int append_reserve(redis_state *rs, size_t n, const upload_state *sts, in
 static int append_open(redis_state *rs, const upload_state *st, const char *rkey, bool admitted)
 {
     char lkey[128], key[128], doc[24], lease_ms[24], ttl[24];
-    char filesize[24], offset[24], synced[24], user[24], created[24], updated[24];
     lease_key(rs->cfg, st->document_id, lkey, sizeof lkey);
     upload_key(rs->cfg, st->document_id, key, sizeof key);
     snprintf(doc, sizeof doc, "%" PRIu64, st->document_id);
     snprintf(lease_ms, sizeof lease_ms, "%lld", (long long)rs->cfg->lease_ttl_ms);
     snprintf(ttl, sizeof ttl, "%lld", (long long)rs->cfg->upload_ttl_s);
-    snprintf(user, sizeof user, "%" PRIu64, st->user_id);
-    snprintf(filesize, sizeof filesize, "%" PRId64, st->filesize);
-    snprintf(offset, sizeof offset, "%" PRId64, st->offset);
-    snprintf(synced, sizeof synced, "%" PRId64, st->synced_offset);
-    snprintf(created, sizeof created, "%" PRId64, st->created_ms);
-    snprintf(updated, sizeof updated, "%" PRId64, st->updated_ms);
-    /* The same fields as append_put's HSET. */
-    const char *argv[] = {"EVAL", open_lua, "3", lkey, key, rkey, st->writer, lease_ms, ttl,
-                          admitted ? doc : "",
-                          "user_id", user, "filename", st->filename, "filesize", filesize,
-                          "offset", offset, "synced_offset", synced,
-                          "declared_sha256", st->declared_sha256, "path", st->path,
-                          "node", st->node, "boot_id", st->boot_id, "writer", st->writer,
-                          "created_ms", created, "updated_ms", updated};
-    if (redisAppendCommandArgv(rs->ctx, (int)(sizeof argv / sizeof argv[0]), argv, NULL) !=
-        REDIS_OK)
+    state_args a;
+    state_args_fill(&a, st);
+    enum { FIXED = 10 };
+    const char *argv[FIXED + STATE_ARGC] = {"EVAL", open_lua, "3", lkey, key, rkey, st->writer,
+                                            lease_ms, ttl, admitted ? doc : ""};
+    memcpy(argv + FIXED, a.argv, sizeof a.argv);
+    if (redisAppendCommandArgv(rs->ctx, FIXED + STATE_ARGC, argv, NULL) != REDIS_OK)
         return append_failed(rs);
     return 0;
 }
@@ -741,8 +755,10 @@ int rstate_admit_open_many(redis_state *rs, size_t n, const upload_state *sts, i
         opened[i] = !ok[i] ? -1 : v[i] == 1 ? 1 : 0;
         if (ok[i] && v[i] == 2) {
             opened[i] = 0;
-            if (fits[i] == 1)
+            if (fits[i] == 1) {
                 fits[i] = -1; /* reserved, yet not there: answer as unavailable */
+                snprintf(rs->err, sizeof rs->err, "redis: a reservation vanished at once");
+            }
         }
     }
     return 0;

@@ -518,8 +518,10 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
     int64_t promised[UPLOAD_GROUP_MAX];
     int64_t opened_ms = util_mono_ms();
     int rc = rstate_admit_open_many(env->rs, m, sts, avail, fits, promised, opened);
+    /* Whatever failed in the call (the round trip, the reserve script, an
+     * upload's script) left its reason here. */
     char why[256];
-    snprintf(why, sizeof why, "%s", rc != 0 ? rstate_error(env->rs) : "redis state not written");
+    snprintf(why, sizeof why, "%s", rstate_error(env->rs));
     for (size_t k = 0; k < m; k++) {
         session *s = ss[idx[k]];
         uint64_t id = sts[k].document_id;
@@ -537,11 +539,8 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
         if (rc != 0 || opened[k] != 1) {
             close(fds[k]);
             fail_document(env, s, id, "unavailable");
-            send_unavailable(env, s,
-                             rc != 0                        ? why
-                             : fits[k] < 0                  ? rstate_error(env->rs)
-                             : opened[k] == 0               ? "lease refused"
-                                                            : "redis state not written");
+            send_unavailable(env, s, rc == 0 && fits[k] == 1 && opened[k] == 0 ? "lease refused"
+                                                                             : why);
             continue;
         }
         if (set_open_upload(env, s, &sts[k], fds[k], opened_ms) != 0) {

@@ -244,8 +244,8 @@ int it_doc_end_and_unlock(const char *reason);
  * lock stays there); 0, or -1 after timeout_ms. Any connection's: which
  * one waits for it_doc_lock's row is only visible with the PROCESS
  * privilege (information_schema.INNODB_LOCK_WAITS), which the stack's user
- * does not have, and a prepared statement shows its placeholders rather
- * than the row's id. So a test waits for a statement only no other server of
+ * does not have, and a prepared statement's text there shows `?` where
+ * the row's id goes. So a test waits for a statement only no other server of
  * the moment runs (ctest runs the test programs one at a time). */
 int it_mysql_wait_statement(const char *prefix, int timeout_ms);
 

@@ -263,13 +263,20 @@ static void assert_quiet(fixture *f)
     assert_int_equal(epoll_wait(f->epfd, &ev, 1, 0), 0);
 }
 
-static void test_file_sync(void **state)
+/* One job of the scratch file, handed over and back. */
+static tracked *sync_one_file(fixture *f)
 {
-    fixture *f = *state;
     tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
     assert_int_equal(syncer_submit(f->sy, &t->job), 0);
     syncer_flush(f->sy);
     run_until(f, 1);
+    return t;
+}
+
+static void test_file_sync(void **state)
+{
+    fixture *f = *state;
+    tracked *t = sync_one_file(f);
     assert_false(f->rec.off_thread);
     assert_false(f->rec.fd_open_at_done);
     assert_false(f->rec.fd_not_reset);
@@ -652,10 +659,7 @@ static void test_after_sync_gets_the_synced_jobs_that_ask(void **state)
 static void test_after_sync_not_called_for_none(void **state)
 {
     fixture *f = *state;
-    tracked *t = track(f, &f->jobs[0], 0, reopen_file(f));
-    assert_int_equal(syncer_submit(f->sy, &t->job), 0);
-    syncer_flush(f->sy);
-    run_until(f, 1);
+    tracked *t = sync_one_file(f);
     assert_int_equal(t->job.err, 0);
     assert_int_equal(after_rec.calls, 0);
 }
