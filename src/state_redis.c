@@ -527,47 +527,77 @@ int rstate_del(redis_state *rs, uint64_t document_id)
 
 /* KEYS: reserved hash. ARGV: upload key prefix, bytes available, now ms,
  * grace ms, then a doc id and its filesize for each upload to admit. Each
- * field of the hash is a document id with "filesize:created_ms"; what an
- * upload still needs is its filesize minus its saved offset. Fields whose
- * upload key is gone are dropped, unless younger than the grace (their
- * state is being written right now). The uploads in flight are counted
- * once for the whole group; then each new upload, in order, is reserved if
- * it fits next to them and the group's uploads admitted before it. Returns,
- * for each, the bytes promised to others, negated minus one when it does
- * not fit (and then nothing is reserved for it). */
+ * document-id field of the hash is an upload in flight, "filesize:created_ms";
+ * what it still needs is its filesize minus its saved offset.
+ *
+ * The hash's `total` field bounds what all its uploads still need: every
+ * reservation's filesize is added when it is made and only a count (below)
+ * brings the bound back down, so it can only be too high. While the group fits
+ * under it, the group is reserved without reading a single upload's state:
+ * admission stays one read and a few writes however many uploads are in
+ * flight, where counting reads every one of them (with 5,000 in flight,
+ * 13 ms of Redis's only thread for each group admitted; docs/PERFORMANCE.md).
+ *
+ * Otherwise, near a full volume or when the bound is missing, the uploads in
+ * flight are counted: fields whose upload key is gone are dropped unless
+ * younger than the grace (their state is being written right now), and the
+ * bound is set to the filesizes left. Then each new upload, in order, is
+ * reserved if it fits next to them and the group's uploads admitted before
+ * it; one that does not fit keeps no reservation.
+ *
+ * Returns, for each, the bytes promised to others (at most), negated minus one
+ * when it does not fit. */
 static const char reserve_lua[] =
+    "local avail = tonumber(ARGV[2]) "
+    "local need = 0 "
+    "for j = 5, #ARGV, 2 do need = need + tonumber(ARGV[j + 1]) end "
+    "local out = {} "
+    "local bound = tonumber(redis.call('HGET', KEYS[1], 'total')) "
+    "if bound and bound >= 0 and bound + need <= avail then "
+    "  for j = 5, #ARGV, 2 do "
+    "    redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1] .. ':' .. ARGV[3]) "
+    "    out[#out + 1] = bound "
+    "    bound = bound + tonumber(ARGV[j + 1]) "
+    "  end "
+    "  redis.call('HSET', KEYS[1], 'total', string.format('%.0f', bound)) "
+    "  return out "
+    "end "
     "local new = {} "
     "for j = 5, #ARGV, 2 do new[ARGV[j]] = true end "
     "local all = redis.call('HGETALL', KEYS[1]) "
-    "local promised = 0 "
+    "local promised, kept = 0, 0 "
     "local now = tonumber(ARGV[3]) "
     "for i = 1, #all, 2 do "
     "  local doc = all[i] "
-    "  local size, created = string.match(all[i + 1], '^(%d+):(%d+)$') "
-    "  size = tonumber(size) or 0 created = tonumber(created) or 0 "
-    "  if not new[doc] then "
+    "  if doc ~= 'total' and not new[doc] then "
+    "    local size, created = string.match(all[i + 1], '^(%d+):(%d+)$') "
+    "    size = tonumber(size) or 0 created = tonumber(created) or 0 "
     "    local off = redis.call('HGET', ARGV[1] .. doc, 'offset') "
     "    if off then "
     "      local left = size - tonumber(off) "
     "      if left > 0 then promised = promised + left end "
+    "      kept = kept + size "
     "    elseif now - created > tonumber(ARGV[4]) then "
     "      redis.call('HDEL', KEYS[1], doc) "
     "    else "
     "      promised = promised + size "
+    "      kept = kept + size "
     "    end "
     "  end "
     "end "
-    "local out = {} "
     "for j = 5, #ARGV, 2 do "
     "  local size = tonumber(ARGV[j + 1]) "
-    "  if promised + size > tonumber(ARGV[2]) then "
+    "  if promised + size > avail then "
+    "    redis.call('HDEL', KEYS[1], ARGV[j]) "
     "    out[#out + 1] = -promised - 1 "
     "  else "
     "    redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1] .. ':' .. ARGV[3]) "
     "    out[#out + 1] = promised "
     "    promised = promised + size "
+    "    kept = kept + size "
     "  end "
     "end "
+    "redis.call('HSET', KEYS[1], 'total', string.format('%.0f', kept)) "
     "return out";
 
 /* A reservation whose upload key is not there yet is kept this long: its

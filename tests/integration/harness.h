@@ -292,6 +292,14 @@ int it_redis_set_lease(int64_t id, const char *token, int ttl_ms);
 /* 1 when a <prefix>reserved:<volume> hash (storage admission) still holds
  * a field for the upload, 0 when none does, -1 on error. */
 int it_redis_reserved(int64_t id);
+/* The name of the <prefix>reserved:<volume> hash of the instances that
+ * store into storage_dir, as chunkd forms it (FNV-1a of the path). */
+void it_redis_reserved_key(const char *storage_dir, char *out, size_t size);
+/* HGET: 1 with the value in out, 0 when the field or key is not there, -1
+ * on error. */
+int it_redis_hget(const char *key, const char *field, char *out, size_t size);
+/* HSET of one field: 0, or -1 on error. */
+int it_redis_hset(const char *key, const char *field, const char *value);
 /* FLUSHALL: every key of the Redis the harness is connected to is lost. */
 int it_redis_flushall(void);
 /* SHUTDOWN of the Redis the harness is connected to, as `redis-cli
@@ -441,6 +449,8 @@ void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *
 
 /* Milliseconds on the monotonic clock; sleeping. */
 int64_t it_now_ms(void);
+/* Wall-clock ms since the epoch, as chunkd stamps what it keeps in Redis. */
+int64_t it_wall_ms(void);
 void it_sleep_ms(int ms);
 
 #endif

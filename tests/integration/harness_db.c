@@ -4,6 +4,7 @@
 #include "harness_internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -706,6 +707,44 @@ int it_redis_reserved(int64_t id)
     if (found < 0)
         fprintf(stderr, "it: HEXISTS of reservation %s failed\n", field);
     return found;
+}
+
+void it_redis_reserved_key(const char *storage_dir, char *out, size_t size)
+{
+    uint64_t h = 14695981039346656037u;
+    for (const unsigned char *p = (const unsigned char *)storage_dir; *p; p++)
+        h = (h ^ *p) * 1099511628211u;
+    snprintf(out, size, "%sreserved:%016" PRIx64, it_env("CHUNKD_REDIS_PREFIX", "chunkd:"), h);
+}
+
+int it_redis_hget(const char *key, const char *field, char *out, size_t size)
+{
+    redisReply *r = redisCommand(rc, "HGET %s %s", key, field);
+    int found = -1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        snprintf(out, size, "%s", r->str);
+        found = 1;
+    } else if (r && r->type == REDIS_REPLY_NIL) {
+        found = 0;
+    } else {
+        fprintf(stderr, "it: HGET %s %s: %s\n", key, field,
+                !r ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+    if (r)
+        freeReplyObject(r);
+    return found;
+}
+
+int it_redis_hset(const char *key, const char *field, const char *value)
+{
+    redisReply *r = redisCommand(rc, "HSET %s %s %s", key, field, value);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER;
+    if (!ok)
+        fprintf(stderr, "it: HSET %s %s: %s\n", key, field,
+                !r ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
 }
 
 int it_redis_flushall(void)
