@@ -16,6 +16,7 @@
 
 enum stmt_id {
     ST_GET_USER,
+    ST_GET_USER_COUNTING,
     ST_INSERT_DOC,
     ST_GET_DOC,
     ST_COMPLETE_DOC,
@@ -32,6 +33,9 @@ enum stmt_id {
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_GET_USER] = "SELECT id, credential_hash, disabled FROM users WHERE id = ?",
+    [ST_GET_USER_COUNTING] = "SELECT id, credential_hash, disabled, (SELECT COUNT(*) FROM "
+                             "documents WHERE documents.user_id = users.id AND status = "
+                             "'uploading') FROM users WHERE id = ?",
     [ST_INSERT_DOC] = "INSERT INTO documents (user_id, filename, filesize, declared_sha256, "
                       "status) VALUES (?, ?, ?, ?, 'uploading')",
     [ST_GET_DOC] = "SELECT " DOC_COLUMNS " FROM documents WHERE id = ?",
@@ -445,21 +449,25 @@ int docstore_ping(docstore *ds)
     return 0;
 }
 
-int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found)
+/* The user's row, and with ST_GET_USER_COUNTING its uploads in progress. */
+static int read_user(docstore *ds, enum stmt_id id, uint64_t user_id, user_row *out, bool *found)
 {
     *found = false;
-    MYSQL_BIND p[1], r[3];
+    MYSQL_BIND p[1], r[4];
     bind_u64(&p[0], &user_id);
-    MYSQL_STMT *st = execute(ds, ST_GET_USER, p);
+    MYSQL_STMT *st = execute(ds, id, p);
     if (!st)
         return -1;
     unsigned long hlen = 0;
     my_bool hnull = 0;
     int64_t disabled = 0;
     memset(out, 0, sizeof *out);
+    out->uploading = -1;
+    int64_t uploading = 0;
     bind_u64(&r[0], &out->id);
     bind_out_str(&r[1], out->credential_hash, sizeof out->credential_hash, &hlen, &hnull);
     bind_i64(&r[2], &disabled);
+    bind_i64(&r[3], &uploading);
     if (mysql_stmt_bind_result(st, r) != 0)
         return stmt_fail(ds, st, "bind result");
     int rc = mysql_stmt_fetch(st);
@@ -471,10 +479,22 @@ int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found
     if (rc == 0 || rc == MYSQL_DATA_TRUNCATED) {
         out->credential_hash[hlen < sizeof out->credential_hash ? hlen : 64] = '\0';
         out->disabled = disabled != 0;
+        if (id == ST_GET_USER_COUNTING)
+            out->uploading = uploading;
         *found = true;
     }
     mysql_stmt_free_result(st);
     return 0;
+}
+
+int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found)
+{
+    return read_user(ds, ST_GET_USER, user_id, out, found);
+}
+
+int docstore_get_user_counting(docstore *ds, uint64_t user_id, user_row *out, bool *found)
+{
+    return read_user(ds, ST_GET_USER_COUNTING, user_id, out, found);
 }
 
 /* A transaction around several writes, so they share one commit. Inside

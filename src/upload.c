@@ -584,9 +584,13 @@ static void group_db_failed(upload_env *env, session *const *ss, size_t n, const
 }
 
 /* The group's uploads whose user must be read first: one read per
- * distinct user. Clears live[i] for each request answered here. */
-static void authenticate_group(upload_env *env, session *const *ss, size_t n, bool *live)
+ * distinct user. Clears live[i] for each request answered here. With a
+ * per-user limit the read also counts the user's uploads in progress, into
+ * in_flight[i] (left -1 for the uploads not read here). */
+static void authenticate_group(upload_env *env, session *const *ss, size_t n, bool *live,
+                               int64_t *in_flight)
 {
+    bool counting = env->cfg->max_uploads_per_user > 0;
     user_row rows[UPLOAD_GROUP_MAX];
     bool found[UPLOAD_GROUP_MAX];
     int8_t read_ok[UPLOAD_GROUP_MAX]; /* 1 read, 0 failed, -1 not read (yet) */
@@ -602,7 +606,10 @@ static void authenticate_group(upload_env *env, session *const *ss, size_t n, bo
             j++;
         if (j == i) {
             found[i] = false;
-            read_ok[i] = docstore_get_user(env->ds, d->auth_user, &rows[i], &found[i]) == 0;
+            int rc = counting
+                         ? docstore_get_user_counting(env->ds, d->auth_user, &rows[i], &found[i])
+                         : docstore_get_user(env->ds, d->auth_user, &rows[i], &found[i]);
+            read_ok[i] = rc == 0;
             if (!read_ok[i])
                 snprintf(why, sizeof why, "%s", docstore_error(env->ds));
         } else {
@@ -616,6 +623,8 @@ static void authenticate_group(upload_env *env, session *const *ss, size_t n, bo
         } else if (authenticate_with_row(s, env, d->auth_user, d->auth_hash, &rows[i],
                                          found[i]) != 0) {
             live[i] = false;
+        } else if (counting) {
+            in_flight[i] = rows[i].uploading;
         }
     }
 }
@@ -631,12 +640,13 @@ static void group_upload(upload_env *env, session *const *ss, size_t n)
     int64_t in_flight[UPLOAD_GROUP_MAX]; /* the user's count before this group */
     uint64_t doc[UPLOAD_GROUP_MAX];
     size_t nlive = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         live[i] = true;
-    authenticate_group(env, ss, n, live);
+        in_flight[i] = -1;
+    }
+    authenticate_group(env, ss, n, live, in_flight);
     for (size_t i = 0; i < n; i++) {
         session *s = ss[i];
-        in_flight[i] = -1;
         if (!live[i])
             continue;
         if (env->cfg->max_uploads_per_user <= 0) {
@@ -646,12 +656,13 @@ static void group_upload(upload_env *env, session *const *ss, size_t n)
         /* Checked before the insert; concurrent uploads of one user on
          * several instances may overshoot by a few, which is harmless: the
          * limit is against runaway clients, not a quota. Within the group,
-         * one count per user, plus the uploads ahead of this one. */
+         * one count per user (the user's read counted already when the
+         * credential was new), plus the uploads ahead of this one. */
         int64_t ahead = 0;
         for (size_t j = 0; j < i; j++) {
             if (ss[j]->user_id != s->user_id)
                 continue;
-            if (in_flight[j] >= 0)
+            if (in_flight[i] < 0 && in_flight[j] >= 0)
                 in_flight[i] = in_flight[j];
             ahead += live[j];
         }

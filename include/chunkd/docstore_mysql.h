@@ -15,6 +15,7 @@ typedef struct user_row {
     uint64_t id;
     char credential_hash[65];
     bool disabled;
+    int64_t uploading; /* its rows in 'uploading'; -1 when not asked */
 } user_row;
 
 #define DOC_TIME_MAX 32
@@ -51,6 +52,9 @@ int docstore_ping(docstore *ds);
 /* All calls: 0 on success, -1 when the database could not be reached or
  * failed (docstore_error() says why; the handle reconnects next time). */
 int docstore_get_user(docstore *ds, uint64_t user_id, user_row *out, bool *found);
+/* The same, with out->uploading as docstore_count_uploading would give it:
+ * one statement where a new connection's upload needs both. */
+int docstore_get_user_counting(docstore *ds, uint64_t user_id, user_row *out, bool *found);
 /* A new 'uploading' row. */
 typedef struct doc_insert {
     uint64_t user_id;

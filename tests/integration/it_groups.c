@@ -367,6 +367,16 @@ static void test_user_limit_counts_the_group(void **state)
     assert_int_equal(refused, N - LIMIT);
     assert_int_equal(it_doc_count(limited.id, "uploading"), LIMIT);
     assert_int_equal(it_doc_count(limited.id, NULL), LIMIT);
+    /* A new connection's upload counts the uploads in progress with the
+     * read of its user's row: refused too. */
+    it_sock late;
+    assert_int_equal(it_sock_connect(&late, lim.port), 0);
+    send_upload_line(&late, &limited, NULL, FILESIZE);
+    json_t *r = read_answer(&late);
+    it_assert_error(r, 429, "too_many_uploads");
+    json_decref(r);
+    it_sock_close(&late);
+    assert_int_equal(it_doc_count(limited.id, NULL), LIMIT);
     for (int i = 0; i < N; i++)
         it_sock_close(&socks[i]);
     it_assert_server_stops_cleanly(&lim);
