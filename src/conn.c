@@ -319,7 +319,10 @@ static void process_input(conn *c)
         c->parser.max_line = (size_t)(c->sess.user_id ? c->owner->cfg->max_line
                                                       : c->owner->cfg->max_line_unauth);
         proto_item it;
-        size_t used = proto_next(&c->parser, c->in + pos, c->in_len - pos, &it);
+        /* An idle connection's buffer is freed (after_input): NULL, and
+         * NULL + 0 is undefined. */
+        const char *at = c->in ? c->in + pos : NULL;
+        size_t used = proto_next(&c->parser, at, c->in_len - pos, &it);
         if (it.kind == PROTO_NEED_MORE)
             break;
         if (it.kind == PROTO_ERROR) {

@@ -383,7 +383,8 @@ static size_t ws_input(conn *c, size_t pos, bool *finished)
         /* Until it has authenticated, a connection gets the short limit. */
         w->ws.max_text = (uint64_t)(c->sess.user_id ? cfg->max_line : cfg->max_line_unauth);
         ws_item it;
-        size_t used = ws_next(&w->ws, c->in + pos, c->in_len - pos, &it);
+        /* NULL + 0 is undefined: an idle connection's buffer is freed. */
+        size_t used = ws_next(&w->ws, c->in ? c->in + pos : NULL, c->in_len - pos, &it);
         pos += used;
         w->last_error = 0;
         switch (it.kind) {
