@@ -482,12 +482,12 @@ static bool move_to_layout_1(int64_t id, bool completed)
     snprintf(rel, sizeof rel, "%02x/%lld.data", (unsigned)(id % 256), (long long)id);
     snprintf(dir, sizeof dir, "%s/%02x", srv.storage_dir, (unsigned)(id % 256));
     snprintf(old, sizeof old, "%s/%s", srv.storage_dir, rel);
+    if (strcmp(now, old) == 0)
+        return false; /* the two layouts agree for this id: nothing to change */
     if (completed)
         assert_int_equal(it_doc_set_file_path(id, rel), 0);
     else
         assert_int_equal(it_redis_set_upload_field(id, "path", rel), 0);
-    if (strcmp(now, old) == 0)
-        return false;
     assert_true(mkdir(dir, 0750) == 0 || errno == EEXIST);
     assert_int_equal(rename(now, old), 0);
     return true;
