@@ -97,6 +97,7 @@ typedef struct completion_commit {
 } completion_commit;
 
 static void end_commit(completion_commit *cc, bool rejoin);
+static int take_sync_error(upload_env *env, open_upload *up, const char *token);
 
 static void open_upload_free(open_upload *up)
 {
@@ -132,11 +133,48 @@ void session_release(upload_env *env, session *s)
     }
     s->deferred.kind = DEFER_NONE; /* any other parked request has changed nothing yet */
     upload_drain(env, s); /* answers the chunks written but not yet answered */
-    if (s->up && !committing &&
-        rstate_lease_release(env->rs, s->up->st.document_id, s->lease_token) != 0)
-        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"",
-                 s->up->st.document_id, rstate_error(env->rs));
+    open_upload *up = s->up;
+    if (!up)
+        return;
+    /* Pages whose write-back failed are clean in the cache but not on
+     * disk, and a resume in this boot trusts the cache: a checkpoint that
+     * failed is cut back to the last good one before the lease goes. */
+    take_sync_error(env, up, s->lease_token);
+    if (up->checkpoint || up->final_sync) {
+        /* A sync on its way may fail too: the upload and its lease stay
+         * until it is back (settle_orphan). */
+        log_info("event=upload_kept_for_sync doc=%" PRIu64 " offset=%" PRId64,
+                 up->st.document_id, up->st.offset);
+        up->orphan = true;
+        up->orphan_holds_lease = !committing;
+        util_strlcpy(up->orphan_token, s->lease_token, sizeof up->orphan_token);
+        if (up->final_sync)
+            up->final_sync->s = NULL;
+        s->up = NULL;
+        return;
+    }
+    if (!committing && rstate_lease_release(env->rs, up->st.document_id, s->lease_token) != 0)
+        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
+                 rstate_error(env->rs));
     forget_open_upload(s);
+}
+
+/* An upload whose session went (session_release), once no sync of it is
+ * on its way any more: cut back to the last good checkpoint if one
+ * failed, then the lease let go (a clean release: a resume may trust the
+ * rest) unless a chained UPDATE holds it, and the upload freed. */
+static void settle_orphan(upload_env *env, open_upload *up)
+{
+    if (up->checkpoint || up->final_sync)
+        return;
+    take_sync_error(env, up, up->orphan_token);
+    log_info("event=upload_settled doc=%" PRIu64 " offset=%" PRId64, up->st.document_id,
+             up->st.offset);
+    if (up->orphan_holds_lease &&
+        rstate_lease_release(env->rs, up->st.document_id, up->orphan_token) != 0)
+        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
+                 rstate_error(env->rs));
+    open_upload_free(up);
 }
 
 /* ---- answers ---------------------------------------------------------- */
@@ -905,9 +943,9 @@ static uint64_t begin_chunk(upload_env *env, session *s, const msg_request *req)
 }
 
 /* Cuts the open upload back to `keep` bytes, in the file and in memory. */
-static void rollback_to(session *s, uint64_t doc, int64_t keep)
+static void rollback_to(open_upload *up, int64_t keep)
 {
-    open_upload *up = s->up;
+    uint64_t doc = up->st.document_id;
     up->generation++;
     up->digest[0] = '\0'; /* of bytes that are no longer all there */
     up->st.offset = keep;
@@ -921,17 +959,17 @@ static void rollback_to(session *s, uint64_t doc, int64_t keep)
     }
 }
 
-/* Cuts the open upload back to keep bytes, in the file, the session and
- * (when that lowers it) the saved offset. */
-static void cut_back(upload_env *env, session *s, uint64_t doc, int64_t keep)
+/* Cuts the open upload back to keep bytes, in the file, in memory and
+ * (when that lowers it) in the saved offset, under the lease `token`. */
+static void cut_back(upload_env *env, open_upload *up, const char *token, int64_t keep)
 {
-    open_upload *up = s->up;
     bool lowered = keep < up->st.offset;
-    rollback_to(s, doc, keep);
+    rollback_to(up, keep);
     if (lowered) {
         bool lost = false;
-        if (rstate_save_offset(env->rs, &up->st, s->lease_token, &lost) != 0 || lost)
-            log_warn("event=offset_not_lowered doc=%" PRIu64 " offset=%" PRId64, doc, keep);
+        if (rstate_save_offset(env->rs, &up->st, token, &lost) != 0 || lost)
+            log_warn("event=offset_not_lowered doc=%" PRIu64 " offset=%" PRId64,
+                     up->st.document_id, keep);
         else
             up->saved_offset = keep;
     }
@@ -949,8 +987,9 @@ static void on_checkpoint_done(sync_job *job)
         return;
     }
     open_upload *up = cp->up;
+    upload_env *env = cp->env;
     up->checkpoint = NULL;
-    metrics_observe_us(cp->env->metrics, H_FSYNC, job->sync_us);
+    metrics_observe_us(env->metrics, H_FSYNC, job->sync_us);
     if (job->err) {
         log_error("event=checkpoint_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
                   strerror(job->err));
@@ -961,6 +1000,8 @@ static void on_checkpoint_done(sync_job *job)
         up->st.synced_offset = job->end;
     }
     free(cp);
+    if (up->orphan)
+        settle_orphan(env, up);
 }
 
 /* The sync of a completion, back from the syncer: with its UPDATE run
@@ -992,11 +1033,31 @@ static void on_final_sync_done(sync_job *job)
         return;
     }
     upload_env *env = cp->env;
-    cp->up->final_sync = NULL;
+    open_upload *up = cp->up;
+    up->final_sync = NULL;
     metrics_observe_us(env->metrics, H_FSYNC, job->sync_us);
     session *s = cp->s;
     int err = job->err;
     free(cp); /* job with it */
+    if (up->orphan) {
+        /* Its session went (session_release): a failed sync is cut back
+         * while the lease is still held, by the orphan or by a chained
+         * UPDATE that did not run; one that ran completed the row. */
+        if (err && !up->sync_error)
+            up->sync_error = err;
+        take_sync_error(env, up, up->orphan_token);
+        if (cc) {
+            if (cc->ran) {
+                metrics_add(env->metrics, M_COMMITS_AFTER_SYNC, 1);
+            } else {
+                cc->rc = -1; /* not run: end_commit lets the lease go */
+                snprintf(cc->why, sizeof cc->why, "not run");
+            }
+            end_commit(cc, false);
+        }
+        settle_orphan(env, up);
+        return;
+    }
     if (cc && cc->ran) {
         metrics_add(env->metrics, M_COMMITS_AFTER_SYNC, 1);
         /* Answered with the others back in the same event
@@ -1133,7 +1194,7 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
          * this chunk no longer follows on, so its bytes go too. */
         upload_drain(env, s);
         if (s->up == up && up->st.offset < c->offset + c->written)
-            rollback_to(s, doc, up->st.offset);
+            rollback_to(up, up->st.offset);
         send_unavailable(env, s, "the offset of the chunks before this one could not be saved");
         return;
     }
@@ -1193,7 +1254,7 @@ void upload_on_body(upload_env *env, session *s, const char *data, size_t len, b
     }
     /* After a failed sync the page cache cannot be trusted either:
      * everything since the last checkpoint is in doubt. */
-    cut_back(env, s, doc, sync_failed ? up->st.synced_offset : up->st.offset);
+    cut_back(env, up, s->lease_token, sync_failed ? up->st.synced_offset : up->st.offset);
     send_storage_error(env, s, doc, c->io, c->io_errno, "write");
 }
 
@@ -1245,7 +1306,7 @@ static void finish_save(upload_env *env, session *s, int n, int64_t offset, int 
      * saved state, the file and this session agree. */
     char reason[256];
     snprintf(reason, sizeof reason, "%s", why);
-    rollback_to(s, doc, up->saved_offset);
+    rollback_to(up, up->saved_offset);
     for (int i = 0; i < total; i++)
         send_unavailable(env, s, reason);
 }
@@ -1385,13 +1446,12 @@ static bool refuse_unless_received(upload_env *env, session *s, uint64_t doc)
 /* A checkpoint that failed in the background makes nothing since the last
  * good one trustworthy: the upload is cut back there. Its errno, or 0 when
  * none failed. */
-static int take_sync_error(upload_env *env, session *s)
+static int take_sync_error(upload_env *env, open_upload *up, const char *token)
 {
-    open_upload *up = s->up;
     int e = up->sync_error;
     if (e) {
         up->sync_error = 0;
-        cut_back(env, s, up->st.document_id, up->st.synced_offset);
+        cut_back(env, up, token, up->st.synced_offset);
     }
     return e;
 }
@@ -1424,7 +1484,7 @@ static void handle_complete(upload_env *env, session *s, const msg_request *req)
             send_not_open(env, s);
             return;
         }
-        int e = take_sync_error(env, s);
+        int e = take_sync_error(env, s->up, s->lease_token);
         send_storage_error(env, s, up->st.document_id, storage_classify_errno(e), e, "sync");
         return;
     }
@@ -1871,7 +1931,7 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
              * comes back before the completion's sync): the pages it lost
              * may not show in a descriptor opened after it. Continue from
              * the last good checkpoint, as handle_complete does. */
-            e = take_sync_error(env, s);
+            e = take_sync_error(env, s->up, s->lease_token);
             r = storage_classify_errno(e);
         }
         if (r == STORAGE_OK && !s->deferred.synced &&
@@ -1889,7 +1949,7 @@ static void group_complete(upload_env *env, session *const *ss, size_t n)
              * on disk, and no later sync writes them again: as after a
              * failed checkpoint, only what the last good one made durable
              * counts, and the client sends the rest again. */
-            cut_back(env, s, doc, up->st.synced_offset);
+            cut_back(env, up, s->lease_token, up->st.synced_offset);
             send_storage_error(env, s, doc, r, e, "sync");
             continue;
         }

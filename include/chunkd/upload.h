@@ -46,6 +46,8 @@ typedef struct upload_env {
     metrics *metrics;          /* the worker's own block */
 } upload_env;
 
+#define SESSION_TOKEN_MAX (CFG_STR_MAX + 40) /* a lease token */
+
 /* The one upload a connection has open for writing. */
 typedef struct open_upload {
     upload_state st;      /* mirrors the Redis hash; st.offset = acknowledged bytes */
@@ -62,6 +64,13 @@ typedef struct open_upload {
     int64_t writeback_from; /* write-back was started for the bytes before this */
     int64_t lease_renewed_ms; /* monotonic time just before the last request that took or
                                * renewed the lease was sent; 0: none known */
+    /* Set when its session went while a sync was on its way: the upload
+     * stays, under the session's lease (orphan_token), until the syncs are
+     * back, so that one that failed is cut back before anyone may resume
+     * (upload.c, settle_orphan). */
+    bool orphan;
+    bool orphan_holds_lease; /* false: a chained UPDATE lets the lease go (end_commit) */
+    char orphan_token[SESSION_TOKEN_MAX];
 } open_upload;
 
 /* Requests whose costly part is a commit (a MySQL redo-log flush, a file's
@@ -129,8 +138,6 @@ typedef struct chunk_progress {
 } chunk_progress;
 
 typedef int (*session_emit_fn)(void *arg, const char *data, size_t len);
-
-#define SESSION_TOKEN_MAX (CFG_STR_MAX + 40)
 
 typedef struct session {
     uint64_t user_id;            /* authenticated user; 0 = nobody yet */

@@ -445,6 +445,24 @@ static int scan_log(const char *path, off_t *pos, const char *needle)
     return found;
 }
 
+int it_drop_caches(void)
+{
+    sync();
+    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "it: open /proc/sys/vm/drop_caches: %s\n", strerror(errno));
+        return -1;
+    }
+    ssize_t w = write(fd, "3\n", 2);
+    int e = errno;
+    close(fd);
+    if (w != 2) {
+        fprintf(stderr, "it: drop caches: %s\n", w < 0 ? strerror(e) : "short write");
+        return -1;
+    }
+    return 0;
+}
+
 int it_log_count(const it_server *s, const char *needle)
 {
     FILE *f = fopen(s->log_path, "r");

@@ -82,6 +82,9 @@ int it_log_count(const it_server *s, const char *needle);
 /* Waits until a line containing needle appears in the log past byte
  * `from`; 0, or -1 after timeout_ms. */
 int it_log_wait(const it_server *s, off_t from, const char *needle, int timeout_ms);
+/* sync(), then drops the kernel's clean page cache (root): what is read
+ * next comes from the disks. 0, or -1 with why. */
+int it_drop_caches(void);
 /* Size of the server log now, for it_log_wait. */
 off_t it_log_size(const it_server *s);
 /* Size of a file, -1 when it does not exist. */

@@ -107,9 +107,11 @@ static void start_in_namespace(const char *unshare, const char *sh, const char *
     const char *wrapper[] = {unshare, "-m", "--propagation", "private", sh, "-c", script, mnt,
                              NULL};
     /* Syncs batched whatever else the machine is writing (tests run side
-     * by side), so a batch is what meets the write-back error. */
+     * by side), so a batch is what meets the write-back error; a
+     * checkpoint every MiB. */
     static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0",
-                                       "--sync-batch-max-unwritten", "1099511627776", NULL};
+                                       "--sync-batch-max-unwritten", "1099511627776",
+                                       "--sync-interval-bytes", "1048576", NULL};
     it_server_opts o = {.args = args, .storage_dir = mnt, .wrapper = wrapper};
     assert_int_equal(it_server_start(&srv, &o), 0);
     it_test_begin(&srv);
@@ -309,10 +311,32 @@ static void test_write_back_error_at_completion(void **state)
     int64_t filler = fill_volume(back_view);
     assert_true(filler > 0);
     /* Every last chunk and completion at once: the syncs come as one batch
-     * or a few. */
-    for (int i = 0; i < N; i++)
-        it_sock_send_whole_and_complete(&socks[i], ids[i], data[i], SIZE);
+     * or a few. Every other client hangs up right after asking: its sync
+     * fails with nobody to answer, and must leave the same state behind. */
     for (int i = 0; i < N; i++) {
+        it_sock_send_whole_and_complete(&socks[i], ids[i], data[i], SIZE);
+        if (i % 2)
+            it_sock_close(&socks[i]);
+    }
+    for (int i = 1; i < N; i += 2) {
+        char needle[64];
+        it_line(needle, sizeof needle, "doc=%lld ", (long long)ids[i]);
+        int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+        while (it_log_count(&srv, needle) < 1 && it_now_ms() < deadline)
+            it_sleep_ms(20);
+    }
+    for (int i = 0; i < N; i++) {
+        if (i % 2) {
+            /* Left: the lease let go, the row still uploading, nothing
+             * on disk for it, and the offset a resume starts from (below)
+             * is 0 like the others', not the bytes the cache had. */
+            it_assert_doc_status(ids[i], "uploading", NULL);
+            int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+            while (it_redis_lease_exists(ids[i]) == 1 && it_now_ms() < deadline)
+                it_sleep_ms(20);
+            assert_int_equal(it_redis_lease_exists(ids[i]), 0);
+            continue;
+        }
         json_t *r = NULL;
         assert_int_equal(it_sock_read_json(&socks[i], IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
         assert_string_equal(it_json_str(r, "event"), "progress");
@@ -341,6 +365,10 @@ static void test_write_back_error_at_completion(void **state)
     it_line(path, sizeof path, "%s/filler", back_view);
     assert_int_equal(unlink(path), 0);
     for (int i = 0; i < N; i++) {
+        if (i % 2) {
+            assert_int_equal(it_sock_connect(&socks[i], srv.port), 0);
+            it_sock_auth(&socks[i], &u);
+        }
         char line[128];
         it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}",
                 (long long)ids[i]);
@@ -362,12 +390,123 @@ static void test_write_back_error_at_completion(void **state)
     it_pass();
 }
 
+/* A checkpoint's sync fails (write-back error), and the client hangs up:
+ * after the failure came back (at_once false), or right after the chunk
+ * that started the sync, most often while it is still on its way. The
+ * pages that failed are clean in the page cache but not on disk, so a
+ * resume must start from the last good checkpoint (here: none, 0), not from
+ * the bytes the cache still shows; and what is finally stored must be what
+ * reached the disk. */
+static void checkpoint_failure_then_hang_up(bool at_once)
+{
+    enum { CHUNK = 64 * 1024, SIZE = 3 * 1024 * 1024, SENT = 1024 * 1024 };
+    static const char *const tools[] = {"unshare", "sh", "mkfs.ext4", NULL};
+    char paths[3][IT_PATH_MAX];
+    require("checkpoint failure", tools, paths);
+    const char *unshare = paths[0], *sh = paths[1];
+    assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
+    it_line(backing, sizeof backing, "%s.back", mnt);
+    if (!can_mount_loop_volume(unshare, sh)) {
+        fprintf(stderr, "it: SKIP checkpoint failure: cannot mount a loop device in a new "
+                        "mount namespace here\n");
+        skip();
+    }
+    char script[sizeof loop_volume + 16];
+    snprintf(script, sizeof script, "%sexec \"$@\"", loop_volume);
+    it_server view;
+    start_in_namespace(unshare, sh, script, &view);
+    char back_view[IT_PATH_MAX];
+    it_line(back_view, sizeof back_view, "/proc/%d/root%s", (int)srv.pid, backing);
+
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    static unsigned char data[SIZE];
+    it_random_bytes(data, SIZE);
+    char sha[65];
+    it_sha256_hex(data, SIZE, sha);
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    it_sock_auth(&s, &u);
+    int64_t id = it_sock_upload(&s, "hung-up.bin", SIZE);
+    assert_true(fill_volume(back_view) > 0);
+    off_t mark = it_log_size(&srv);
+    for (int64_t off = 0; off < SENT - CHUNK; off += CHUNK)
+        it_sock_chunk_ok(&s, id, off, data + off, CHUNK);
+    char needle[64];
+    it_line(needle, sizeof needle, "event=checkpoint_failed doc=%lld ", (long long)id);
+    if (at_once) {
+        char hdr[160];
+        it_line(hdr, sizeof hdr,
+                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%d}",
+                (long long)id, (long long)(SENT - CHUNK), CHUNK);
+        assert_int_equal(it_sock_send_chunk(&s, hdr, data + SENT - CHUNK, CHUNK), 0);
+        it_sock_close(&s);
+        assert_int_equal(it_log_wait(&srv, mark, needle, IT_REPLY_TIMEOUT_MS), 0);
+        it_line(needle, sizeof needle, "event=upload_kept_for_sync doc=%lld ", (long long)id);
+        fprintf(stderr, "it: the session went %s its checkpoint's sync was back\n",
+                it_log_count(&srv, needle) > 0 ? "before" : "after");
+    } else {
+        it_sock_chunk_ok(&s, id, SENT - CHUNK, data + SENT - CHUNK, CHUNK);
+        assert_int_equal(it_log_wait(&srv, mark, needle, IT_REPLY_TIMEOUT_MS), 0);
+        it_sock_close(&s);
+    }
+    /* The session is let go with its lease: released, not expired (a
+     * lease lives 10 s). */
+    int64_t deadline = it_now_ms() + 5000;
+    while (it_redis_lease_exists(id) == 1 && it_now_ms() < deadline)
+        it_sleep_ms(20);
+    assert_int_equal(it_redis_lease_exists(id), 0);
+
+    char path[IT_PATH_MAX + 16];
+    it_line(path, sizeof path, "%s/filler", back_view);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    it_sock_auth(&s, &u);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)id);
+    json_t *r = it_sock_req(&s, line);
+    it_assert_ok(r, "resume");
+    int64_t from = it_json_int(r, "offset");
+    json_decref(r);
+    assert_int_equal(from, 0);
+    for (int64_t off = from; off < SIZE; off += CHUNK)
+        it_sock_chunk_ok(&s, id, off, data + off, CHUNK);
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
+            (long long)id);
+    r = it_sock_req(&s, line);
+    assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+    json_decref(r);
+    it_sock_close(&s);
+    /* What is stored is what the disk holds, not what the cache held: the
+     * pages whose write-back failed are clean and go with the caches. */
+    assert_int_equal(it_drop_caches(), 0);
+    it_assert_stored(&view, id, SIZE, sha);
+    it_assert_server_stops_cleanly(&srv);
+    it_pass();
+}
+
+static void test_checkpoint_failure_then_hang_up(void **state)
+{
+    (void)state;
+    checkpoint_failure_then_hang_up(false);
+}
+
+static void test_hang_up_while_checkpoint_fails(void **state)
+{
+    (void)state;
+    checkpoint_failure_then_hang_up(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_enospc_then_room_again, it_own_servers_test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_write_back_error_at_completion,
+                                        it_own_servers_test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_failure_then_hang_up,
+                                        it_own_servers_test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_hang_up_while_checkpoint_fails,
                                         it_own_servers_test_setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
