@@ -300,6 +300,9 @@ void it_redis_reserved_key(const char *storage_dir, char *out, size_t size);
 int it_redis_hget(const char *key, const char *field, char *out, size_t size);
 /* HSET of one field: 0, or -1 on error. */
 int it_redis_hset(const char *key, const char *field, const char *value);
+/* SET key value (whatever the key held) and DEL key: 0, or -1 on error. */
+int it_redis_set(const char *key, const char *value);
+int it_redis_del(const char *key);
 /* FLUSHALL: every key of the Redis the harness is connected to is lost. */
 int it_redis_flushall(void);
 /* SHUTDOWN of the Redis the harness is connected to, as `redis-cli

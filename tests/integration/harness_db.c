@@ -747,6 +747,27 @@ int it_redis_hset(const char *key, const char *field, const char *value)
     return ok ? 0 : -1;
 }
 
+/* A command whose reply is not an error: 0, or -1 with why. */
+static int redis_ok(redisReply *r, const char *what, const char *key)
+{
+    bool ok = r && r->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        fprintf(stderr, "it: %s %s: %s\n", what, key, r ? r->str : rc->errstr);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+int it_redis_set(const char *key, const char *value)
+{
+    return redis_ok(redisCommand(rc, "SET %s %s", key, value), "SET", key);
+}
+
+int it_redis_del(const char *key)
+{
+    return redis_ok(redisCommand(rc, "DEL %s", key), "DEL", key);
+}
+
 int it_redis_flushall(void)
 {
     redisReply *r = redisCommand(rc, "FLUSHALL");

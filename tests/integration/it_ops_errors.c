@@ -2,7 +2,7 @@
  * than from a request: a backend that is down (503 unavailable), an idle
  * connection, a shutdown, a writer that lost its lease, too many
  * connections, a full disk (507). Each test starts its own chunkd. */
-#include "harness.h"
+#include "harness_fault.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -545,6 +545,50 @@ static void test_admission_bookkeeping(void **state)
     it_pass();
 }
 
+/* An operator's slip in Redis: the volume's reservation hash overwritten
+ * by a string. Admission's script fails on it, so the upload is refused
+ * 503 (the log has Redis's own reason), its row failed, its empty file removed and
+ * nothing of it left in Redis (the same round trip's lease-and-state script
+ * fails on the key too); once the key is deleted, uploads are admitted
+ * again. */
+static void test_admission_on_a_clobbered_key(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    char rkey[256];
+    it_redis_reserved_key(aux.storage_dir, rkey, sizeof rkey);
+    assert_int_equal(it_redis_set(rkey, "not a hash"), 0);
+
+    it_sock s;
+    assert_int_equal(it_sock_connect(&s, aux.port), 0);
+    it_sock_auth(&s, &u1);
+    json_t *r = it_sock_req(&s, "{\"action\":\"upload\",\"filename\":\"c.bin\",\"filesize\":10}");
+    it_assert_error(r, 503, "unavailable");
+    json_decref(r);
+    assert_true(it_log_count(&aux, "WRONGTYPE") >= 1); /* the operator's clue */
+    int64_t refused = it_doc_newest(u1.id);
+    it_doc d;
+    it_assert_doc_status(refused, "failed", &d);
+    assert_string_equal(d.failure_reason, "unavailable");
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&aux, refused, path, sizeof path);
+    struct stat st;
+    assert_int_equal(stat(path, &st), -1);
+    assert_int_equal(it_redis_exists(refused), 0);
+    assert_int_equal(it_redis_lease_exists(refused), 0);
+
+    assert_int_equal(it_redis_del(rkey), 0);
+    int64_t next = it_sock_upload(&s, "c.bin", 10);
+    assert_true(next > refused);
+    assert_int_equal(it_redis_reserved(next), 1);
+    it_sock_close(&s);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 static void test_insufficient_storage(void **state)
 {
     (void)state;
@@ -633,6 +677,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_insufficient_storage, test_setup, full_teardown),
         cmocka_unit_test_setup_teardown(test_admission_refuses_early, test_setup, full_teardown),
         cmocka_unit_test_setup_teardown(test_admission_bookkeeping, test_setup, full_teardown),
+        cmocka_unit_test_setup_teardown(test_admission_on_a_clobbered_key, test_setup,
+                                        full_teardown),
         cmocka_unit_test_setup_teardown(test_admission_counts_the_group, test_setup,
                                         full_teardown),
     };
