@@ -269,15 +269,13 @@ int storage_remove(const char *root, uint64_t document_id)
     return 0;
 }
 
-int storage_is_current(const char *root, uint64_t document_id, int fd)
+int storage_is_current(const char *root, uint64_t document_id, const struct stat *open_file)
 {
     char path[PATH_MAX];
-    struct stat at_path, open_file;
+    struct stat at_path;
     if (full_path(root, document_id, path, sizeof path) != 0 || stat(path, &at_path) != 0)
         return -1;
-    if (fstat(fd, &open_file) != 0)
-        return -1;
-    return at_path.st_dev == open_file.st_dev && at_path.st_ino == open_file.st_ino;
+    return at_path.st_dev == open_file->st_dev && at_path.st_ino == open_file->st_ino;
 }
 
 int storage_available(const char *root, int64_t *bytes)

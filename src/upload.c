@@ -1573,11 +1573,13 @@ typedef enum file_verdict {
  * complete. */
 static file_verdict check_file(upload_env *env, const open_upload *up)
 {
-    int current = storage_is_current(env->cfg->storage_dir, up->st.document_id, up->fd);
+    struct stat sb;
+    if (fstat(up->fd, &sb) != 0)
+        return FILE_INVALID;
+    int current = storage_is_current(env->cfg->storage_dir, up->st.document_id, &sb);
     if (current == 0)
         return FILE_REPLACED;
-    struct stat sb;
-    if (fstat(up->fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
+    if (!S_ISREG(sb.st_mode) || sb.st_size != up->st.filesize ||
         (sb.st_mode & 0777) != STORAGE_FILE_MODE || sb.st_nlink == 0)
         return FILE_INVALID;
     if (up->st.declared_sha256[0] && strcmp(up->digest, up->st.declared_sha256) != 0)

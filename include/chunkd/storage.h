@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #define STORAGE_REL_PATH_MAX 64
 #define STORAGE_FILE_MODE 0640
@@ -74,9 +75,10 @@ int storage_remove(const char *root, uint64_t document_id);
  * -1 with errno. */
 int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len);
 
-/* Whether fd is still the document's file: 1 yes, 0 another file took its
- * place (fencing, see storage_replace_with_copy), -1 no file there. */
-int storage_is_current(const char *root, uint64_t document_id, int fd);
+/* Whether the open file whose fstat is open_file is still the document's
+ * file: 1 yes, 0 another file took its place (fencing, see
+ * storage_replace_with_copy), -1 no file there. */
+int storage_is_current(const char *root, uint64_t document_id, const struct stat *open_file);
 
 /* Bytes an unprivileged writer may still use on the volume of root. */
 int storage_available(const char *root, int64_t *bytes);
