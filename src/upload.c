@@ -56,8 +56,10 @@ void session_init(session *s, const char *node_id, const char *peer, session_emi
     snprintf(s->lease_token, sizeof s->lease_token, "%s/%s", node_id, hex);
 }
 
-/* A checkpoint handed to the syncer. If the upload is let go before the
- * result comes back, the checkpoint is orphaned and its result dropped. */
+/* A checkpoint handed to the syncer. When the session goes first, the
+ * upload waits for the result (session_release); when the upload is let
+ * go any other way (its row ended, another upload opened on the same
+ * document), the checkpoint is orphaned and its result dropped. */
 typedef struct checkpoint {
     sync_job job; /* first: the syncer hands back this pointer */
     upload_env *env;

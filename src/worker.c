@@ -274,7 +274,10 @@ static void *worker_main(void *arg)
         conn_close(w->owner.head, "shutdown", 503, "shutting_down");
     conn_owner_release(&w->owner);
     /* Backend handles belong to this thread; end them here. */
-    syncer_free(w->syncer); /* every upload is closed: its results are dropped */
+    /* Syncs still queued run, and their results come back here: uploads
+     * whose connections just closed settle then (upload.c, settle_orphan),
+     * with Redis and the savers still up. */
+    syncer_free(w->syncer);
     w->syncer = NULL;
     docstore_free(w->commit_ds); /* its thread is gone */
     w->commit_ds = NULL;
