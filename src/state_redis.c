@@ -394,6 +394,31 @@ static const char confirm_lua[] =
     "if redis.call('HGET', KEYS[2], 'writer') ~= ARGV[1] then return 0 end "
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
 
+/* KEYS: lease, upload hash. ARGV: token, new token, lease ms. The lease,
+ * and the hash's `writer` with it, pass from one token to the other if
+ * the first holds it. */
+static const char transfer_lua[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) "
+    "if redis.call('HGET', KEYS[2], 'writer') == ARGV[1] then "
+    "  redis.call('HSET', KEYS[2], 'writer', ARGV[2]) end "
+    "return 1";
+
+int rstate_lease_transfer(redis_state *rs, uint64_t document_id, const char *token,
+                          const char *new_token, bool *moved)
+{
+    char lkey[128], key[128];
+    lease_key(rs->cfg, document_id, lkey, sizeof lkey);
+    upload_key(rs->cfg, document_id, key, sizeof key);
+    long long v = 0;
+    *moved = false;
+    if (eval_int(rs, "lease transfer", &v, "EVAL %s 2 %s %s %s %s %lld", transfer_lua, lkey, key,
+                 token, new_token, (long long)rs->cfg->lease_ttl_ms) != 0)
+        return -1;
+    *moved = v == 1;
+    return 0;
+}
+
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token)
 {
     char lkey[128], key[128];

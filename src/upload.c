@@ -34,15 +34,10 @@ _Static_assert(UPLOAD_GROUP_MAX <= RSTATE_MANY_MAX && UPLOAD_GROUP_MAX <= DOCSTO
  * per 4 MiB, not per chunk, which measured slower. */
 #define WRITEBACK_STEP (4 * 1024 * 1024)
 
-void session_init(session *s, const char *node_id, const char *peer, session_emit_fn emit,
-                  void *emit_arg)
+/* A lease token: unique across sessions, processes and restarts, so that
+ * a lease taken by a session that no longer exists never looks like ours. */
+static void new_lease_token(const char *node_id, char *out, size_t size)
 {
-    memset(s, 0, sizeof *s);
-    snprintf(s->peer, sizeof s->peer, "%s", peer);
-    s->emit = emit;
-    s->emit_arg = emit_arg;
-    /* Unique across sessions, processes and restarts: a lease taken by a
-     * session that no longer exists must never look like ours. */
     unsigned char rnd[12];
     char hex[2 * sizeof rnd + 1];
     if (RAND_bytes(rnd, sizeof rnd) != 1) {
@@ -53,7 +48,17 @@ void session_init(session *s, const char *node_id, const char *peer, session_emi
         memcpy(rnd + sizeof n, &t, sizeof rnd - sizeof n);
     }
     util_hex(rnd, sizeof rnd, hex);
-    snprintf(s->lease_token, sizeof s->lease_token, "%s/%s", node_id, hex);
+    snprintf(out, size, "%s/%s", node_id, hex);
+}
+
+void session_init(session *s, const char *node_id, const char *peer, session_emit_fn emit,
+                  void *emit_arg)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
+    s->emit = emit;
+    s->emit_arg = emit_arg;
+    new_lease_token(node_id, s->lease_token, sizeof s->lease_token);
 }
 
 /* A checkpoint handed to the syncer. When the session goes first, the
@@ -124,7 +129,45 @@ static void forget_open_upload(session *s)
     s->up = NULL;
 }
 
-void session_release(upload_env *env, session *s)
+/* A sync of the session's upload is on its way and may fail too: the
+ * upload and its lease stay until it is back (settle_orphan). The lease
+ * stays under the session's token when the session ends with it (or a
+ * chained UPDATE holds it: the session is parked then, and ends); a
+ * session that goes on hands it to a token of the upload's own, so that it
+ * can neither take it back nor let it go before the sync is back (a resume
+ * of the same document meanwhile is answered 409 locked). False when it
+ * could not be handed over (Redis away, or the lease no longer ours): the
+ * sync's result is dropped then, as it was before a session could leave
+ * its upload to it. */
+static bool keep_for_sync(upload_env *env, session *s, bool session_ends, bool committing)
+{
+    open_upload *up = s->up;
+    uint64_t doc = up->st.document_id;
+    if (session_ends || committing) {
+        util_strlcpy(up->orphan_token, s->lease_token, sizeof up->orphan_token);
+    } else {
+        new_lease_token(env->node_id, up->orphan_token, sizeof up->orphan_token);
+        bool moved = false;
+        int rc = rstate_lease_transfer(env->rs, doc, s->lease_token, up->orphan_token, &moved);
+        if (rc != 0 || !moved) {
+            log_warn("event=upload_not_kept_for_sync doc=%" PRIu64 " error=\"%s\"", doc,
+                     rc != 0 ? rstate_error(env->rs) : "the lease is no longer this session's");
+            return false;
+        }
+    }
+    log_info("event=upload_kept_for_sync doc=%" PRIu64 " offset=%" PRId64, doc, up->st.offset);
+    up->orphan = true;
+    up->orphan_holds_lease = !committing;
+    if (up->final_sync)
+        up->final_sync->s = NULL;
+    s->up = NULL;
+    return true;
+}
+
+/* Lets go of the session's open upload and its lease. `session_ends`:
+ * the connection is going (session_release); otherwise the session goes
+ * on and may ask for the same document again. */
+static void release_upload(upload_env *env, session *s, bool session_ends)
 {
     /* A row whose UPDATE is on the syncer may be completed any moment: its
      * lease stays taken until the statement is back (end_commit). */
@@ -142,23 +185,17 @@ void session_release(upload_env *env, session *s)
      * disk, and a resume in this boot trusts the cache: a checkpoint that
      * failed is cut back to the last good one before the lease goes. */
     take_sync_error(env, up, s->lease_token);
-    if (up->checkpoint || up->final_sync) {
-        /* A sync on its way may fail too: the upload and its lease stay
-         * until it is back (settle_orphan). */
-        log_info("event=upload_kept_for_sync doc=%" PRIu64 " offset=%" PRId64,
-                 up->st.document_id, up->st.offset);
-        up->orphan = true;
-        up->orphan_holds_lease = !committing;
-        util_strlcpy(up->orphan_token, s->lease_token, sizeof up->orphan_token);
-        if (up->final_sync)
-            up->final_sync->s = NULL;
-        s->up = NULL;
+    if ((up->checkpoint || up->final_sync) && keep_for_sync(env, s, session_ends, committing))
         return;
-    }
     if (!committing && rstate_lease_release(env->rs, up->st.document_id, s->lease_token) != 0)
         log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
                  rstate_error(env->rs));
     forget_open_upload(s);
+}
+
+void session_release(upload_env *env, session *s)
+{
+    release_upload(env, s, true);
 }
 
 /* An upload whose session went (session_release), once no sync of it is
@@ -431,10 +468,8 @@ static int set_open_upload(upload_env *env, session *s, const upload_state *st, 
     up->lease_renewed_ms = lease_ms;
     if (st->offset == 0)
         up->hash = new_hash();
-    if (s->up && s->up->st.document_id == st->document_id)
-        forget_open_upload(s); /* same document: the lease carries over */
-    else
-        session_release(env, s);
+    /* Another document's (a resume let go of the same one first). */
+    release_upload(env, s, false);
     s->up = up;
     return 0;
 }
@@ -442,7 +477,7 @@ static int set_open_upload(upload_env *env, session *s, const upload_state *st, 
 static void drop_open_upload_if(upload_env *env, session *s, uint64_t document_id)
 {
     if (s->up && s->up->st.document_id == document_id)
-        session_release(env, s);
+        release_upload(env, s, false);
 }
 
 /* Takes the upload's lease for this session; on refusal the answer
@@ -763,6 +798,11 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         return;
     }
     uint64_t doc = d.id;
+    /* The upload this connection has open is let go first, so that what is
+     * reconciled below is what its syncs left: a failed checkpoint cut
+     * back, one still on its way waited for (the lease is locked till
+     * then). */
+    drop_open_upload_if(env, s, doc);
     /* The lease first: nobody else may write while the file is reconciled. */
     if (take_lease(env, s, doc) != 0)
         return;

@@ -79,6 +79,11 @@ int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *toke
 
 /* Deletes the lease only if `token` holds it. */
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token);
+/* Hands the lease that `token` holds (and the upload hash's `writer`, if
+ * it is token) to new_token, for a full lease time; *moved says whether
+ * token held it. */
+int rstate_lease_transfer(redis_state *rs, uint64_t document_id, const char *token,
+                          const char *new_token, bool *moved);
 /* Deletes the lease whoever holds it (abort, fail). */
 int rstate_lease_break(redis_state *rs, uint64_t document_id);
 int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *found);

@@ -390,14 +390,20 @@ static void test_write_back_error_at_completion(void **state)
     it_pass();
 }
 
-/* A checkpoint's sync fails (write-back error), and the client hangs up:
- * after the failure came back (at_once false), or right after the chunk
- * that started the sync, most often while it is still on its way. The
- * pages that failed are clean in the page cache but not on disk, so a
- * resume must start from the last good checkpoint (here: none, 0), not from
- * the bytes the cache still shows; and what is finally stored must be what
- * reached the disk. */
-static void checkpoint_failure_then_hang_up(bool at_once)
+/* What the client does once the chunk that starts a failing checkpoint is
+ * sent. */
+typedef enum {
+    HANG_UP_AFTER_FAILURE, /* waits for the chunk's answer and the failure, hangs up */
+    HANG_UP_AT_ONCE,       /* hangs up at once, mostly while the sync is on its way */
+    RESUME_AT_ONCE,        /* asks to resume the same upload on the same connection */
+} after_chunk;
+
+/* A checkpoint's sync fails (write-back error), and the client leaves its
+ * upload in one of those ways. The pages that failed are clean in the
+ * page cache but not on disk, so a resume must start from the last good
+ * checkpoint (here: none, 0), not from the bytes the cache still shows; and
+ * what is finally stored must be what reached the disk. */
+static void checkpoint_failure_then_leave(after_chunk how)
 {
     enum { CHUNK = 64 * 1024, SIZE = 3 * 1024 * 1024, SENT = 1024 * 1024 };
     static const char *const tools[] = {"unshare", "sh", "mkfs.ext4", NULL};
@@ -432,25 +438,46 @@ static void checkpoint_failure_then_hang_up(bool at_once)
     off_t mark = it_log_size(&srv);
     for (int64_t off = 0; off < SENT - CHUNK; off += CHUNK)
         it_sock_chunk_ok(&s, id, off, data + off, CHUNK);
-    char needle[64];
+    char needle[64], line[128];
     it_line(needle, sizeof needle, "event=checkpoint_failed doc=%lld ", (long long)id);
-    if (at_once) {
+    it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)id);
+    if (how == HANG_UP_AFTER_FAILURE) {
+        it_sock_chunk_ok(&s, id, SENT - CHUNK, data + SENT - CHUNK, CHUNK);
+        assert_int_equal(it_log_wait(&srv, mark, needle, IT_REPLY_TIMEOUT_MS), 0);
+        it_sock_close(&s);
+    } else {
         char hdr[160];
         it_line(hdr, sizeof hdr,
                 "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":%lld,\"length\":%d}",
                 (long long)id, (long long)(SENT - CHUNK), CHUNK);
         assert_int_equal(it_sock_send_chunk(&s, hdr, data + SENT - CHUNK, CHUNK), 0);
+        if (how == RESUME_AT_ONCE) {
+            /* The sync on its way holds the upload's lease: locked, or,
+             * once it is back, the offset it left (0); never the bytes
+             * the cache shows. */
+            assert_int_equal(it_sock_send_str(&s, line), 0);
+            assert_int_equal(it_sock_send(&s, "\n", 1), 0);
+            json_t *r = NULL;
+            assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+            assert_string_equal(it_json_str(r, "event"), "progress");
+            json_decref(r);
+            assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+            if (strcmp(it_json_str(r, "status"), "ok") == 0) {
+                assert_int_equal(it_json_int(r, "offset"), 0);
+                fprintf(stderr, "it: the resume came after the sync was back\n");
+            } else {
+                it_assert_error(r, 409, "locked");
+                fprintf(stderr, "it: the resume found the sync on its way: locked\n");
+            }
+            json_decref(r);
+        }
         it_sock_close(&s);
         assert_int_equal(it_log_wait(&srv, mark, needle, IT_REPLY_TIMEOUT_MS), 0);
         it_line(needle, sizeof needle, "event=upload_kept_for_sync doc=%lld ", (long long)id);
-        fprintf(stderr, "it: the session went %s its checkpoint's sync was back\n",
+        fprintf(stderr, "it: the upload was let go %s its checkpoint's sync was back\n",
                 it_log_count(&srv, needle) > 0 ? "before" : "after");
-    } else {
-        it_sock_chunk_ok(&s, id, SENT - CHUNK, data + SENT - CHUNK, CHUNK);
-        assert_int_equal(it_log_wait(&srv, mark, needle, IT_REPLY_TIMEOUT_MS), 0);
-        it_sock_close(&s);
     }
-    /* The session is let go with its lease: released, not expired (a
+    /* The upload is let go with its lease: released, not expired (a
      * lease lives 10 s). */
     int64_t deadline = it_now_ms() + 5000;
     while (it_redis_lease_exists(id) == 1 && it_now_ms() < deadline)
@@ -462,8 +489,6 @@ static void checkpoint_failure_then_hang_up(bool at_once)
     assert_int_equal(unlink(path), 0);
     assert_int_equal(it_sock_connect(&s, srv.port), 0);
     it_sock_auth(&s, &u);
-    char line[128];
-    it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)id);
     json_t *r = it_sock_req(&s, line);
     it_assert_ok(r, "resume");
     int64_t from = it_json_int(r, "offset");
@@ -488,13 +513,19 @@ static void checkpoint_failure_then_hang_up(bool at_once)
 static void test_checkpoint_failure_then_hang_up(void **state)
 {
     (void)state;
-    checkpoint_failure_then_hang_up(false);
+    checkpoint_failure_then_leave(HANG_UP_AFTER_FAILURE);
 }
 
 static void test_hang_up_while_checkpoint_fails(void **state)
 {
     (void)state;
-    checkpoint_failure_then_hang_up(true);
+    checkpoint_failure_then_leave(HANG_UP_AT_ONCE);
+}
+
+static void test_resume_while_checkpoint_fails(void **state)
+{
+    (void)state;
+    checkpoint_failure_then_leave(RESUME_AT_ONCE);
 }
 
 int main(void)
@@ -507,6 +538,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkpoint_failure_then_hang_up,
                                         it_own_servers_test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_hang_up_while_checkpoint_fails,
+                                        it_own_servers_test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_resume_while_checkpoint_fails,
                                         it_own_servers_test_setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
