@@ -137,8 +137,8 @@ static void forget_open_upload(session *s)
  * can neither take it back nor let it go before the sync is back (a resume
  * of the same document meanwhile is answered 409 locked). False when it
  * could not be handed over (Redis away, or the lease no longer ours): the
- * sync's result is dropped then, as it was before a session could leave
- * its upload to it. */
+ * sync's result is dropped then, and the session's next resume of the
+ * document is fenced (session.fence_doc). */
 static bool keep_for_sync(upload_env *env, session *s, bool session_ends, bool committing)
 {
     open_upload *up = s->up;
@@ -150,10 +150,17 @@ static bool keep_for_sync(upload_env *env, session *s, bool session_ends, bool c
         bool moved = false;
         int rc = rstate_lease_transfer(env->rs, doc, s->lease_token, up->orphan_token, &moved);
         if (rc != 0 || !moved) {
-            log_warn("event=upload_not_kept_for_sync doc=%" PRIu64 " error=\"%s\"", doc,
-                     rc != 0 ? rstate_error(env->rs) : "the lease is no longer this session's");
+            if (rc != 0)
+                log_warn("event=upload_not_kept_for_sync doc=%" PRIu64 " error=\"%s\"", doc,
+                         rstate_error(env->rs));
+            else /* its row was ended (abort), or the lease lapsed */
+                log_info("event=upload_not_kept_for_sync doc=%" PRIu64 " reason=lease_not_held",
+                         doc);
+            s->fence_doc = doc;
             return false;
         }
+        /* A state rebuilt by the cut-back names its writer right. */
+        util_strlcpy(up->st.writer, up->orphan_token, sizeof up->st.writer);
     }
     log_info("event=upload_kept_for_sync doc=%" PRIu64 " offset=%" PRId64, doc, up->st.offset);
     up->orphan = true;
@@ -872,8 +879,11 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
      * stalled past its lease, or Redis lost track of it, and it may still
      * hold the file open: from now on the upload lives in a fresh copy of
      * its first `offset` bytes, so nothing that writer does later can reach
-     * the document (fencing by inode). */
-    bool unclean = !found || (st.writer[0] && strcmp(st.writer, s->lease_token) != 0);
+     * the document (fencing by inode). The same when this session let the
+     * upload go while a sync of it was on its way (fence_doc): the copy is
+     * written anew from the cache, whatever that sync's write-back did. */
+    bool unclean = !found || (st.writer[0] && strcmp(st.writer, s->lease_token) != 0) ||
+                   s->fence_doc == doc;
     if (unclean) {
         int nfd = storage_replace_with_copy(env->cfg->storage_dir, doc, fd, offset);
         if (nfd < 0) {
@@ -882,6 +892,8 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         } else {
             close(fd);
             fd = nfd;
+            if (s->fence_doc == doc)
+                s->fence_doc = 0;
             metrics_add(env->metrics, M_TAKEOVERS, 1);
             log_info("event=takeover_fenced doc=%" PRIu64 " previous_writer=%s offset=%" PRId64,
                      doc, st.writer[0] ? st.writer : "unknown", offset);
@@ -925,9 +937,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     send_json(s, position_answer(env, "resume", &st));
     return;
 release:
-    /* Nothing of this document stays open here; if it was open on this
-     * session before, it is closed too, since its state was just in doubt. */
-    drop_open_upload_if(env, s, doc);
+    /* Nothing of this document is open here (let go above). */
     if (rstate_lease_release(env->rs, doc, s->lease_token) != 0)
         log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", doc,
                  rstate_error(env->rs));

@@ -144,6 +144,11 @@ typedef struct session {
     char lease_token[SESSION_TOKEN_MAX]; /* node id + random: names this session's leases */
     char credential_hash[65];    /* of the credential that authenticated user_id */
     open_upload *up;             /* owned; NULL when none is open */
+    /* A document this session let go while a sync of it was on its way and
+     * could not leave to it (upload.c, keep_for_sync): its file may hold
+     * pages that never reached the disk, so the session's next resume of
+     * it works on a fresh copy, as a takeover does. 0: none. */
+    uint64_t fence_doc;
     chunk_progress chunk;
     int pending_acks;
     int64_t pending_end[SESSION_PENDING_MAX];

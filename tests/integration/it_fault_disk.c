@@ -502,6 +502,10 @@ static void checkpoint_failure_then_leave(after_chunk how)
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     json_decref(r);
     it_sock_close(&s);
+    /* The lease was let go cleanly (its writer cleared), by whichever token
+     * held it last: the resume needed no fenced copy. */
+    it_line(needle, sizeof needle, "event=takeover_fenced doc=%lld ", (long long)id);
+    assert_int_equal(it_log_count(&srv, needle), 0);
     /* What is stored is what the disk holds, not what the cache held: the
      * pages whose write-back failed are clean and go with the caches. */
     assert_int_equal(it_drop_caches(), 0);
