@@ -129,6 +129,15 @@ static void forget_open_upload(session *s)
     s->up = NULL;
 }
 
+/* Lets the lease go if `token` holds it (a clean release: the upload's
+ * writer is cleared with it); a failure is logged, the lease lapses. */
+static void let_lease_go(upload_env *env, uint64_t doc, const char *token)
+{
+    if (rstate_lease_release(env->rs, doc, token) != 0)
+        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", doc,
+                 rstate_error(env->rs));
+}
+
 /* A sync of the session's upload is on its way and may fail too: the
  * upload and its lease stay until it is back (settle_orphan). The lease
  * stays under the session's token when the session ends with it (or a
@@ -194,9 +203,8 @@ static void release_upload(upload_env *env, session *s, bool session_ends)
     take_sync_error(env, up, s->lease_token);
     if ((up->checkpoint || up->final_sync) && keep_for_sync(env, s, session_ends, committing))
         return;
-    if (!committing && rstate_lease_release(env->rs, up->st.document_id, s->lease_token) != 0)
-        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
-                 rstate_error(env->rs));
+    if (!committing)
+        let_lease_go(env, up->st.document_id, s->lease_token);
     forget_open_upload(s);
 }
 
@@ -216,10 +224,8 @@ static void settle_orphan(upload_env *env, open_upload *up)
     take_sync_error(env, up, up->orphan_token);
     log_info("event=upload_settled doc=%" PRIu64 " offset=%" PRId64, up->st.document_id,
              up->st.offset);
-    if (up->orphan_holds_lease &&
-        rstate_lease_release(env->rs, up->st.document_id, up->orphan_token) != 0)
-        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", up->st.document_id,
-                 rstate_error(env->rs));
+    if (up->orphan_holds_lease)
+        let_lease_go(env, up->st.document_id, up->orphan_token);
     open_upload_free(up);
 }
 
@@ -938,9 +944,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     return;
 release:
     /* Nothing of this document is open here (let go above). */
-    if (rstate_lease_release(env->rs, doc, s->lease_token) != 0)
-        log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", doc,
-                 rstate_error(env->rs));
+    let_lease_go(env, doc, s->lease_token);
 }
 
 /* ---- chunks ----------------------------------------------------------- */
@@ -1738,9 +1742,8 @@ static void end_commits(completion_commit *const *ccs, size_t nccs, bool rejoin)
                     metrics_add(env->metrics, M_UPLOADS_COMPLETED, 1);
                     log_info("event=upload_completed doc=%" PRIu64 " peer=gone sha256=%s",
                              e->doc, e->sha);
-                } else if (rstate_lease_release(env->rs, e->doc, e->token) != 0) {
-                    log_warn("event=lease_release_failed doc=%" PRIu64 " error=\"%s\"", e->doc,
-                             rstate_error(env->rs));
+                } else {
+                    let_lease_go(env, e->doc, e->token);
                 }
                 continue;
             }

@@ -717,6 +717,17 @@ void it_redis_reserved_key(const char *storage_dir, char *out, size_t size)
     snprintf(out, size, "%sreserved:%016" PRIx64, it_env("CHUNKD_REDIS_PREFIX", "chunkd:"), h);
 }
 
+/* A command whose reply is not an error: 0, or -1 with why. */
+static int redis_ok(redisReply *r, const char *what, const char *key)
+{
+    bool ok = r && r->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        fprintf(stderr, "it: %s %s: %s\n", what, key, r ? r->str : rc->errstr);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
 int it_redis_hget(const char *key, const char *field, char *out, size_t size)
 {
     redisReply *r = redisCommand(rc, "HGET %s %s", key, field);
@@ -735,27 +746,11 @@ int it_redis_hget(const char *key, const char *field, char *out, size_t size)
     return found;
 }
 
+
+
 int it_redis_hset(const char *key, const char *field, const char *value)
 {
-    redisReply *r = redisCommand(rc, "HSET %s %s %s", key, field, value);
-    bool ok = r && r->type == REDIS_REPLY_INTEGER;
-    if (!ok)
-        fprintf(stderr, "it: HSET %s %s: %s\n", key, field,
-                !r ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    if (r)
-        freeReplyObject(r);
-    return ok ? 0 : -1;
-}
-
-/* A command whose reply is not an error: 0, or -1 with why. */
-static int redis_ok(redisReply *r, const char *what, const char *key)
-{
-    bool ok = r && r->type != REDIS_REPLY_ERROR;
-    if (!ok)
-        fprintf(stderr, "it: %s %s: %s\n", what, key, r ? r->str : rc->errstr);
-    if (r)
-        freeReplyObject(r);
-    return ok ? 0 : -1;
+    return redis_ok(redisCommand(rc, "HSET %s %s %s", key, field, value), "HSET", key);
 }
 
 int it_redis_set(const char *key, const char *value)

@@ -268,6 +268,30 @@ static bool can_mount_loop_volume(const char *unshare, const char *sh)
     return rc == 0;
 }
 
+/* Starts chunkd in a mount namespace of its own on the loop volume (root
+ * and the tools needed, or the test named `test` is skipped); *view sees
+ * its storage from here, back_view the folder of the volume's backing
+ * store, which fill_volume fills. */
+static void start_on_loop_volume(const char *test, it_server *view, char *back_view,
+                                 size_t back_size)
+{
+    static const char *const tools[] = {"unshare", "sh", "mkfs.ext4", NULL};
+    char paths[3][IT_PATH_MAX];
+    require(test, tools, paths);
+    const char *unshare = paths[0], *sh = paths[1];
+    assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
+    it_line(backing, sizeof backing, "%s.back", mnt);
+    if (!can_mount_loop_volume(unshare, sh)) {
+        fprintf(stderr, "it: SKIP %s: cannot mount a loop device in a new mount namespace "
+                        "here\n", test);
+        skip();
+    }
+    char script[sizeof loop_volume + 16];
+    snprintf(script, sizeof script, "%sexec \"$@\"", loop_volume);
+    start_in_namespace(unshare, sh, script, view);
+    it_line(back_view, back_size, "/proc/%d/root%s", (int)srv.pid, backing);
+}
+
 /* Each answer to a completion whose file could not be written is an error
  * and never SUCCESS; the upload stays resumable with its offset cut back
  * to what is known to be on disk (nothing, for one-chunk files), and once
@@ -277,23 +301,9 @@ static void test_write_back_error_at_completion(void **state)
 {
     (void)state;
     enum { N = 8, SIZE = 64 * 1024 };
-    static const char *const tools[] = {"unshare", "sh", "mkfs.ext4", NULL};
-    char paths[3][IT_PATH_MAX];
-    require("write-back error", tools, paths);
-    const char *unshare = paths[0], *sh = paths[1];
-    assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
-    it_line(backing, sizeof backing, "%s.back", mnt);
-    if (!can_mount_loop_volume(unshare, sh)) {
-        fprintf(stderr, "it: SKIP write-back error: cannot mount a loop device in a new "
-                        "mount namespace here\n");
-        skip();
-    }
-    char script[sizeof loop_volume + 16];
-    snprintf(script, sizeof script, "%sexec \"$@\"", loop_volume);
     it_server view;
-    start_in_namespace(unshare, sh, script, &view);
     char back_view[IT_PATH_MAX];
-    it_line(back_view, sizeof back_view, "/proc/%d/root%s", (int)srv.pid, backing);
+    start_on_loop_volume("write-back error", &view, back_view, sizeof back_view);
 
     it_user u;
     assert_int_equal(it_user_create(&u), 0);
@@ -377,9 +387,7 @@ static void test_write_back_error_at_completion(void **state)
         assert_int_equal(it_json_int(r, "offset"), 0);
         json_decref(r);
         it_sock_chunk_ok(&socks[i], ids[i], 0, data[i], SIZE);
-        it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-                (long long)ids[i]);
-        r = it_sock_req(&socks[i], line);
+        r = it_sock_complete(&socks[i], ids[i]);
         assert_string_equal(it_json_str(r, "status"), "SUCCESS");
         assert_string_equal(it_json_str(r, "sha256"), sha[i]);
         json_decref(r);
@@ -406,23 +414,9 @@ typedef enum {
 static void checkpoint_failure_then_leave(after_chunk how)
 {
     enum { CHUNK = 64 * 1024, SIZE = 3 * 1024 * 1024, SENT = 1024 * 1024 };
-    static const char *const tools[] = {"unshare", "sh", "mkfs.ext4", NULL};
-    char paths[3][IT_PATH_MAX];
-    require("checkpoint failure", tools, paths);
-    const char *unshare = paths[0], *sh = paths[1];
-    assert_int_equal(it_tmpdir("mnt", mnt, sizeof mnt), 0);
-    it_line(backing, sizeof backing, "%s.back", mnt);
-    if (!can_mount_loop_volume(unshare, sh)) {
-        fprintf(stderr, "it: SKIP checkpoint failure: cannot mount a loop device in a new "
-                        "mount namespace here\n");
-        skip();
-    }
-    char script[sizeof loop_volume + 16];
-    snprintf(script, sizeof script, "%sexec \"$@\"", loop_volume);
     it_server view;
-    start_in_namespace(unshare, sh, script, &view);
     char back_view[IT_PATH_MAX];
-    it_line(back_view, sizeof back_view, "/proc/%d/root%s", (int)srv.pid, backing);
+    start_on_loop_volume("checkpoint failure", &view, back_view, sizeof back_view);
 
     it_user u;
     assert_int_equal(it_user_create(&u), 0);
@@ -496,9 +490,7 @@ static void checkpoint_failure_then_leave(after_chunk how)
     assert_int_equal(from, 0);
     for (int64_t off = from; off < SIZE; off += CHUNK)
         it_sock_chunk_ok(&s, id, off, data + off, CHUNK);
-    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
-            (long long)id);
-    r = it_sock_req(&s, line);
+    r = it_sock_complete(&s, id);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     json_decref(r);
     it_sock_close(&s);
