@@ -1,6 +1,8 @@
 /* The baseline's "protocol": one connection per file, the bytes and
  * nothing else, then a half-close; the sink answers with the byte count
- * once the file is written (and synced, if it was started with --sync). */
+ * once the file is written (and synced, if it was started with --sync),
+ * followed by a space and the bytes' SHA-256 in hex if it was started with
+ * --sha, which must be the payload's. */
 #include <inttypes.h>
 #include <string.h>
 
@@ -33,13 +35,19 @@ static long consume(lg *g, lg_client *c)
     if (!nl)
         return 0;
     int64_t got = 0;
-    for (const char *p = c->in; p < nl; p++) {
+    const char *p = c->in;
+    for (; p < nl && *p != ' '; p++) {
         if (*p < '0' || *p > '9' || got > INT64_MAX / 10)
             return lg_fail(g, c, "sink answered '%.*s'", (int)(nl - c->in), c->in);
         got = got * 10 + (*p - '0');
     }
+    if (p == c->in)
+        return lg_fail(g, c, "sink answered '%.*s'", (int)(nl - c->in), c->in);
     if (got != c->size)
         return lg_fail(g, c, "sink stored %" PRId64 " of %" PRId64 " bytes", got, c->size);
+    if (p < nl && (nl - p - 1 != 64 || strncmp(p + 1, g->sha, 64) != 0))
+        return lg_fail(g, c, "sink's SHA-256 '%.*s' is not the payload's %s", (int)(nl - p - 1),
+                       p + 1, g->sha);
     c->acked = got;
     lg_upload_done(g, c);
     return (long)(nl - c->in) + 1;

@@ -1,12 +1,16 @@
 /* The benchmark's baseline: the fastest plain way to land bytes from a TCP
  * connection in a file on this machine, with no protocol at all.
  *
- *   sink --listen HOST:PORT --dir DIR [--sync] [--ready-file FILE]
+ *   sink --listen HOST:PORT --dir DIR [--sync] [--sha] [--ready-file FILE]
  *
  * Each accepted connection gets its own thread and its own file
  * DIR/<n>.data; the thread reads until the client shuts down its side,
  * writes every byte to the file, calls fdatasync when --sync is given, then
  * answers with the byte count as decimal digits and a newline and closes.
+ * With --sha it also hashes every byte as it arrives (OpenSSL's SHA-256, as
+ * chunkd does) and puts the digest in hex after the count, which the load
+ * generator checks: the machine's limit for landing bytes that are
+ * verified and synced, what chunkd must do at the least.
  * The client stops its clock when that answer arrives, so "done" means what
  * SUCCESS means for chunkd: every byte is in the file (and on the disk with
  * --sync). Runs until SIGTERM or SIGINT. */
@@ -27,6 +31,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "bench_net.h"
 
 enum { READ_BUF = 256 * 1024 }; /* what chunkd reads with while a body streams */
@@ -36,6 +42,7 @@ typedef struct sink_opts {
     const char *dir;
     const char *ready_file;
     bool sync;
+    bool sha;
 } sink_opts;
 
 typedef struct job {
@@ -48,7 +55,7 @@ static atomic_uint_fast64_t next_file;
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: sink --listen HOST:PORT --dir DIR [--sync] [--ready-file FILE]\n");
+    fprintf(stderr, "usage: sink --listen HOST:PORT --dir DIR [--sync] [--sha] [--ready-file FILE]\n");
     exit(2);
 }
 
@@ -68,8 +75,8 @@ static int write_all(int fd, const char *p, size_t len)
 }
 
 /* Receives one connection into one file; returns the byte count or -1 with
- * the reason printed. */
-static int64_t receive(const job *j, char *buf)
+ * the reason printed. With md (--sha), every byte goes through it too. */
+static int64_t receive(const job *j, char *buf, EVP_MD_CTX *md)
 {
     char path[4096];
     int n = snprintf(path, sizeof path, "%s/%" PRIu64 ".data", j->o->dir, j->n);
@@ -94,6 +101,11 @@ static int64_t receive(const job *j, char *buf)
         }
         if (r == 0)
             break;
+        if (md && EVP_DigestUpdate(md, buf, (size_t)r) != 1) {
+            fprintf(stderr, "sink: SHA-256 update failed\n");
+            total = -1;
+            break;
+        }
         if (write_all(out, buf, (size_t)r) != 0) {
             fprintf(stderr, "sink: write %s: %s\n", path, strerror(errno));
             total = -1;
@@ -112,17 +124,46 @@ static int64_t receive(const job *j, char *buf)
     return total;
 }
 
+/* The answer after the count: "" or " " and the digest in hex. -1 when
+ * the digest cannot be had. */
+static int sha_suffix(EVP_MD_CTX *md, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    if (!md)
+        return 0;
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    if (EVP_DigestFinal_ex(md, d, &dlen) != 1 || 2 * (size_t)dlen + 2 > outlen)
+        return -1;
+    out[0] = ' ';
+    for (unsigned int i = 0; i < dlen; i++)
+        snprintf(out + 1 + 2 * i, 3, "%02x", d[i]);
+    return 0;
+}
+
 static void *serve(void *arg)
 {
     job *j = arg;
     char *buf = malloc(READ_BUF);
-    int64_t total = buf ? receive(j, buf) : -1;
-    if (!buf)
+    EVP_MD_CTX *md = NULL;
+    bool ready = buf != NULL;
+    if (ready && j->o->sha) {
+        md = EVP_MD_CTX_new();
+        ready = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    }
+    int64_t total = ready ? receive(j, buf, md) : -1;
+    if (!ready)
         fprintf(stderr, "sink: out of memory\n");
     free(buf);
+    char digest[2 * EVP_MAX_MD_SIZE + 2];
+    if (total >= 0 && sha_suffix(md, digest, sizeof digest) != 0) {
+        fprintf(stderr, "sink: SHA-256 final failed\n");
+        total = -1;
+    }
+    EVP_MD_CTX_free(md);
     if (total >= 0) {
-        char line[32];
-        int n = snprintf(line, sizeof line, "%" PRId64 "\n", total);
+        char line[32 + sizeof digest];
+        int n = snprintf(line, sizeof line, "%" PRId64 "%s\n", total, digest);
         if (write_all(j->fd, line, (size_t)n) != 0)
             fprintf(stderr, "sink: answer: %s\n", strerror(errno));
     }
@@ -139,6 +180,8 @@ static void parse_args(int argc, char **argv, sink_opts *o)
         const char *a = argv[i];
         if (strcmp(a, "--sync") == 0) {
             o->sync = true;
+        } else if (strcmp(a, "--sha") == 0) {
+            o->sha = true;
         } else if (i + 1 < argc && strcmp(a, "--listen") == 0) {
             o->listen = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--dir") == 0) {
@@ -226,7 +269,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sink: %s\n", err);
         return 1;
     }
-    fprintf(stderr, "sink: listening on port %d, files in %s, %s\n", port, o.dir,
-            o.sync ? "fdatasync at the end of each file" : "no sync");
+    fprintf(stderr, "sink: listening on port %d, files in %s, %s%s\n", port, o.dir,
+            o.sync ? "fdatasync at the end of each file" : "no sync",
+            o.sha ? ", SHA-256 of every byte" : "");
     return accept_loop(lfd, &o) == 0 ? 0 : 1;
 }

@@ -9,8 +9,8 @@
 #                               functional check for CI (under 2 minutes)
 #
 # Baselines: bench/sink (raw bytes from loopback TCP into a file, with and
-# without a final fdatasync) and the SHA-256 rate of one core (openssl
-# speed). Peer: @tus/server + @tus/file-store on this machine's Node.js,
+# without a final fdatasync, and synced with every byte hashed as chunkd
+# hashes it) and the SHA-256 rate of one core (openssl speed). Peer: @tus/server + @tus/file-store on this machine's Node.js,
 # installed from npm into build-bench/tus (skipped when node or npm is
 # missing). Everything runs on loopback; servers listen on port 0.
 #
@@ -264,7 +264,7 @@ redis_keys() {
 }
 
 # one_run WORKLOAD SYSTEM RUN -- LOADGEN-ARGS: runs the load generator once
-# against SYSTEM (chunkd, sink, sinksync or tus) and checks what it left.
+# against SYSTEM (chunkd, sink, sinksync, sinksha or tus) and checks what it left.
 # bytes SIZE: "64k", "16m", "1g" or plain bytes, as the load generator reads them.
 bytes() {
     local n=${1%[kKmMgG]} unit=${1: -1}
@@ -312,7 +312,7 @@ one_run() {
         auth=(--user-id "$BENCH_USER" --credential "$BENCH_CRED")
         rows_before=$(completed_rows)
         ;;
-    sink | sinksync) proto=raw dir=$DATA/$sys ;;
+    sink | sinksync | sinksha) proto=raw dir=$DATA/$sys ;;
     tus) proto=tus dir=$DATA/tus ;;
     esac
     out=$("$BUILD/loadgen" --proto "$proto" --server "127.0.0.1:$port" --server-pid "$pid" \
@@ -393,6 +393,7 @@ workload() {
         chunkd) start_chunkd ;;
         sink) start_sink sink ;;
         sinksync) start_sink sinksync --sync ;;
+        sinksha) start_sink sinksha --sync --sha ;;
         tus) start_tus || continue ;;
         esac
     done
@@ -432,23 +433,23 @@ run_workloads() {
         case $wl in
         sha) sha_rate "$SHA_SECS" ;;
         single)
-            workload single "chunkd sinksync sink tus" -- --size "$SINGLE_SIZE" --uploads 1 \
+            workload single "chunkd sinksync sinksha sink tus" -- --size "$SINGLE_SIZE" --uploads 1 \
                 --chunk "$CHUNK"
             ;;
         par16)
-            workload par16 "chunkd sinksync sink tus" -- --size "$PAR_SIZE" --uploads "$PAR16" \
+            workload par16 "chunkd sinksync sinksha sink tus" -- --size "$PAR_SIZE" --uploads "$PAR16" \
                 --concurrency "$PAR16" --chunk "$CHUNK"
             ;;
         par256)
-            workload par256 "chunkd sinksync sink tus" -- --size "$PAR_SIZE" --uploads "$PAR256" \
+            workload par256 "chunkd sinksync sinksha sink tus" -- --size "$PAR_SIZE" --uploads "$PAR256" \
                 --concurrency "$PAR256" --chunk "$CHUNK"
             ;;
         small)
-            RUNS=$SHORT_RUNS workload small "chunkd sinksync sink tus" -- --size 64k --uploads "$SMALL_N" \
+            RUNS=$SHORT_RUNS workload small "chunkd sinksync sinksha sink tus" -- --size 64k --uploads "$SMALL_N" \
                 --concurrency "$SMALL_C" --chunk "$CHUNK"
             ;;
         conns)
-            RUNS=$SHORT_RUNS workload conns "chunkd sinksync tus" -- --size "$CONN_SIZE" --uploads "$CONN_UP" \
+            RUNS=$SHORT_RUNS workload conns "chunkd sinksync sinksha tus" -- --size "$CONN_SIZE" --uploads "$CONN_UP" \
                 --concurrency "$CONN_UP" --idle "$CONN_IDLE" --chunk "$CHUNK" --timeout-s 600
             ;;
         chunks)
