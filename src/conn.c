@@ -25,6 +25,7 @@ enum {
     LINE_BUF = 16 * 1024,    /* enough for any ordinary control line */
     BODY_BUF = 256 * 1024,   /* several 64 KiB chunks per read while uploading */
     OUT_KEEP = 64 * 1024,    /* output buffers larger than this are freed when drained */
+    LINGER_MS = 2000,        /* how long a closing connection drops what still arrives */
     READS_PER_EVENT = 16,    /* bounds one connection's turn so others get theirs */
     TURN_READ_BUDGET = 8 * 1024 * 1024, /* conn_begin_turn */
 };
@@ -174,12 +175,26 @@ static void conn_session_ready(void *arg)
     park_if_waiting(arg);
 }
 
+/* Lets go of the connection's session and its upload: at close, or when
+ * it starts to linger, so that a client that reconnects at once can
+ * resume. */
+static void end_session(conn *c, const char *why)
+{
+    if (c->sess.up)
+        log_info("event=upload_detached doc=%llu peer=%s offset=%lld why=%s",
+                 (unsigned long long)c->sess.up->st.document_id, c->peer,
+                 (long long)c->sess.up->st.offset, why);
+    session_release(&c->owner->env, &c->sess);
+}
+
 void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_reason)
 {
     conn_owner *o = c->owner;
     if (c->parked)
         unpark(c); /* its request changed nothing yet: dropping it is safe */
-    if (c->web) {
+    if (c->lingering) {
+        /* answered and shut for writing already: nothing more to say */
+    } else if (c->web) {
         if (goodbye_reason)
             conn_web_goodbye(c, goodbye_code, goodbye_reason);
     } else if (goodbye_reason && pending_out(c) == 0) {
@@ -196,11 +211,7 @@ void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_
         free(line);
     }
     log_debug("event=conn_close peer=%s why=%s", c->peer, why);
-    if (c->sess.up)
-        log_info("event=upload_detached doc=%llu peer=%s offset=%lld why=%s",
-                 (unsigned long long)c->sess.up->st.document_id, c->peer,
-                 (long long)c->sess.up->st.offset, why);
-    session_release(&o->env, &c->sess);
+    end_session(c, why);
     if (c->unsent)
         forget_unsent(c);
     /* close() also removes the fd from the epoll set. */
@@ -360,6 +371,52 @@ static bool holds_output(const conn *c)
            !c->sess.close;
 }
 
+/* The server ends a connection whose answers are all sent. If the peer may
+ * still be sending (a refused request's body, the rest of an oversized
+ * head, chunks pipelined behind an error), closing now would make the
+ * kernel answer those bytes with a reset, which can destroy the answers
+ * before the client, or a proxy in front of chunkd, reads them. Instead
+ * the socket is shut for writing (the client sees the end of the stream
+ * right behind the last answer) and what still arrives is read and
+ * dropped until the peer closes too, or LINGER_MS pass, as nginx's
+ * lingering close does. The session ends first: answers it still owed
+ * (chunks whose offset save was on its way) are queued then, and go out
+ * before the shutdown (true, not lingering yet; the next call shuts).
+ * False when there is nothing to wait for: close at once. */
+static bool start_linger(conn *c)
+{
+    if (c->peer_done || (c->web && conn_web_peer_done(c)))
+        return false;
+    end_session(c, "closed_by_protocol");
+    if (pending_out(c) > 0)
+        return true;
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        log_debug("event=shutdown_failed peer=%s error=\"%s\"", c->peer, strerror(errno));
+        return false;
+    }
+    c->lingering = true;
+    c->linger_until_ms = util_mono_ms() + LINGER_MS;
+    return true;
+}
+
+/* Reads and drops what a lingering connection's peer sends; closes it at
+ * the end of the stream or on an error. False when it was closed. */
+static bool linger_read(conn *c)
+{
+    char sink[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = read(c->fd, sink, sizeof sink);
+        if (n > 0 || (n < 0 && errno == EINTR))
+            continue;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            conn_close(c, "closed_by_protocol", 0, NULL);
+            return false;
+        }
+        break;
+    }
+    return true;
+}
+
 /* Returns false when the connection was closed. */
 static bool flush_output(conn *c)
 {
@@ -384,10 +441,8 @@ static bool flush_output(conn *c)
             c->out = NULL;
             c->out_cap = 0;
         }
-        if (c->sess.close && !session_parked(&c->sess)) {
-            /* A WebSocket first says goodbye with a close frame, which
-             * may need further rounds of sending. */
-            if (!c->web || !conn_web_closing(c)) {
+        if (c->sess.close && !session_parked(&c->sess) && !c->lingering) {
+            if (!start_linger(c)) {
                 conn_close(c, "closed_by_protocol", 0, NULL);
                 return false;
             }
@@ -395,14 +450,13 @@ static bool flush_output(conn *c)
                 return flush_output(c);
         }
     }
-    bool lingering = c->web && conn_web_lingering(c);
     uint32_t want = 0;
     /* A completion waiting for its file's sync reads nothing for turns on
      * end: while its socket stays readable (more requests sent, or the
      * client's FIN), level-triggered EPOLLIN would wake the loop at once,
      * every turn, until the sync is back (conn_run_parked then asks
      * again). */
-    if ((!c->sess.close || lingering) && !c->sess.deferred.syncing &&
+    if ((!c->sess.close || c->lingering) && !c->sess.deferred.syncing &&
         pending_out(c) <= (size_t)c->owner->cfg->max_output_buffer)
         want |= EPOLLIN;
     if (pending_out(c) > 0 && !hold)
@@ -470,10 +524,6 @@ void conn_begin_turn(conn_owner *owner)
 /* false when the turn's budget was spent before c could read anything. */
 static bool on_readable(conn *c)
 {
-    if (c->web && conn_web_lingering(c)) {
-        conn_web_linger_read(c);
-        return true;
-    }
     conn_owner *o = c->owner;
     if (o->turn_read_left == 0)
         return false;
@@ -515,6 +565,7 @@ static bool on_readable(conn *c)
                 log_debug("event=read_error peer=%s error=\"%s\"", c->peer,
                           strerror(read_errno));
                 c->sess.close = true;
+                c->peer_done = true;
             }
             break;
         }
@@ -522,6 +573,7 @@ static bool on_readable(conn *c)
             /* The peer is done sending; answer what it sent, then close. A
              * chunk cut short here never counts: its offset was not saved. */
             c->sess.close = true;
+            c->peer_done = true;
             break;
         }
     }
@@ -535,6 +587,10 @@ bool conn_handle_event(conn *c, uint32_t events)
 {
     if (events & EPOLLERR) {
         conn_close(c, "socket_error", 0, NULL);
+        return true;
+    }
+    if (c->lingering) {
+        (void)linger_read(c); /* may close it */
         return true;
     }
     bool served = true;
@@ -611,12 +667,13 @@ void conn_sweep_idle(conn_owner *owner, int64_t now_ms)
     conn *c = owner->head;
     while (c) {
         conn *next = c->next;
-        if (now_ms - c->last_active_ms > owner->cfg->idle_timeout_ms)
+        if (c->lingering) {
+            if (now_ms >= c->linger_until_ms)
+                conn_close(c, "linger_timeout", 0, NULL);
+        } else if (now_ms - c->last_active_ms > owner->cfg->idle_timeout_ms)
             conn_close(c, "idle_timeout", 503, "idle_timeout");
         else if (c->item_started_ms && now_ms - c->item_started_ms > owner->cfg->request_timeout_ms)
             conn_close(c, "request_timeout", 408, "request_timeout");
-        else if (c->web && conn_web_linger_expired(c, now_ms))
-            conn_close(c, "close_handshake_timeout", 0, NULL);
         c = next;
     }
 }

@@ -2,11 +2,9 @@
  *
  * States: HTTP (reading one request head) answers a static file and closes,
  * or switches to WS_OPEN with a 101. WS_OPEN carries the protocol. Our
- * close frame moves it to WS_CLOSING; once that frame is sent the socket is
- * shut for writing and the connection lingers, reading and dropping, until
- * the peer closes too (or LINGER_MS pass): closing at once with unread
- * bytes would make the kernel send a reset that can destroy the close frame
- * before the peer reads it. */
+ * close frame moves it to WS_CLOSING; once that frame is sent, the
+ * connection lingers (conn.c) until the peer closes too, unless the peer's
+ * close frame came first. */
 #include "chunkd/conn_web.h"
 
 #include <errno.h>
@@ -24,7 +22,6 @@
 #include "chunkd/ws.h"
 
 enum {
-    LINGER_MS = 2000,
     REASON_MAX = 48,
 };
 
@@ -32,7 +29,6 @@ typedef enum web_state {
     WEB_HTTP,
     WEB_WS_OPEN,
     WEB_WS_CLOSING,  /* our close frame is queued */
-    WEB_WS_LINGER,   /* it was sent; waiting for the peer to close */
 } web_state;
 
 struct conn_web {
@@ -43,8 +39,6 @@ struct conn_web {
     char *text;                   /* a fragmented text message being joined */
     size_t text_len, text_cap;
     bool peer_closed;             /* the peer's close frame arrived */
-    bool linger_done;
-    int64_t linger_until_ms;
     int last_error;               /* the current request's error answer, if any */
     char last_reason[REASON_MAX];
 };
@@ -456,56 +450,9 @@ bool conn_web_unfinished(const conn *c)
 
 /* ---- closing ---------------------------------------------------------- */
 
-bool conn_web_closing(conn *c)
+bool conn_web_peer_done(const conn *c)
 {
-    struct conn_web *w = c->web;
-    switch (w->state) {
-    case WEB_HTTP:
-        return false;
-    case WEB_WS_OPEN:
-        /* Closing without a close frame of ours: the peer is gone (end of
-         * stream, a read error) or memory ran out; a request that ends the
-         * session queues its close frame in ws_input. */
-        return false;
-    case WEB_WS_CLOSING:
-        if (w->peer_closed)
-            return false; /* both close frames went: the server ends the TCP connection */
-        if (shutdown(c->fd, SHUT_WR) != 0) {
-            log_debug("event=shutdown_failed peer=%s error=\"%s\"", c->peer, strerror(errno));
-            return false;
-        }
-        w->state = WEB_WS_LINGER;
-        w->linger_until_ms = util_mono_ms() + LINGER_MS;
-        return true;
-    case WEB_WS_LINGER:
-        return !w->linger_done;
-    }
-    return false;
-}
-
-bool conn_web_lingering(const conn *c)
-{
-    return c->web->state == WEB_WS_LINGER && !c->web->linger_done;
-}
-
-void conn_web_linger_read(conn *c)
-{
-    char sink[4096];
-    for (int i = 0; i < 16; i++) {
-        ssize_t n = read(c->fd, sink, sizeof sink);
-        if (n > 0)
-            continue;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-            c->web->linger_done = true;
-        return;
-    }
-}
-
-bool conn_web_linger_expired(const conn *c, int64_t now_ms)
-{
-    return c->web->state == WEB_WS_LINGER && now_ms >= c->web->linger_until_ms;
+    return c->web->state == WEB_WS_CLOSING && c->web->peer_closed;
 }
 
 void conn_web_goodbye(conn *c, int code, const char *reason)

@@ -35,19 +35,9 @@ bool conn_web_in_body(const conn *c);
 /* Part of a frame, message or chunk has arrived (the request clock runs). */
 bool conn_web_unfinished(const conn *c);
 
-/* The session is closing and every queued byte is sent. True when the
- * connection must stay open a little longer: a close frame was just queued,
- * or ours went out and the peer's is awaited (the socket is then shut for
- * writing and read only to be discarded). */
-bool conn_web_closing(conn *c);
-
-/* Waiting for the peer's close: read and drop. */
-bool conn_web_lingering(const conn *c);
-/* Reads and drops what the peer sends while lingering; marks the linger
- * over at end of stream or error. */
-void conn_web_linger_read(conn *c);
-/* The peer took too long to close. */
-bool conn_web_linger_expired(const conn *c, int64_t now_ms);
+/* Both close frames went: the peer sends nothing more, so the server ends
+ * the TCP connection at once, without lingering (conn.c). */
+bool conn_web_peer_done(const conn *c);
 
 /* conn_close's goodbye on a WebSocket: the error as a text message and a
  * close frame, in one non-blocking send. Nothing on plain HTTP. */

@@ -5,8 +5,12 @@
  * down, lease lost, full disk) are in it_ops_errors.c. */
 #include "harness.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -550,6 +554,99 @@ static void test_chunk_errors_close(void **state)
     it_pass();
 }
 
+/* Reads what the server sends until it ends the stream: 0 for an orderly
+ * end (FIN), the errno of a reset (ECONNRESET) or another error, or -1
+ * when nothing ends within the reply timeout. The bytes go to buf
+ * (NUL-terminated, the rest dropped). */
+static int read_until_end(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+    for (;;) {
+        int64_t left = deadline - it_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return -1;
+        char tmp[4096];
+        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+        if (n == 0)
+            break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        size_t take = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
+        memcpy(buf + len, tmp, take);
+        len += take;
+        buf[len] = '\0';
+    }
+    buf[len] = '\0';
+    return 0;
+}
+
+/* A request refused with a close while the client is still sending (a
+ * chunk over the limit with its bytes behind it, an HTTP request with a
+ * body it will not take): the answer, then an orderly end of the stream,
+ * never a reset, which could destroy the answer before the client or a
+ * proxy reads it; the bytes still coming are read and dropped, and the
+ * upload is let go at once, not when the client finally closes. */
+static void test_error_close_is_orderly(void **state)
+{
+    (void)state;
+    static char filler[128 * 1024];
+    memset(filler, 'x', sizeof filler);
+    char got[1024];
+
+    it_sock s;
+    connect_auth(&s, &u1);
+    int64_t id = it_sock_upload(&s, "orderly.bin", MAX_FILE);
+    char hdr[256];
+    it_line(hdr, sizeof hdr, "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":0,"
+                             "\"length\":%lld}\n", (long long)id, (long long)MAX_CHUNK + 1);
+    assert_int_equal(it_sock_send_str(&s, hdr), 0);
+    assert_int_equal(it_sock_send(&s, filler, sizeof filler), 0);
+    assert_int_equal(read_until_end(s.fd, got, sizeof got), 0);
+    assert_non_null(strstr(got, "\"reason\":\"chunk_too_large\""));
+    /* the client still holds its end open: the upload is free already */
+    it_sock s2;
+    connect_auth(&s2, &u1);
+    it_line(hdr, sizeof hdr, "{\"action\":\"resume\",\"document_id\":%lld}", (long long)id);
+    json_t *r = it_sock_req(&s2, hdr);
+    it_assert_ok(r, "resume");
+    assert_int_equal(it_json_int(r, "offset"), 0);
+    json_decref(r);
+    it_sock_close(&s2);
+    assert_int_equal(it_sock_send(&s, filler, sizeof filler), 0); /* dropped, not reset */
+    it_sock_close(&s);
+
+    assert_int_equal(it_sock_connect(&s, srv.port), 0);
+    assert_int_equal(it_sock_send_str(&s, "GET /x HTTP/1.1\r\nHost: x\r\n"
+                                          "Content-Length: 1000000\r\n\r\n"),
+                     0);
+    assert_int_equal(it_sock_send(&s, filler, sizeof filler), 0);
+    assert_int_equal(read_until_end(s.fd, got, sizeof got), 0);
+    assert_int_equal(strncmp(got, "HTTP/1.1 400 ", 13), 0);
+    /* A client that never closes is not waited for long (2 s): once the
+     * server has closed, what the client sends is answered with a reset. */
+    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+    int end = 0;
+    while (end == 0 && it_now_ms() < deadline) {
+        if (send(s.fd, "x", 1, MSG_NOSIGNAL) < 0) {
+            end = errno;
+            break;
+        }
+        it_sleep_ms(100);
+        struct pollfd p = {.fd = s.fd, .events = POLLIN};
+        char c;
+        if (poll(&p, 1, 0) == 1 && recv(s.fd, &c, 1, MSG_DONTWAIT) < 0 && errno != EAGAIN)
+            end = errno;
+    }
+    assert_true(end == ECONNRESET || end == EPIPE);
+    it_sock_close(&s);
+    it_assert_serves(srv.port, &u1);
+    it_pass();
+}
+
 /* ---- 422 file_invalid: the file changed behind the server's back --------------- */
 
 static void file_invalid_case(int how)
@@ -657,6 +754,7 @@ int main(void)
         IT_FIXTURE_TEST(test_documents),
         IT_FIXTURE_TEST(test_chunk_errors_keep_connection),
         IT_FIXTURE_TEST(test_chunk_errors_close),
+        IT_FIXTURE_TEST(test_error_close_is_orderly),
         IT_FIXTURE_TEST(test_file_invalid),
         IT_FIXTURE_TEST(test_locked),
         IT_FIXTURE_TEST(test_server_stops_cleanly),
