@@ -39,6 +39,7 @@ struct conn_web {
     char *text;                   /* a fragmented text message being joined */
     size_t text_len, text_cap;
     bool peer_closed;             /* the peer's close frame arrived */
+    bool head_only;               /* the request is a HEAD: answers carry no body */
     int last_error;               /* the current request's error answer, if any */
     char last_reason[REASON_MAX];
 };
@@ -82,7 +83,7 @@ static void http_error(conn *c, int status, const char *why, const char *extra)
     int n = snprintf(body, sizeof body, "%d %s: %s\n", status, http_status_text(status), why);
     size_t len = n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1;
     log_debug("event=http_refused peer=%s status=%d why=\"%s\"", c->peer, status, why);
-    http_answer(c, status, "text/plain; charset=utf-8", body, len, extra, false);
+    http_answer(c, status, "text/plain; charset=utf-8", body, len, extra, c->web->head_only);
 }
 
 static void serve_static(conn *c, const http_request *req, bool head_only)
@@ -187,6 +188,7 @@ static size_t http_input(conn *c)
         return c->in_len;
     }
     bool head_only = strcmp(req.method, "HEAD") == 0;
+    c->web->head_only = head_only;
     if (strcmp(req.path, "/ws") == 0) {
         if (upgrade(c, &req))
             return req.head_len; /* frames may follow the head at once */

@@ -166,6 +166,17 @@ test('static files: the page, types, and nothing outside web_root', async () => 
   assert.equal(JSON.parse(line).reason, 'unknown_action');
 });
 
+test('an answer to HEAD has no body, errors included', async () => {
+  for (const [path, status] of [['/missing.js', 404], ['/ws', 405], ['/app.css', 200]]) {
+    const ans = await rawHttp(`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    assert.match(ans, new RegExp(`^HTTP/1\\.1 ${status} `), path);
+    const end = ans.indexOf('\r\n\r\n');
+    assert.ok(end > 0, `${path}: a whole head`);
+    assert.equal(ans.length, end + 4, `${path}: nothing after the head: ${JSON.stringify(ans)}`);
+    assert.match(ans, /\r\nContent-Length: [1-9]/, `${path}: the length a GET would get`);
+  }
+});
+
 test('an upload over WebSocket, with fragmented messages, ends with the right SHA-256', async () => {
   const size = 3 * 1024 * 1024 + 12345;
   const data = randomBytes(size);
