@@ -462,6 +462,9 @@ void conn_web_goodbye(conn *c, int code, const char *reason)
     struct conn_web *w = c->web;
     if (w->state != WEB_WS_OPEN || conn_pending_out(c) > 0)
         return;
+    /* Chunks already written are answered first: the error is the last
+     * message before the close frame (docs/PROTOCOL.md, "Close codes"). */
+    upload_drain(&c->owner->env, &c->sess);
     msg_error err;
     msg_fail(&err, code, reason, "the server closed the connection: %s", reason);
     size_t len = 0;
