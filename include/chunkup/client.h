@@ -93,5 +93,8 @@ int cu_abort(cu_conn *c, const cu_auth *auth, int64_t document_id, cu_error *err
 
 /* SHA-256 of a whole file as 64 lowercase hex digits plus NUL. */
 int cu_sha256_file(const char *path, char out[65], cu_error *err);
+/* The same for an open file, read from its start with pread (the
+ * descriptor's offset is left as it was); path names it in errors. */
+int cu_sha256_fd(int fd, const char *path, char out[65], cu_error *err);
 
 #endif

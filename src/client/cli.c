@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #define CREDENTIAL_MAX 4096
 
 int cu_parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
@@ -255,6 +257,17 @@ static int take_option(int ch, const char *arg, cu_options *o, raw_options *raw,
     }
 }
 
+/* A credential travels in JSON strings: one that is not UTF-8 could never
+ * be sent, and is a usage error now rather than a request that fails on
+ * every retry. */
+static bool credential_sendable(const char *cred)
+{
+    json_t *s = json_string(cred);
+    bool ok = s != NULL;
+    json_decref(s);
+    return ok;
+}
+
 /* Server, user and credential: flags win over the environment. */
 static int resolve(cu_options *o, const raw_options *raw, char *msg, size_t cap)
 {
@@ -280,14 +293,24 @@ static int resolve(cu_options *o, const raw_options *raw, char *msg, size_t cap)
         snprintf(msg, cap, "--credential and --credential-file are mutually exclusive");
         return CU_EXIT_USAGE;
     }
-    if (raw->credential_file)
-        return read_credential(raw->credential_file, &o->credential, msg, cap) < 0
-                   ? CU_EXIT_FILE : CU_EXIT_OK;
+    if (raw->credential_file) {
+        if (read_credential(raw->credential_file, &o->credential, msg, cap) < 0)
+            return CU_EXIT_FILE;
+        if (!credential_sendable(o->credential)) {
+            snprintf(msg, cap, "the credential in %s is not valid UTF-8", raw->credential_file);
+            return CU_EXIT_USAGE;
+        }
+        return CU_EXIT_OK;
+    }
     if (cred == NULL)
         cred = getenv("CHUNKUP_CREDENTIAL");
     if (cred == NULL || cred[0] == '\0') {
         snprintf(msg, cap, "no credential: pass --credential, --credential-file or set "
                            "CHUNKUP_CREDENTIAL");
+        return CU_EXIT_USAGE;
+    }
+    if (!credential_sendable(cred)) {
+        snprintf(msg, cap, "the credential is not valid UTF-8");
         return CU_EXIT_USAGE;
     }
     o->credential = strdup(cred);

@@ -12,10 +12,11 @@
 
 #define READ_SIZE (1024 * 1024)
 
+/* pread from offset 0: the descriptor's own offset is left as it was. */
 static int hash_fd(int fd, const char *path, EVP_MD_CTX *ctx, unsigned char *buf, cu_error *err)
 {
-    for (;;) {
-        ssize_t n = read(fd, buf, READ_SIZE);
+    for (off_t at = 0;;) {
+        ssize_t n = pread(fd, buf, READ_SIZE, at);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -25,6 +26,7 @@ static int hash_fd(int fd, const char *path, EVP_MD_CTX *ctx, unsigned char *buf
         }
         if (n == 0)
             return 0;
+        at += n;
         if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1) {
             cu_err_set(err, 0, "file", "%s: SHA-256 update failed", path);
             return -1;
@@ -34,22 +36,35 @@ static int hash_fd(int fd, const char *path, EVP_MD_CTX *ctx, unsigned char *buf
 
 int cu_sha256_file(const char *path, char out[65], cu_error *err)
 {
+    cu_error scratch;
+
+    if (err == NULL)
+        err = &scratch;
+    cu_err_clear(err);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        cu_err_set(err, 0, "file", "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = cu_sha256_fd(fd, path, out, err);
+    /* Read-only descriptor: a close failure cannot lose data. */
+    (void)close(fd);
+    return rc;
+}
+
+int cu_sha256_fd(int fd, const char *path, char out[65], cu_error *err)
+{
     static const char hex[] = "0123456789abcdef";
     cu_error scratch;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     unsigned char *buf = NULL;
     EVP_MD_CTX *ctx = NULL;
-    int fd, rc = -1;
+    int rc = -1;
 
     if (err == NULL)
         err = &scratch;
     cu_err_clear(err);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        cu_err_set(err, 0, "file", "%s: %s", path, strerror(errno));
-        return -1;
-    }
     buf = malloc(READ_SIZE);
     ctx = EVP_MD_CTX_new();
     if (buf == NULL || ctx == NULL) {
@@ -75,7 +90,5 @@ int cu_sha256_file(const char *path, char out[65], cu_error *err)
 out:
     EVP_MD_CTX_free(ctx);
     free(buf);
-    /* Read-only descriptor: a close failure cannot lose data. */
-    (void)close(fd);
     return rc;
 }

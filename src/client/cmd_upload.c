@@ -169,7 +169,10 @@ static int prepare_file(job *j)
     struct stat after;
     char *slash;
 
-    j->fd = open(j->arg, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer, forever, before it could be refused as not a regular file
+     * (the flag means nothing for a regular file's reads). */
+    j->fd = open(j->arg, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (j->fd < 0)
         return fail(j, CU_EXIT_FILE, "cannot open: %s", strerror(errno));
     if (fstat(j->fd, &j->st) < 0)
@@ -181,7 +184,9 @@ static int prepare_file(job *j)
         return fail(j, CU_EXIT_FILE, "cannot resolve the path: %s", strerror(errno));
     slash = strrchr(j->abspath, '/');
     j->name = slash != NULL ? slash + 1 : j->abspath;
-    if (cu_sha256_file(j->abspath, j->sha, &j->err) < 0)
+    /* The descriptor whose bytes are sent, not the path again: a file
+     * replaced by a rename in between would be hashed instead. */
+    if (cu_sha256_fd(j->fd, j->abspath, j->sha, &j->err) < 0)
         return fail(j, CU_EXIT_FILE, "%s", j->err.message);
     /* The hash must describe the bytes we are about to send. */
     if (fstat(j->fd, &after) < 0)
@@ -236,18 +241,22 @@ static step classify(job *j)
             return STEP_FAIL;
         }
         return STEP_RETRY;
+    case 408:
+        /* request_timeout: the connection stalled mid-request and was
+         * closed; the upload itself is there to be resumed. */
     case 409:
         /* offset_mismatch, upload_not_open, incomplete: our view of the
          * upload is stale; resuming asks the server for the truth. */
-        return STEP_RETRY;
-    case 500:
-    case 503:
         return STEP_RETRY;
     case 422:
         /* The server marked the document failed: nothing left to resume. */
         state_drop(j);
         break;
     default:
+        /* A 5xx other than 507 (out of storage: the next run resumes) is
+         * the server or a proxy in front of it being unwell: retry. */
+        if (e->code >= 500 && e->code != 507)
+            return STEP_RETRY;
         break;
     }
     j->status = cu_exit_status(e);
@@ -437,7 +446,9 @@ static int transfer(job *j)
          * (plus a little) rather than guessing. */
         int64_t wait = backoff;
         if (j->err.retry_after_ms > 0)
-            wait = j->err.retry_after_ms + BACKOFF_FIRST_MS;
+            wait = j->err.retry_after_ms < BACKOFF_MAX_MS - BACKOFF_FIRST_MS
+                       ? j->err.retry_after_ms + BACKOFF_FIRST_MS
+                       : BACKOFF_MAX_MS; /* a server's word, not a reason to sleep for days */
         notice(j, "%s; retrying in %.1f s (%d of %d)", text, (double)wait / 1000.0, failures,
                j->o->retries);
         sleep_ms(wait);

@@ -306,6 +306,68 @@ static void test_507_then_next_run_resumes(void **state)
     expect_stored(x, 1, DOC_COMPLETED);
 }
 
+/* A 5xx other than 507 (a proxy's 502 or 504, say) and 408 (the server
+ * closed a connection that stalled mid-request) leave the upload
+ * resumable: chunkup retries and finishes it (docs/CLIENT.md, "Retries"). */
+static void test_retried_answers(void **state)
+{
+    fixture *x = *state;
+    static const struct {
+        int code;
+        const char *reason;
+    } answers[] = {{502, "bad_gateway"}, {504, "gateway_timeout"}, {408, "request_timeout"}};
+
+    for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
+        fake_stop(&x->f);
+        x->f.chunks = 0;
+        x->f.fail_at_chunk = 2;
+        x->f.fail_code = answers[i].code;
+        x->f.fail_reason = answers[i].reason;
+        restart(x);
+        assert_int_equal(upload(x, NULL), 0);
+        expect_success_line(x, (int64_t)i + 1);
+        expect_stderr(x, answers[i].reason);
+        expect_stderr(x, "retrying in 0.2 s");
+        fake_stop(&x->f);
+        expect_stored(x, (int64_t)i + 1, DOC_COMPLETED);
+    }
+}
+
+/* retry_after_ms is the server's word on when a lease lapses; chunkd
+ * sends at most 2000, and a larger one is not slept in full. */
+static void test_retry_after_is_bounded(void **state)
+{
+    fixture *x = *state;
+
+    x->f.fail_at_chunk = 1;
+    x->f.fail_code = 409;
+    x->f.fail_reason = "locked";
+    x->f.fail_retry_after_ms = INT64_MAX;
+    restart(x);
+    assert_int_equal(upload(x, NULL), 0);
+    expect_success_line(x, 1);
+    expect_stderr(x, "retrying in 5.0 s");
+}
+
+/* Refused at once, without retries: a FIFO (opening one for reading would
+ * wait for a writer) and a credential that cannot travel in JSON. */
+static void test_unsendable_input(void **state)
+{
+    fixture *x = *state;
+    char fifo[160];
+    const char *args[] = { "upload", fifo, NULL };
+    const char *file[] = { "upload", x->file, NULL };
+
+    snprintf(fifo, sizeof fifo, "%s/fifo", x->dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(run(x, "secret", args), 2);
+    expect_stderr(x, "not a regular file");
+    assert_int_equal(run(x, "\xff\xfe", file), 1);
+    expect_stderr(x, "not valid UTF-8");
+    fake_stop(&x->f);
+    assert_int_equal(x->f.uploads, 0);
+}
+
 static void test_changed_file_starts_fresh(void **state)
 {
     fixture *x = *state;
@@ -493,6 +555,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_and_quiet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_dropped_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_507_then_next_run_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retried_answers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsendable_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changed_file_starts_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_entry_starts_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_complete_answer, setup, teardown),

@@ -1,9 +1,12 @@
 /* The fake chunkd peer: see test_client_fake_chunkd.h. */
 #include "test_client_fake_chunkd.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -16,6 +19,22 @@ static int send_error(int fd, int code, const char *reason, json_t *extra)
         json_object_update(e, extra);
     json_decref(extra);
     return peer_send_json(fd, e);
+}
+
+/* As chunkd ends a connection after a closing answer: shut for writing,
+ * then read and drop until the client closes (2 s at most), so the bytes
+ * it pipelined behind the request do not turn into a reset that destroys
+ * the answer. */
+static void linger(int fd)
+{
+    char sink[4096];
+    if (shutdown(fd, SHUT_WR) != 0)
+        return;
+    for (int i = 0; i < 1000; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 2000) <= 0 || read(fd, sink, sizeof sink) <= 0)
+            return;
+    }
 }
 
 static fake_doc *find(fake_chunkd *f, int64_t id)
@@ -161,6 +180,16 @@ static bool do_chunk(fake_chunkd *f, int fd, const json_t *req, fake_doc *open)
         ok = send_error(fd, 413, "chunk_past_end", NULL) == 0;
     else if (f->chunks == f->fail_507_at_chunk)
         ok = send_error(fd, 507, "insufficient_storage", NULL) == 0;
+    else if (f->chunks == f->fail_at_chunk) {
+        ok = send_error(fd, f->fail_code, f->fail_reason,
+                        f->fail_retry_after_ms > 0
+                            ? json_pack("{s:I}", "retry_after_ms", (json_int_t)f->fail_retry_after_ms)
+                            : NULL) == 0;
+        if (ok && f->fail_code == 408) {
+            linger(fd);
+            ok = false;
+        }
+    }
     else {
         memcpy(open->data + off, buf, (size_t)len);
         open->offset += len;

@@ -38,6 +38,10 @@ typedef struct fake_chunkd {
     /* Failures, each happening once, counted in chunks over all connections. */
     int drop_at_chunk;           /* cut the connection inside this chunk */
     int fail_507_at_chunk;       /* answer 507 to this chunk */
+    int fail_at_chunk;           /* answer fail_code/fail_reason to this chunk; */
+    int fail_code;               /* 408 also closes the connection, as chunkd does */
+    const char *fail_reason;
+    int64_t fail_retry_after_ms; /* > 0: sent as retry_after_ms with it */
     bool lose_complete_answer;   /* complete the upload, then hang up */
     bool corrupt_bytes;          /* flip a stored byte before complete */
 

@@ -748,6 +748,11 @@ static void sha_of(const char *content, const char *expect)
 
     assert_true(fd >= 0);
     assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    /* Through the descriptor: from the start whatever its offset (here at
+     * the end), which it keeps. */
+    assert_int_equal(cu_sha256_fd(fd, path, out, &err), 0);
+    assert_string_equal(out, expect);
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), (off_t)strlen(content));
     close(fd);
     assert_int_equal(cu_sha256_file(path, out, &err), 0);
     unlink(path);
