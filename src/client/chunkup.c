@@ -1,4 +1,5 @@
 /* chunkup: upload files to a chunkd server, resumably (docs/CLIENT.md). */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,5 +130,15 @@ int main(int argc, char **argv)
     else
         rc = cmd_abort(&o);
     cu_options_free(&o);
+    /* A result line that never reached its reader (a full disk, a closed
+     * pipe: SIGPIPE is ignored) must not look like success. */
+    int flushed = fflush(stdout);
+    int e = errno;
+    if (flushed != 0 || ferror(stdout)) {
+        fprintf(stderr, "chunkup: cannot write the results to standard output%s%s\n",
+                flushed != 0 ? ": " : "", flushed != 0 ? strerror(e) : "");
+        if (rc == CU_EXIT_OK)
+            rc = CU_EXIT_FILE;
+    }
     return rc;
 }

@@ -36,6 +36,7 @@ typedef struct fixture {
     char sha[65];
     unsigned char *data;
     int64_t size;
+    const char *stdout_to;       /* where chunkup's stdout goes; NULL: a file read into out */
     char out[65536];             /* the last run's stdout */
     char err[65536];             /* and stderr */
 } fixture;
@@ -120,7 +121,9 @@ static int run(fixture *x, const char *credential, const char *const *args)
     pid_t pid;
 
     snprintf(server, sizeof server, "127.0.0.1:%s", x->f.p.port);
-    snprintf(out, sizeof out, "%s/stdout", x->dir);
+    snprintf(out, sizeof out, "%s", x->stdout_to ? x->stdout_to : "");
+    if (x->stdout_to == NULL)
+        snprintf(out, sizeof out, "%s/stdout", x->dir);
     snprintf(err, sizeof err, "%s/stderr", x->dir);
     argv[n++] = CHUNKUP_BIN;
     argv[n++] = "--server";
@@ -139,7 +142,7 @@ static int run(fixture *x, const char *credential, const char *const *args)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int o = open(out, O_WRONLY | O_CREAT | (x->stdout_to ? 0 : O_TRUNC), 0600);
         int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
         if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
@@ -159,7 +162,10 @@ static int run(fixture *x, const char *credential, const char *const *args)
         usleep(10000);
         waited += 10;
     }
-    slurp(out, x->out, sizeof x->out);
+    if (x->stdout_to == NULL)
+        slurp(out, x->out, sizeof x->out);
+    else
+        x->out[0] = '\0';
     slurp(err, x->err, sizeof x->err);
     assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
@@ -368,6 +374,20 @@ static void test_unsendable_input(void **state)
     assert_int_equal(x->f.uploads, 0);
 }
 
+/* The upload succeeds but its result line cannot be written (a full
+ * disk): not a silent success. */
+static void test_lost_result_line(void **state)
+{
+    fixture *x = *state;
+
+    x->stdout_to = "/dev/full";
+    assert_int_equal(upload(x, NULL), 2);
+    expect_stderr(x, "cannot write the results to standard output");
+    x->stdout_to = NULL;
+    fake_stop(&x->f);
+    expect_stored(x, 1, DOC_COMPLETED);
+}
+
 static void test_changed_file_starts_fresh(void **state)
 {
     fixture *x = *state;
@@ -558,6 +578,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retried_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsendable_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_result_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changed_file_starts_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_entry_starts_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_complete_answer, setup, teardown),
