@@ -219,6 +219,21 @@ def check_systemd(root, chunkd_bin):
     execs = keys.get("ExecStart", [])
     if len(execs) != 1 or not execs[0].startswith("/usr/local/bin/chunkd "):
         problem(f"chunkd.service: ExecStart={execs}, expected /usr/local/bin/chunkd ...")
+    # chunkd reads /proc/sys/kernel/random/boot_id and /proc/meminfo; with
+    # ProcSubset=pid it would run without both, quietly (resumes only from
+    # synced offsets, no batched syncs).
+    if "pid" in keys.get("ProcSubset", []):
+        problem("chunkd.service: ProcSubset=pid hides /proc/meminfo and the boot id from chunkd")
+    # The browser client is served from where the install steps put it.
+    web = re.search(r"--web-root (\S+)", execs[0] if execs else "")
+    if not web:
+        problem("chunkd.service: ExecStart has no --web-root (the default is the build tree)")
+    else:
+        with open(unit, encoding="utf-8") as f:
+            head = f.read()
+        if f"cp -r web {os.path.dirname(web.group(1))}/" not in head:
+            problem(f"chunkd.service: --web-root {web.group(1)}, but the install steps do "
+                    "not copy web/ there")
     cluster = read_env_file(os.path.join(root, "deploy", "cluster.env"))
     stop = keys.get("TimeoutStopSec", ["0"])[0]
     m = re.fullmatch(r"(\d+)s?", stop)
