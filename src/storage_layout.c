@@ -341,6 +341,40 @@ static int migrate_bucket(migration_run *m, unsigned b)
     return rc;
 }
 
+int storage_layout_can_migrate(const char *root, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(root, &st) != 0) {
+        snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "storage_dir %s is not a folder", root);
+        return -1;
+    }
+    int v = read_marker(root, err, errlen);
+    if (v < 0)
+        return -1;
+    if (v == STORAGE_LAYOUT_VERSION)
+        return 0; /* a run again: its steps skip what is done */
+    if (v != 1) {
+        snprintf(err, errlen, "storage_dir %s is in layout %d; this build migrates layout 1 only",
+                 root, v);
+        return -1;
+    }
+    int used = has_bucket_entries(root, err, errlen);
+    if (used < 0)
+        return -1;
+    if (!used) {
+        snprintf(err, errlen,
+                 "storage_dir %s holds no document files and no layout marker: nothing to "
+                 "migrate there (is it the folder chunkd uses?)",
+                 root);
+        return -1;
+    }
+    return 0;
+}
+
 int storage_layout_migrate(const char *root, storage_migration *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);

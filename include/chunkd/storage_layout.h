@@ -32,6 +32,13 @@ typedef struct storage_migration {
     long other;    /* entries of bucket directories that are not "<id>.data" */
 } storage_migration;
 
+/* For chunkctl storage-migrate, before it changes anything in MySQL or
+ * Redis: root is a folder in layout 1 that holds document files, or one
+ * already in this layout (a run again). -1 with the reason otherwise: a
+ * newer or unreadable marker, or a folder with neither marker nor files
+ * (most likely the wrong one). */
+int storage_layout_can_migrate(const char *root, char *err, size_t errlen);
+
 /* Moves every "<id>.data" of a layout-1 root to where layout 2 puts it,
  * syncs the directories, then writes the marker. Renames only (same file
  * system, nothing copied), never over an existing file, so it is safe to

@@ -168,7 +168,11 @@ int ctl_storage_migrate(const chunkd_config *cfg, bool json, char *err, size_t e
     /* The paths kept in MySQL and Redis first, the files and the marker
      * last: until the marker is written no chunkd starts on the folder, so
      * a failure anywhere leaves it refused, and running the command again
-     * finishes the job (every step skips what is done). */
+     * finishes the job (every step skips what is done). The folder is
+     * judged before anything changes: rows rewritten for a folder that
+     * then turns out wrong could not be told apart any more. */
+    if (storage_layout_can_migrate(cfg->storage_dir, err, errlen) != 0)
+        return EXIT_FAILURE;
     MYSQL *db = ctl_db_connect(cfg, err, errlen);
     if (!db)
         return EXIT_FAILURE;

@@ -43,7 +43,8 @@ static int group_teardown(void **state)
 
 static char err_path[IT_DIR_MAX + 32];
 
-/* Runs chunkctl ARGS... --storage-dir <the server's>; the MySQL and Redis
+/* Runs chunkctl ARGS... --storage-dir <the server's> (unless ARGS name
+ * one); the MySQL and Redis
  * settings come from the stack env that it_init loaded. Returns the exit
  * code and stdout in *out (caller frees); prints stderr when the code is
  * not `expect`. */
@@ -53,12 +54,16 @@ static int ctl_run(int expect, char **out, const char *const *args)
     int n = 0;
     argv[n++] = it_bin("CHUNKCTL_BIN");
     assert_non_null(argv[0]);
+    bool own_dir = false;
     for (int i = 0; args[i]; i++) {
         assert_true(n < 20);
+        own_dir |= strcmp(args[i], "--storage-dir") == 0;
         argv[n++] = args[i];
     }
-    argv[n++] = "--storage-dir";
-    argv[n++] = srv.storage_dir;
+    if (!own_dir) {
+        argv[n++] = "--storage-dir";
+        argv[n++] = srv.storage_dir;
+    }
     argv[n] = NULL;
     snprintf(err_path, sizeof err_path, "%s/chunkctl.err", workdir);
     unlink(err_path);
@@ -544,6 +549,25 @@ static void test_upgrade_from_layout_1(void **state)
         assert_int_equal(it_doc_get(done, &before), 1);
         assert_string_equal(before.file_path, old_done + strlen(srv.storage_dir) + 1);
     }
+
+    /* A folder that is not the one chunkd uses (empty, or marked with a
+     * layout this build does not know) is refused before a row changes. */
+    char wrong[IT_DIR_MAX], wrong_marker[IT_DIR_MAX + 32];
+    assert_int_equal(it_tmpdir("wrong-storage", wrong, sizeof wrong), 0);
+    for (int i = 0; i < 2; i++) {
+        ctl_run(1, &text, (const char *const[]){"--storage-dir", wrong, "storage-migrate", NULL});
+        free(text);
+        assert_true(stderr_has(i == 0 ? "nothing to migrate" : "layout 3"));
+        it_doc before;
+        assert_int_equal(it_doc_get(done, &before), 1);
+        assert_string_equal(before.file_path, old_done + strlen(srv.storage_dir) + 1);
+        snprintf(wrong_marker, sizeof wrong_marker, "%s/chunkd-layout", wrong);
+        FILE *f = fopen(wrong_marker, "w");
+        assert_non_null(f);
+        assert_true(fputs("3\n", f) >= 0);
+        assert_int_equal(fclose(f), 0);
+    }
+    it_rmtree(wrong);
 
     json_t *j = ctl_json(0, (const char *const[]){"storage-migrate", NULL});
     assert_int_equal(it_json_int(j, "layout"), 2);
