@@ -255,6 +255,15 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
     } else if (errno != EEXIST) {
         snprintf(m->err, m->errlen, "mkdir %s: %s", dst_dir, strerror(errno));
         return -1;
+    } else if (geteuid() == 0) {
+        /* Made by a run that stopped before its chown. */
+        struct stat dst_st;
+        if (stat(dst_dir, &dst_st) != 0 ||
+            ((dst_st.st_uid != m->owner || dst_st.st_gid != m->group) &&
+             chown(dst_dir, m->owner, m->group) != 0)) {
+            snprintf(m->err, m->errlen, "making %s: %s", dst_dir, strerror(errno));
+            return -1;
+        }
     }
     /* Never over a file: two copies of one id mean something else wrote
      * here, which the operator must look at. File systems without
@@ -265,6 +274,16 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
         int e = errno;
         (void)unlink(dst); /* the source is still there: undo the copy's name */
         errno = e;
+    }
+    if (rc != 0 && errno == EEXIST) {
+        /* The same file under both names is a link-and-unlink that
+         * stopped between the two (a crash): finish it. */
+        struct stat a, b;
+        if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino)
+            rc = unlink(src);
+        else
+            errno = EEXIST;
     }
     if (rc != 0) {
         snprintf(m->err, m->errlen, "moving %s to %s: %s", src, dst, strerror(errno));
