@@ -130,6 +130,36 @@ static int fix_rows(MYSQL *db, long *fixed, char *err, size_t errlen)
     }
 }
 
+/* No chunkd may run on the folder meanwhile: one that does (an older
+ * build, which knows no marker) would go on writing layout-1 files the
+ * migration has passed. A lease on any upload in flight says one does;
+ * refused before anything changes. */
+static int check_no_writers(MYSQL *db, ctl_redis *cr, char *err, size_t errlen)
+{
+    static path_row rows[BATCH];
+    uint64_t after = 0;
+    for (;;) {
+        size_t n = 0;
+        if (load_batch(db, "uploading", after, rows, &n, err, errlen) != 0)
+            return -1;
+        for (size_t i = 0; i < n; i++) {
+            ctl_lease l;
+            if (ctl_redis_lease(cr, rows[i].id, &l, err, errlen) != 0)
+                return -1;
+            if (l.held) {
+                snprintf(err, errlen,
+                         "upload %" PRIu64 " is being written (lease held by %s): stop every "
+                         "chunkd that uses the folder first; nothing changed",
+                         rows[i].id, l.holder);
+                return -1;
+            }
+        }
+        if (n < BATCH)
+            return 0;
+        after = rows[n - 1].id;
+    }
+}
+
 /* The Redis state of every upload in flight: its `path` set to where the
  * layout now puts the file. *fixed counts the states changed. */
 static int fix_states(MYSQL *db, redis_state *rs, ctl_redis *cr, long *fixed, char *err,
@@ -183,7 +213,7 @@ int ctl_storage_migrate(const chunkd_config *cfg, bool json, char *err, size_t e
     long rows = 0, states = 0;
     storage_migration m;
     int rc = EXIT_FAILURE;
-    if (cr && fix_rows(db, &rows, err, errlen) == 0 &&
+    if (cr && check_no_writers(db, cr, err, errlen) == 0 && fix_rows(db, &rows, err, errlen) == 0 &&
         fix_states(db, rs, cr, &states, err, errlen) == 0 &&
         storage_layout_migrate(cfg->storage_dir, &m, err, errlen) == 0)
         rc = EXIT_SUCCESS;

@@ -289,6 +289,8 @@ int it_redis_watch_end(int64_t id, int wait_ms);
 int it_redis_lease_exists(int64_t id);
 /* SET <prefix>lease:<id> to token for ttl_ms, whoever held it. */
 int it_redis_set_lease(int64_t id, const char *token, int ttl_ms);
+/* DEL <prefix>lease:<id>. */
+int it_redis_del_lease(int64_t id);
 /* 1 when a <prefix>reserved:<volume> hash (storage admission) still holds
  * a field for the upload, 0 when none does, -1 on error. */
 int it_redis_reserved(int64_t id);

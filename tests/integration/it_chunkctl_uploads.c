@@ -569,6 +569,19 @@ static void test_upgrade_from_layout_1(void **state)
     }
     it_rmtree(wrong);
 
+    /* A chunkd still writing an upload of the folder (its lease) stops
+     * the migration before anything changes. */
+    assert_int_equal(it_redis_set_lease(part, "old-node/0123", 60000), 0);
+    ctl_run(1, &text, (const char *const[]){"storage-migrate", NULL});
+    free(text);
+    assert_true(stderr_has("is being written (lease held by old-node/0123)"));
+    {
+        it_doc before;
+        assert_int_equal(it_doc_get(done, &before), 1);
+        assert_string_equal(before.file_path, old_done + strlen(srv.storage_dir) + 1);
+    }
+    assert_int_equal(it_redis_del_lease(part), 0);
+
     /* A run that stopped between link and unlink (the move where rename
      * cannot refuse to replace: NFS) left done's file under both names: a
      * run again finishes that move instead of refusing two copies. */
