@@ -122,7 +122,12 @@ int ctl_redis_set_upload_path(ctl_redis *r, uint64_t doc, const char *path, char
 {
     char key[128];
     ctl_redis_upload_key(r->cfg, doc, key, sizeof key);
-    redisReply *rep = redisCommand(r->ctx, "HSET %s path %s", key, path);
+    /* Only into a hash that is still there: one that expired since it was
+     * read must not come back as a lone `path` field without a TTL. */
+    static const char script[] =
+        "if redis.call('EXISTS', KEYS[1]) == 1 then "
+        "return redis.call('HSET', KEYS[1], 'path', ARGV[1]) end return 0";
+    redisReply *rep = redisCommand(r->ctx, "EVAL %s 1 %s %s", script, key, path);
     int rc = reply_ok(r, rep, "HSET path", err, errlen);
     freeReplyObject(rep);
     return rc;
