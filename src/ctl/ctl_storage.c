@@ -130,11 +130,10 @@ static int fix_rows(MYSQL *db, long *fixed, char *err, size_t errlen)
     }
 }
 
-/* No chunkd may run on the folder meanwhile: one that does (an older
- * build, which knows no marker) would go on writing layout-1 files the
- * migration has passed. A lease on any upload in flight says one does;
- * refused before anything changes. */
-static int check_no_writers(MYSQL *db, ctl_redis *cr, char *err, size_t errlen)
+/* Calls each(ctx, id, err, errlen) for every upload in flight, in id
+ * order, a batch of rows at a time; stops at the first -1. */
+static int for_each_uploading(MYSQL *db, int (*each)(void *, uint64_t, char *, size_t), void *ctx,
+                              char *err, size_t errlen)
 {
     static path_row rows[BATCH];
     uint64_t after = 0;
@@ -142,55 +141,60 @@ static int check_no_writers(MYSQL *db, ctl_redis *cr, char *err, size_t errlen)
         size_t n = 0;
         if (load_batch(db, "uploading", after, rows, &n, err, errlen) != 0)
             return -1;
-        for (size_t i = 0; i < n; i++) {
-            ctl_lease l;
-            if (ctl_redis_lease(cr, rows[i].id, &l, err, errlen) != 0)
+        for (size_t i = 0; i < n; i++)
+            if (each(ctx, rows[i].id, err, errlen) != 0)
                 return -1;
-            if (l.held) {
-                snprintf(err, errlen,
-                         "upload %" PRIu64 " is being written (lease held by %s): stop every "
-                         "chunkd that uses the folder first; nothing changed",
-                         rows[i].id, l.holder);
-                return -1;
-            }
-        }
         if (n < BATCH)
             return 0;
         after = rows[n - 1].id;
     }
 }
 
-/* The Redis state of every upload in flight: its `path` set to where the
- * layout now puts the file. *fixed counts the states changed. */
-static int fix_states(MYSQL *db, redis_state *rs, ctl_redis *cr, long *fixed, char *err,
-                      size_t errlen)
+/* No chunkd may run on the folder meanwhile: one that does (an older
+ * build, which knows no marker) would go on writing layout-1 files the
+ * migration has passed. A lease on any upload in flight says one does;
+ * refused before anything changes. */
+static int refuse_if_written(void *arg, uint64_t id, char *err, size_t errlen)
 {
-    static path_row rows[BATCH];
-    uint64_t after = 0;
-    for (;;) {
-        size_t n = 0;
-        if (load_batch(db, "uploading", after, rows, &n, err, errlen) != 0)
-            return -1;
-        for (size_t i = 0; i < n; i++) {
-            upload_state st;
-            bool found = false;
-            if (rstate_get(rs, rows[i].id, &st, &found) != 0) {
-                snprintf(err, errlen, "reading the state of upload %" PRIu64 ": %s", rows[i].id,
-                         rstate_error(rs));
-                return -1;
-            }
-            char want[STORAGE_REL_PATH_MAX];
-            storage_rel_path(rows[i].id, want);
-            if (!found || strcmp(st.path, want) == 0)
-                continue;
-            if (ctl_redis_set_upload_path(cr, rows[i].id, want, err, errlen) != 0)
-                return -1;
-            (*fixed)++;
-        }
-        if (n < BATCH)
-            return 0;
-        after = rows[n - 1].id;
+    ctl_lease l;
+    if (ctl_redis_lease(arg, id, &l, err, errlen) != 0)
+        return -1;
+    if (l.held) {
+        snprintf(err, errlen,
+                 "upload %" PRIu64 " is being written (lease held by %s): stop every chunkd "
+                 "that uses the folder first; nothing changed",
+                 id, l.holder);
+        return -1;
     }
+    return 0;
+}
+
+typedef struct state_fix {
+    redis_state *rs;
+    ctl_redis *cr;
+    long fixed; /* states changed */
+} state_fix;
+
+/* The Redis state of an upload in flight: its `path` set to where the
+ * layout now puts the file. */
+static int fix_state(void *arg, uint64_t id, char *err, size_t errlen)
+{
+    state_fix *f = arg;
+    upload_state st;
+    bool found = false;
+    if (rstate_get(f->rs, id, &st, &found) != 0) {
+        snprintf(err, errlen, "reading the state of upload %" PRIu64 ": %s", id,
+                 rstate_error(f->rs));
+        return -1;
+    }
+    char want[STORAGE_REL_PATH_MAX];
+    storage_rel_path(id, want);
+    if (!found || strcmp(st.path, want) == 0)
+        return 0;
+    if (ctl_redis_set_upload_path(f->cr, id, want, err, errlen) != 0)
+        return -1;
+    f->fixed++;
+    return 0;
 }
 
 int ctl_storage_migrate(const chunkd_config *cfg, bool json, char *err, size_t errlen)
@@ -210,11 +214,13 @@ int ctl_storage_migrate(const chunkd_config *cfg, bool json, char *err, size_t e
     ctl_redis *cr = rs ? ctl_redis_connect(cfg, err, errlen) : NULL;
     if (!rs && !err[0])
         snprintf(err, errlen, "Redis: out of memory");
-    long rows = 0, states = 0;
+    long rows = 0;
+    state_fix states = {.rs = rs, .cr = cr};
     storage_migration m;
     int rc = EXIT_FAILURE;
-    if (cr && check_no_writers(db, cr, err, errlen) == 0 && fix_rows(db, &rows, err, errlen) == 0 &&
-        fix_states(db, rs, cr, &states, err, errlen) == 0 &&
+    if (cr && for_each_uploading(db, refuse_if_written, cr, err, errlen) == 0 &&
+        fix_rows(db, &rows, err, errlen) == 0 &&
+        for_each_uploading(db, fix_state, &states, err, errlen) == 0 &&
         storage_layout_migrate(cfg->storage_dir, &m, err, errlen) == 0)
         rc = EXIT_SUCCESS;
     ctl_redis_free(cr);
@@ -227,12 +233,12 @@ int ctl_storage_migrate(const chunkd_config *cfg, bool json, char *err, size_t e
                                   cfg->storage_dir, "layout", STORAGE_LAYOUT_VERSION, "moved",
                                   (json_int_t)m.moved, "in_place", (json_int_t)m.in_place,
                                   "other", (json_int_t)m.other, "rows_updated",
-                                  (json_int_t)rows, "states_updated", (json_int_t)states),
+                                  (json_int_t)rows, "states_updated", (json_int_t)states.fixed),
                         err, errlen);
     out_printf("%s: layout %d; %ld files moved, %ld already in place, %ld other entries "
                "left as they were; file_path of %ld completed documents and the path of %ld "
                "uploads in flight updated\n",
                cfg->storage_dir, STORAGE_LAYOUT_VERSION, m.moved, m.in_place, m.other, rows,
-               states);
+               states.fixed);
     return out_finish(err, errlen) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
