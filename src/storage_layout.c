@@ -255,12 +255,13 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
     } else if (errno != EEXIST) {
         snprintf(m->err, m->errlen, "mkdir %s: %s", dst_dir, strerror(errno));
         return -1;
-    } else if (geteuid() == 0) {
-        /* Made by a run that stopped before its chown. */
+    } else if (geteuid() == 0 && m->owner != 0) {
+        /* Made by a run (as root) that stopped before its chown: root's,
+         * where the root's owner should own it. A bucket chunkd made
+         * itself is left as it is. */
         struct stat dst_st;
         if (stat(dst_dir, &dst_st) != 0 ||
-            ((dst_st.st_uid != m->owner || dst_st.st_gid != m->group) &&
-             chown(dst_dir, m->owner, m->group) != 0)) {
+            (dst_st.st_uid == 0 && chown(dst_dir, m->owner, m->group) != 0)) {
             snprintf(m->err, m->errlen, "making %s: %s", dst_dir, strerror(errno));
             return -1;
         }
@@ -278,9 +279,9 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
     if (rc != 0 && errno == EEXIST) {
         /* The same file under both names is a link-and-unlink that
          * stopped between the two (a crash): finish it. */
-        struct stat a, b;
-        if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev &&
-            a.st_ino == b.st_ino)
+        struct stat a, b; /* lstat: a symbolic link is never "the same file" */
+        if (lstat(src, &a) == 0 && lstat(dst, &b) == 0 && S_ISREG(a.st_mode) &&
+            S_ISREG(b.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
             rc = unlink(src);
         else
             errno = EEXIST;

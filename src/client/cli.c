@@ -123,6 +123,15 @@ int cu_exit_status(const cu_error *err)
     return CU_EXIT_UNAVAILABLE;
 }
 
+int64_t cu_retry_wait_ms(int64_t backoff_ms, int64_t retry_after_ms, int64_t margin_ms)
+{
+    if (retry_after_ms <= 0)
+        return backoff_ms;
+    /* A server's word, bounded: no overflow, no sleeping for days. */
+    int64_t wait = retry_after_ms < CU_LOCK_WAIT_MAX_MS ? retry_after_ms : CU_LOCK_WAIT_MAX_MS;
+    return wait + margin_ms;
+}
+
 void cu_describe_error(char *buf, size_t cap, const cu_error *err)
 {
     if (err->code == 0) {

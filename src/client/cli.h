@@ -60,6 +60,15 @@ int cu_parse_server(const char *s, char *host, size_t hcap, char *port, size_t p
 /* The exit status for a failed request. */
 int cu_exit_status(const cu_error *err);
 
+/* The longest lease a chunkd may grant (lease_ttl_ms's upper bound): a
+ * locked upload is free again within it. */
+#define CU_LOCK_WAIT_MAX_MS 600000
+
+/* How long to wait before the next attempt: the backoff, or, when the
+ * server said when its lease lapses (retry_after_ms > 0), that plus
+ * margin_ms, never more than CU_LOCK_WAIT_MAX_MS plus margin_ms. */
+int64_t cu_retry_wait_ms(int64_t backoff_ms, int64_t retry_after_ms, int64_t margin_ms);
+
 /* "server refused: 413 file_too_large: file is larger than 500 MiB" etc. */
 void cu_describe_error(char *buf, size_t cap, const cu_error *err);
 

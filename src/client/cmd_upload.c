@@ -444,11 +444,7 @@ static int transfer(job *j)
         failures++;
         /* A locked upload says when its lease lapses: wait that long
          * (plus a little) rather than guessing. */
-        int64_t wait = backoff;
-        if (j->err.retry_after_ms > 0)
-            wait = j->err.retry_after_ms < BACKOFF_MAX_MS - BACKOFF_FIRST_MS
-                       ? j->err.retry_after_ms + BACKOFF_FIRST_MS
-                       : BACKOFF_MAX_MS; /* a server's word, not a reason to sleep for days */
+        int64_t wait = cu_retry_wait_ms(backoff, j->err.retry_after_ms, BACKOFF_FIRST_MS);
         notice(j, "%s; retrying in %.1f s (%d of %d)", text, (double)wait / 1000.0, failures,
                j->o->retries);
         sleep_ms(wait);

@@ -117,18 +117,25 @@ static int key_int(ctl_redis *r, const char *cmd, const char *key, long long *ou
     return rc;
 }
 
-int ctl_redis_set_upload_path(ctl_redis *r, uint64_t doc, const char *path, char *err,
-                              size_t errlen)
+int ctl_redis_set_upload_path(ctl_redis *r, uint64_t doc, const char *path, bool *set,
+                              char *err, size_t errlen)
 {
+    *set = false;
     char key[128];
     ctl_redis_upload_key(r->cfg, doc, key, sizeof key);
     /* Only into a hash that is still there: one that expired since it was
      * read must not come back as a lone `path` field without a TTL. */
     static const char script[] =
         "if redis.call('EXISTS', KEYS[1]) == 1 then "
-        "return redis.call('HSET', KEYS[1], 'path', ARGV[1]) end return 0";
+        "redis.call('HSET', KEYS[1], 'path', ARGV[1]) return 1 end return 0";
     redisReply *rep = redisCommand(r->ctx, "EVAL %s 1 %s %s", script, key, path);
     int rc = reply_ok(r, rep, "HSET path", err, errlen);
+    if (rc == 0 && rep->type != REDIS_REPLY_INTEGER) {
+        snprintf(err, errlen, "Redis HSET path: unexpected reply type %d", rep->type);
+        rc = -1;
+    }
+    if (rc == 0)
+        *set = rep->integer == 1;
     freeReplyObject(rep);
     return rc;
 }

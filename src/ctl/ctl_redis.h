@@ -32,10 +32,10 @@ typedef struct ctl_lease {
 } ctl_lease;
 
 /* Sets the `path` field of the upload's hash (storage-migrate; the caller
- * has just seen the hash exist, and no chunkd runs). 0, or -1 with a
- * reason. */
-int ctl_redis_set_upload_path(ctl_redis *r, uint64_t doc, const char *path, char *err,
-                              size_t errlen);
+ * has just seen the hash exist, and no chunkd runs), only while the hash is
+ * still there: *set says whether it was. 0, or -1 with a reason. */
+int ctl_redis_set_upload_path(ctl_redis *r, uint64_t doc, const char *path, bool *set,
+                              char *err, size_t errlen);
 
 /* Who holds the upload's lease, if anyone. 0, or -1 with a reason. */
 int ctl_redis_lease(ctl_redis *r, uint64_t doc, ctl_lease *out, char *err, size_t errlen);

@@ -191,9 +191,10 @@ static int fix_state(void *arg, uint64_t id, char *err, size_t errlen)
     storage_rel_path(id, want);
     if (!found || strcmp(st.path, want) == 0)
         return 0;
-    if (ctl_redis_set_upload_path(f->cr, id, want, err, errlen) != 0)
+    bool set = false;
+    if (ctl_redis_set_upload_path(f->cr, id, want, &set, err, errlen) != 0)
         return -1;
-    f->fixed++;
+    f->fixed += set; /* not when the state lapsed meanwhile */
     return 0;
 }
 

@@ -309,6 +309,22 @@ static void test_exit_status(void **state)
     assert_int_equal(cu_exit_status(&e), CU_EXIT_FILE);
 }
 
+/* The wait before a retry: the backoff, or the server's retry_after_ms
+ * plus the margin, bounded by the longest lease a chunkd grants (600 s),
+ * whatever the server sends. */
+static void test_retry_wait(void **state)
+{
+    (void)state;
+    assert_int_equal(cu_retry_wait_ms(400, 0, 200), 400);
+    assert_int_equal(cu_retry_wait_ms(400, -5, 200), 400);
+    assert_int_equal(cu_retry_wait_ms(400, 1500, 200), 1700);
+    /* a lease of two minutes is waited for in full, not cut to the backoff */
+    assert_int_equal(cu_retry_wait_ms(400, 120000, 200), 120200);
+    assert_int_equal(cu_retry_wait_ms(400, CU_LOCK_WAIT_MAX_MS, 200), CU_LOCK_WAIT_MAX_MS + 200);
+    assert_int_equal(cu_retry_wait_ms(400, CU_LOCK_WAIT_MAX_MS + 1, 200), CU_LOCK_WAIT_MAX_MS + 200);
+    assert_int_equal(cu_retry_wait_ms(400, INT64_MAX, 200), CU_LOCK_WAIT_MAX_MS + 200);
+}
+
 static void test_describe_error(void **state)
 {
     char buf[256];
@@ -336,6 +352,7 @@ int main(void)
         cmocka_unit_test_setup(test_help, clear_env),
         cmocka_unit_test_setup(test_credential_file, clear_env),
         cmocka_unit_test(test_exit_status),
+        cmocka_unit_test(test_retry_wait),
         cmocka_unit_test(test_describe_error),
     };
 
