@@ -399,22 +399,20 @@ static bool start_linger(conn *c)
     return true;
 }
 
-/* Reads and drops what a lingering connection's peer sends; closes it at
- * the end of the stream or on an error. False when it was closed. */
-static bool linger_read(conn *c)
+/* Reads and drops what a lingering connection's peer sends (a bounded
+ * amount a turn, like any reader); closes it at the end of the stream or
+ * on an error. */
+static void linger_read(conn *c)
 {
     char sink[4096];
     for (int i = 0; i < 16; i++) {
         ssize_t n = read(c->fd, sink, sizeof sink);
         if (n > 0 || (n < 0 && errno == EINTR))
             continue;
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
             conn_close(c, "closed_by_protocol", 0, NULL);
-            return false;
-        }
-        break;
+        return;
     }
-    return true;
 }
 
 /* Returns false when the connection was closed. */
@@ -590,7 +588,7 @@ bool conn_handle_event(conn *c, uint32_t events)
         return true;
     }
     if (c->lingering) {
-        (void)linger_read(c); /* may close it */
+        linger_read(c); /* may close it */
         return true;
     }
     bool served = true;

@@ -305,26 +305,23 @@ static int resolve(cu_options *o, const raw_options *raw, char *msg, size_t cap)
     if (raw->credential_file) {
         if (read_credential(raw->credential_file, &o->credential, msg, cap) < 0)
             return CU_EXIT_FILE;
-        if (!credential_sendable(o->credential)) {
-            snprintf(msg, cap, "the credential in %s is not valid UTF-8", raw->credential_file);
+    } else {
+        if (cred == NULL)
+            cred = getenv("CHUNKUP_CREDENTIAL");
+        if (cred == NULL || cred[0] == '\0') {
+            snprintf(msg, cap, "no credential: pass --credential, --credential-file or set "
+                               "CHUNKUP_CREDENTIAL");
             return CU_EXIT_USAGE;
         }
-        return CU_EXIT_OK;
+        o->credential = strdup(cred);
+        if (o->credential == NULL) {
+            snprintf(msg, cap, "out of memory");
+            return CU_EXIT_USAGE;
+        }
     }
-    if (cred == NULL)
-        cred = getenv("CHUNKUP_CREDENTIAL");
-    if (cred == NULL || cred[0] == '\0') {
-        snprintf(msg, cap, "no credential: pass --credential, --credential-file or set "
-                           "CHUNKUP_CREDENTIAL");
-        return CU_EXIT_USAGE;
-    }
-    if (!credential_sendable(cred)) {
-        snprintf(msg, cap, "the credential is not valid UTF-8");
-        return CU_EXIT_USAGE;
-    }
-    o->credential = strdup(cred);
-    if (o->credential == NULL) {
-        snprintf(msg, cap, "out of memory");
+    if (!credential_sendable(o->credential)) {
+        snprintf(msg, cap, "the credential%s%s is not valid UTF-8",
+                 raw->credential_file ? " in " : "", raw->credential_file ? raw->credential_file : "");
         return CU_EXIT_USAGE;
     }
     return CU_EXIT_OK;

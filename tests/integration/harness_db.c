@@ -678,13 +678,7 @@ int it_redis_del_lease(int64_t id)
 {
     char key[128];
     lease_key(id, key, sizeof key);
-    redisReply *r = redisCommand(rc, "DEL %s", key);
-    bool ok = r && r->type == REDIS_REPLY_INTEGER;
-    if (!ok)
-        fprintf(stderr, "it: DEL %s: %s\n", key, r ? "unexpected reply" : rc->errstr);
-    if (r)
-        freeReplyObject(r);
-    return ok ? 0 : -1;
+    return it_redis_del(key);
 }
 
 int it_redis_reserved(int64_t id)

@@ -554,6 +554,15 @@ static void test_upgrade_from_layout_1(void **state)
      * layout this build does not know) is refused before a row changes. */
     char wrong[IT_DIR_MAX], wrong_marker[IT_DIR_MAX + 32];
     assert_int_equal(it_tmpdir("wrong-storage", wrong, sizeof wrong), 0);
+    /* a file, not a folder: its marker path is what the next case fills */
+    snprintf(wrong_marker, sizeof wrong_marker, "%s/chunkd-layout", wrong);
+    FILE *not_dir = fopen(wrong_marker, "w");
+    assert_non_null(not_dir);
+    assert_int_equal(fclose(not_dir), 0);
+    ctl_run(1, &text, (const char *const[]){"--storage-dir", wrong_marker, "storage-migrate", NULL});
+    free(text);
+    assert_true(stderr_has("is not a folder"));
+    assert_int_equal(unlink(wrong_marker), 0);
     for (int i = 0; i < 2; i++) {
         ctl_run(1, &text, (const char *const[]){"--storage-dir", wrong, "storage-migrate", NULL});
         free(text);

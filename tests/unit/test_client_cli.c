@@ -233,6 +233,16 @@ static void test_help(void **state)
     cu_options_free(&o);
 }
 
+/* Replaces path's content with len bytes of text. */
+static void rewrite(const char *path, const char *text, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+}
+
 static void test_credential_file(void **state)
 {
     char path[] = "/tmp/chunkup-cred-XXXXXX";
@@ -253,12 +263,16 @@ static void test_credential_file(void **state)
     assert_string_equal(o.credential, "s3cret token");
     cu_options_free(&o);
 
-    fd = open(path, O_WRONLY | O_TRUNC);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, " \n", 2), 2);
-    close(fd);
+    rewrite(path, " \n", 2);
     assert_int_equal(cu_options_parse(ARGC(argv), argv, &o, msg, sizeof msg), CU_EXIT_FILE);
     assert_non_null(strstr(msg, "empty"));
+    cu_options_free(&o);
+
+    /* not UTF-8: a usage error naming the file, before anything is sent */
+    rewrite(path, "\xff\xfe\n", 3);
+    assert_int_equal(cu_options_parse(ARGC(argv), argv, &o, msg, sizeof msg), CU_EXIT_USAGE);
+    assert_non_null(strstr(msg, "not valid UTF-8"));
+    assert_non_null(strstr(msg, path));
     cu_options_free(&o);
     unlink(path);
 
