@@ -157,6 +157,11 @@ static void upload_key(const chunkd_config *cfg, uint64_t document_id, char *out
     snprintf(out, size, "%supload:%" PRIu64, cfg->redis_prefix, document_id);
 }
 
+static void lease_key(const chunkd_config *cfg, uint64_t document_id, char *out, size_t size)
+{
+    snprintf(out, size, "%slease:%" PRIu64, cfg->redis_prefix, document_id);
+}
+
 /* Sends the queued commands' replies through reply_ok one by one; all
  * replies are read even after a failure so the pipeline stays in step. */
 static int collect_replies(redis_state *rs, int n, const char *what, long long *first_int)
@@ -203,31 +208,39 @@ static void state_args_fill(state_args *a, const upload_state *st)
     memcpy(a->argv, argv, sizeof argv);
 }
 
-/* Queues MULTI, HSET of every field, EXPIRE, EXEC (4 replies): MULTI/EXEC
- * so the hash never exists without its TTL. */
-static int append_put(redis_state *rs, const upload_state *st)
+/* KEYS: lease, upload hash. ARGV: token, key ttl s, then the hash's fields
+ * and values. Writes the state (with its TTL, in one step) only while the
+ * token holds the lease: a writer whose lease was broken (the upload ended
+ * by an abort, the expiry sweep or chunkctl, which delete the state after
+ * breaking the lease) must not bring the state back. Returns 1 when
+ * written, 0 when the lease is not the token's. */
+static const char put_lua[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 3)) "
+    "redis.call('EXPIRE', KEYS[2], ARGV[2]) "
+    "return 1";
+
+int rstate_put(redis_state *rs, const upload_state *st, const char *lease, bool *lease_lost)
 {
-    char key[128];
+    *lease_lost = false;
+    if (connect_redis(rs) != 0)
+        return -1;
+    char lkey[128], key[128], ttl[24];
+    lease_key(rs->cfg, st->document_id, lkey, sizeof lkey);
     upload_key(rs->cfg, st->document_id, key, sizeof key);
+    snprintf(ttl, sizeof ttl, "%lld", (long long)rs->cfg->upload_ttl_s);
     state_args a;
     state_args_fill(&a, st);
-    const char *argv[2 + STATE_ARGC] = {"HSET", key};
-    memcpy(argv + 2, a.argv, sizeof a.argv);
-    if (redisAppendCommand(rs->ctx, "MULTI") != REDIS_OK ||
-        redisAppendCommandArgv(rs->ctx, 2 + STATE_ARGC, argv, NULL) != REDIS_OK ||
-        redisAppendCommand(rs->ctx, "EXPIRE %s %lld", key, (long long)rs->cfg->upload_ttl_s) !=
-            REDIS_OK ||
-        redisAppendCommand(rs->ctx, "EXEC") != REDIS_OK)
+    enum { FIXED = 7 };
+    const char *argv[FIXED + STATE_ARGC] = {"EVAL", put_lua, "2", lkey, key, lease, ttl};
+    memcpy(argv + FIXED, a.argv, sizeof a.argv);
+    if (redisAppendCommandArgv(rs->ctx, FIXED + STATE_ARGC, argv, NULL) != REDIS_OK)
         return append_failed(rs);
-    return 0;
-}
-#define PUT_REPLIES 4
-
-int rstate_put(redis_state *rs, const upload_state *st)
-{
-    if (connect_redis(rs) != 0 || append_put(rs, st) != 0)
+    long long v = 0;
+    if (collect_replies(rs, 1, "put upload", &v) != 0)
         return -1;
-    return collect_replies(rs, PUT_REPLIES, "HSET upload", NULL);
+    *lease_lost = v != 1;
+    return 0;
 }
 
 /* KEYS: upload hash, lease. ARGV: token, lease ms, offset, updated_ms, node,
@@ -285,11 +298,6 @@ static size_t eval_on_reserved(const char **argv, const char *script, const char
     argv[2] = "1";
     argv[3] = rkey;
     return 4;
-}
-
-static void lease_key(const chunkd_config *cfg, uint64_t document_id, char *out, size_t size)
-{
-    snprintf(out, size, "%slease:%" PRIu64, cfg->redis_prefix, document_id);
 }
 
 /* Runs a script that returns an integer. */
@@ -363,7 +371,7 @@ int rstate_save_offset(redis_state *rs, const upload_state *st, const char *leas
     case RSTATE_SAVE_KEY_MISSING:
         log_warn("event=redis_state_rebuilt doc=%" PRIu64 " reason=key_missing",
                  st->document_id);
-        return rstate_put(rs, st);
+        return rstate_put(rs, st, lease, lease_lost);
     case RSTATE_SAVED:
         break;
     }
@@ -693,14 +701,20 @@ static int too_many(redis_state *rs, size_t n)
  * s, the document id whose reservation must be there ("": none needed),
  * then the hash's fields and values. Returns 2 when the reservation is not
  * there (admission refused it: nothing written), 1 when the lease is ours
- * and the state written, 0 when someone else holds the lease (the state is
- * written all the same, as rstate_put would). */
+ * and the state written, 0 when someone else holds the lease: then nothing
+ * is written and the reservation is let go, since a lease on a document
+ * this instance has just created means it is being ended (chunkctl) and
+ * its state must not outlive that (see put_lua). */
 static const char open_lua[] =
     "if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 then return 2 end "
     TAKE_LEASE_LUA
+    "if not ours then "
+    "  if ARGV[4] ~= '' then redis.call('HDEL', KEYS[3], ARGV[4]) end "
+    "  return 0 "
+    "end "
     "redis.call('HSET', KEYS[2], unpack(ARGV, 5)) "
     "redis.call('EXPIRE', KEYS[2], ARGV[3]) "
-    "if ours then return 1 end return 0";
+    "return 1";
 
 /* Queues the reserve script for the n uploads (see rstate_admit_open_many). */
 static int append_reserve(redis_state *rs, size_t n, const upload_state *sts, int64_t available,

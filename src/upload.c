@@ -438,12 +438,15 @@ static int load_owned_document(upload_env *env, session *s, int64_t document_id,
 
 static void send_not_resumable(upload_env *env, session *s, const doc_row *d)
 {
-    /* A finished document has no resume state; if some is left (an
-     * instance died between updating the row and deleting the key), this is
-     * the moment to drop it. */
+    /* A finished document has no resume state, and a failed one no file;
+     * if some is left (an instance or chunkctl died between updating the
+     * row and removing the rest, or a resume re-created the file while the
+     * upload was ended: handle_resume), this is the moment to drop it. */
     if (strcmp(d->status, "uploading") != 0 && rstate_del(env->rs, d->id) != 0)
         log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", d->id,
                  rstate_error(env->rs));
+    if (strcmp(d->status, "failed") == 0 && storage_remove(env->cfg->storage_dir, d->id) != 0)
+        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", d->id, strerror(errno));
     msg_error err;
     msg_fail(&err, 409, "not_resumable", "the document is %s, not uploading", d->status);
     err.document_status = d->status;
@@ -516,30 +519,59 @@ static int take_lease(upload_env *env, session *s, uint64_t doc)
     return 0;
 }
 
-static void send_lease_lost(upload_env *env, session *s, uint64_t doc)
+/* The 409 lease_lost answer alone; the session's open upload is the
+ * caller's business. */
+static void answer_lease_lost(upload_env *env, session *s, uint64_t doc)
 {
     log_warn("event=lease_lost doc=%" PRIu64 " peer=%s", doc, s->peer);
     metrics_add(env->metrics, M_LEASES_LOST, 1);
-    upload_drain(env, s); /* chunks written before are answered first */
-    forget_open_upload(s);
     send_error(env, s, 409, "lease_lost",
                "this connection no longer holds the upload (another connection took it over, "
                "or it was ended); resume to continue if it is still uploading");
 }
 
+/* The open upload's lease is gone: it is dropped here. */
+static void send_lease_lost(upload_env *env, session *s, uint64_t doc)
+{
+    upload_drain(env, s); /* chunks written before are answered first */
+    forget_open_upload(s);
+    answer_lease_lost(env, s, doc);
+}
+
+/* Removes the file of a document whose row says failed (which no file may
+ * outlive), after a writer made it while the upload was being ended. */
+static void remove_if_failed(upload_env *env, uint64_t doc)
+{
+    doc_row d;
+    bool found = false;
+    if (docstore_get_document(env->ds, doc, &d, &found) != 0) {
+        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc,
+                  docstore_error(env->ds));
+        return;
+    }
+    if (found && strcmp(d.status, "failed") == 0 && storage_remove(env->cfg->storage_dir, doc) != 0)
+        log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
+}
+
 /* Marks the row failed and removes what belonged to the upload; the answer
- * is the caller's. */
-static void fail_document(upload_env *env, session *s, uint64_t doc, const char *reason)
+ * is the caller's. Returns 1 when this call failed the row, 0 when it was
+ * no longer uploading, -1 when MySQL could not be updated. */
+static int fail_document(upload_env *env, session *s, uint64_t doc, const char *reason)
 {
     drop_open_upload_if(env, s, doc);
     bool changed = false;
-    if (lifecycle_fail_upload(env->ds, env->rs, env->cfg->storage_dir, doc, reason, &changed) != 0)
+    int rc = 0;
+    if (lifecycle_fail_upload(env->ds, env->rs, env->cfg->storage_dir, doc, reason, &changed) != 0) {
         log_error("event=fail_document_failed doc=%" PRIu64 " reason=%s error=\"%s\"", doc,
                   reason, docstore_error(env->ds));
-    else if (changed)
+        rc = -1;
+    } else if (changed) {
         metrics_failed(env->metrics, reason);
+        rc = 1;
+    }
     log_info("event=upload_ended doc=%" PRIu64 " user=%" PRIu64 " peer=%s reason=%s", doc,
              s->user_id, s->peer, reason);
+    return rc;
 }
 
 /* The rest of the group's uploads once their rows exist: each file
@@ -626,7 +658,10 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
         }
         if (rc != 0 || opened[k] != 1) {
             close(fds[k]);
-            fail_document(env, s, id, "unavailable");
+            /* A lease on a document created here a moment ago: chunkctl is
+             * ending it, and its removal may have come before our create. */
+            if (fail_document(env, s, id, "unavailable") == 0 && rc == 0 && opened[k] == 0)
+                remove_if_failed(env, id);
             send_unavailable(env, s, rc == 0 && fits[k] == 1 && opened[k] == 0 ? "lease refused"
                                                                              : why);
             continue;
@@ -928,10 +963,24 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     util_strlcpy(st.writer, s->lease_token, sizeof st.writer);
     st.updated_ms = util_wall_ms();
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
-    if (rstate_put(env->rs, &st) != 0) {
+    bool lost = false;
+    if (rstate_put(env->rs, &st, s->lease_token, &lost) != 0) {
         close(fd);
         send_unavailable(env, s, rstate_error(env->rs));
         goto release;
+    }
+    if (lost) {
+        /* Broken while the file was reconciled: the upload was ended (the
+         * file made above may be newer than its removal, and goes with
+         * send_not_resumable), or our lease lapsed and another took it. */
+        close(fd);
+        if (docstore_get_document(env->ds, doc, &d, &still) != 0)
+            send_unavailable(env, s, docstore_error(env->ds));
+        else if (still && strcmp(d.status, "uploading") != 0)
+            send_not_resumable(env, s, &d);
+        else
+            answer_lease_lost(env, s, doc);
+        return;
     }
     if (set_open_upload(env, s, &st, fd, 0) != 0) {
         send_error(env, s, 500, "internal", "out of memory");
@@ -1389,10 +1438,13 @@ static void on_offset_saved(void *arg, bool ok, long long reply, const char *why
              * whole state again, with every byte written so far. */
             log_warn("event=redis_state_rebuilt doc=%" PRIu64 " reason=key_missing",
                      s->up ? s->up->st.document_id : 0);
-            if (s->up && rstate_put(env->rs, &s->up->st) == 0)
-                outcome = 0;
-            else
+            if (!s->up)
+                break;
+            bool lost = false;
+            if (rstate_put(env->rs, &s->up->st, s->lease_token, &lost) != 0)
                 snprintf(reason, sizeof reason, "%s", rstate_error(env->rs));
+            else
+                outcome = lost ? 1 : 0;
             break;
         }
     }

@@ -44,7 +44,10 @@ int rstate_ping(redis_state *rs);
 /* Every call returns 0 on success or -1 when Redis could not be reached or
  * answered with an error; rstate_error() then says why. A failed connection
  * is dropped and re-established on the next call. */
-int rstate_put(redis_state *rs, const upload_state *st);
+/* Writes the whole state with its TTL, but only while `lease` holds the
+ * upload's lease (*lease_lost otherwise, and nothing written): the state of
+ * an upload that was ended while its writer was busy must not come back. */
+int rstate_put(redis_state *rs, const upload_state *st, const char *lease, bool *lease_lost);
 
 /* Saves st->offset and st->synced_offset and refreshes the key's TTL, but only while `lease` is
  * still the holder of the upload's lease (which it also renews), so a writer
@@ -105,8 +108,9 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
  * (nothing written for any). The reservation goes with the upload's state
  * (rstate_del, rstate_finish_many). With `available` < 0 every fits[i] is
  * 1. Then each admitted upload's lease (for sts[i].writer) and state:
- * opened[i] 1, 0 when not admitted or someone else holds the lease (its
- * state was written all the same), -1 when Redis answered with an error. */
+ * opened[i] 1, 0 when not admitted or someone else holds the lease
+ * (nothing written then, and its reservation let go: see open_lua), -1
+ * when Redis answered with an error. */
 int rstate_admit_open_many(redis_state *rs, size_t n, const upload_state *sts, int64_t available,
                            int8_t *fits, int64_t *promised, int8_t *opened);
 /* For completion: held[i] is 1 when tokens[i] holds the lease (renewed),

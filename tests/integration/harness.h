@@ -452,6 +452,19 @@ void it_upload_path(const it_server *s, int64_t id, char *out, size_t outlen);
  * SHA-256, no other file of that document in its bucket, no Redis key. */
 void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *sha);
 
+/* ---- open gates (harness_gate.c) ------------------------------------------ */
+
+/* Starts holding every open() of the file at path (fanotify permission
+ * events, which need CAP_SYS_ADMIN): returns the gate's fd, or -1 with
+ * errno (EPERM, ENOSYS, EINVAL: the test should skip). close() ends it and
+ * lets every held open go on. */
+int it_gate_open(const char *path);
+/* Waits up to timeout_ms until process pid is held in an open() of the
+ * file; its event in *held_fd. Others' opens are let through. 0, or -1. */
+int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd);
+/* Lets the held open() go on. */
+int it_gate_release(int gate, int held_fd);
+
 /* Milliseconds on the monotonic clock; sleeping. */
 int64_t it_now_ms(void);
 /* Wall-clock ms since the epoch, as chunkd stamps what it keeps in Redis. */

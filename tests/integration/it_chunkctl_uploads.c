@@ -417,6 +417,19 @@ static void test_fail_and_expire(void **state)
     ctl_run(1, &text, (const char *const[]){"expire", ids, NULL});
     free(text);
     assert_true(stderr_has("not uploading"));
+
+    /* A file left behind (a clean-up cut off) goes with the next resume. */
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&srv, c, path, sizeof path);
+    char sha[65];
+    assert_int_equal(it_make_file(path, 10 * IT_KiB, sha), 0);
+    j = ctl_json(1, (const char *const[]){"show", ids, NULL});
+    assert_true(problems_mention(j, "present for a failed row"));
+    json_decref(j);
+    json_t *r = resume(&bob, c);
+    it_assert_error(r, 409, "not_resumable");
+    json_decref(r);
+    assert_ended(&bob, c, "expired");
     it_pass();
 }
 
@@ -440,6 +453,60 @@ static void test_fail_while_writing(void **state)
     it_expect_chunk_error_open(&s, hdr, 64 * IT_KiB, 409, "lease_lost");
     it_sock_close(&s);
     assert_ended(&alice, id, "failed_by_operator");
+    it_pass();
+}
+
+/* An operator ending an upload while a resume of it is inside its work:
+ * past its read of the row (which said uploading), holding the lease, and
+ * about to open the file. The server is held in that open() (an open gate)
+ * while `chunkctl fail` runs, so the end falls exactly there. The resume
+ * then makes the file again (a fresh copy, when the last writer did not let
+ * go cleanly) and must neither write the state back nor leave the file: it
+ * answers not_resumable, and nothing of the upload is left. */
+static void test_fail_during_resume(void **state)
+{
+    (void)state;
+    for (int unclean = 0; unclean < 2; unclean++) {
+        int64_t id = partial_upload(NULL, &alice, "race.bin", 100 * IT_KiB, 20 * IT_KiB);
+        for (int i = 0; i < 500 && it_redis_lease_exists(id) == 1; i++)
+            it_sleep_ms(10);
+        assert_int_equal(it_redis_lease_exists(id), 0);
+        if (unclean) /* a writer that died without letting go */
+            assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
+        char path[IT_PATH_MAX + 64], ids[24];
+        it_upload_path(&srv, id, path, sizeof path);
+        id_str(id, ids);
+        int gate = it_gate_open(path);
+        if (gate < 0) {
+            fprintf(stderr, "it: no fanotify permission events here (%s); skipped\n",
+                    strerror(errno));
+            skip();
+        }
+        it_sock s;
+        assert_int_equal(it_sock_connect(&s, srv.port), 0);
+        char line[512];
+        it_line(line, sizeof line,
+                "{\"action\":\"resume\",\"document_id\":%lld,\"user_id\":%lld,"
+                "\"credential\":\"%s\"}\n",
+                (long long)id, (long long)alice.id, alice.credential);
+        assert_int_equal(it_sock_send_str(&s, line), 0);
+        int held = -1;
+        assert_int_equal(it_gate_wait(gate, srv.pid, 10000, &held), 0);
+
+        json_t *j = ctl_json(0, (const char *const[]){"fail", ids, NULL});
+        assert_string_equal(it_json_str(j, "interrupted_node"), srv.node_id);
+        json_decref(j);
+
+        assert_int_equal(it_gate_release(gate, held), 0);
+        close(gate);
+        json_t *r = NULL;
+        assert_int_equal(it_sock_read_json(&s, 10000, &r), IT_READ_OK);
+        it_assert_error(r, 409, "not_resumable");
+        assert_string_equal(it_json_str(r, "document_status"), "failed");
+        json_decref(r);
+        it_sock_close(&s);
+        assert_ended(&alice, id, "failed_by_operator");
+    }
     it_pass();
 }
 
@@ -692,6 +759,7 @@ int main(void)
         IT_FIXTURE_TEST(test_show_finds_damage),
         IT_FIXTURE_TEST(test_fail_and_expire),
         IT_FIXTURE_TEST(test_fail_while_writing),
+        IT_FIXTURE_TEST(test_fail_during_resume),
         IT_FIXTURE_TEST(test_fail_refuses_completed),
         IT_FIXTURE_TEST(test_upgrade_from_layout_1),
         IT_FIXTURE_TEST(test_server_stops_cleanly),

@@ -1,0 +1,94 @@
+/* Harness: an open gate, which holds another process inside its open() of
+ * one file until the test lets it go (fanotify permission events). A test
+ * uses it to stop the server at a known point of its work and do something
+ * there, where timing alone could not place it. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/fanotify.h>
+#include <unistd.h>
+
+int it_gate_open(const char *path)
+{
+    int fan = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY | O_LARGEFILE);
+    if (fan < 0)
+        return -1;
+    if (fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD, path) != 0) {
+        int e = errno;
+        close(fan);
+        errno = e;
+        return -1;
+    }
+    return fan;
+}
+
+/* Answers one permission event; the event's own fd is closed. */
+static int answer(int gate, int event_fd)
+{
+    struct fanotify_response r = {.fd = event_fd, .response = FAN_ALLOW};
+    ssize_t w = write(gate, &r, sizeof r);
+    int e = errno;
+    close(event_fd);
+    if (w != (ssize_t)sizeof r) {
+        fprintf(stderr, "it: answering a fanotify event: %s\n", w < 0 ? strerror(e) : "short");
+        return -1;
+    }
+    return 0;
+}
+
+int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd)
+{
+    int64_t end = it_now_ms() + timeout_ms;
+    for (;;) {
+        int left = (int)(end - it_now_ms());
+        if (left <= 0) {
+            fprintf(stderr, "it: no open by pid %d within %d ms\n", (int)pid, timeout_ms);
+            return -1;
+        }
+        struct pollfd p = {.fd = gate, .events = POLLIN};
+        int n = poll(&p, 1, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(stderr, "it: poll on the gate: %s\n", strerror(errno));
+            return -1;
+        }
+        if (n == 0)
+            continue;
+        struct fanotify_event_metadata buf[16];
+        ssize_t len = read(gate, buf, sizeof buf);
+        if (len < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            fprintf(stderr, "it: reading the gate: %s\n", strerror(errno));
+            return -1;
+        }
+        int found = -1;
+        for (struct fanotify_event_metadata *m = buf; FAN_EVENT_OK(m, len);
+             m = FAN_EVENT_NEXT(m, len)) {
+            if (m->vers != FANOTIFY_METADATA_VERSION || m->fd < 0) {
+                fprintf(stderr, "it: unexpected fanotify event (version %d, fd %d)\n",
+                        (int)m->vers, (int)m->fd);
+                return -1;
+            }
+            /* Someone else's open (a backup, a scanner) goes through. */
+            if (m->pid == pid && found < 0 && (m->mask & FAN_OPEN_PERM))
+                found = m->fd;
+            else if (answer(gate, m->fd) != 0)
+                return -1;
+        }
+        if (found >= 0) {
+            *held_fd = found;
+            return 0;
+        }
+    }
+}
+
+int it_gate_release(int gate, int held_fd)
+{
+    return answer(gate, held_fd);
+}

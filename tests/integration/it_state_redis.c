@@ -1,0 +1,172 @@
+/* chunkd's Redis state (state_redis.c) against the test stack's Redis,
+ * without a server around it: a state is written only by the holder of the
+ * upload's lease, so a writer busy while the upload was ended (the lease
+ * broken, the state deleted) cannot bring the state back. The document ids
+ * are far above any the stack's MySQL hands out. */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "chunkd/config.h"
+#include "chunkd/state_redis.h"
+
+static chunkd_config cfg;
+static redis_state *rs;
+static char workdir[IT_DIR_MAX];
+static uint64_t next_id;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (it_init("it_state_redis") != 0 || it_tmpdir("rstate", workdir, sizeof workdir) != 0)
+        return -1;
+    config_defaults(&cfg);
+    char *argv[] = {"it_state_redis", "--storage-dir", workdir, NULL};
+    char err[256];
+    if (config_load(&cfg, 3, argv, err, sizeof err) != 0) {
+        fprintf(stderr, "it: config: %s\n", err);
+        return -1;
+    }
+    rs = rstate_new(&cfg);
+    next_id = 900000000000000ull + (uint64_t)getpid() * 100;
+    return rs ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    rstate_free(rs);
+    it_rmtree(workdir);
+    it_shutdown();
+    return 0;
+}
+
+static upload_state new_state(const char *writer)
+{
+    upload_state st;
+    memset(&st, 0, sizeof st);
+    st.document_id = next_id++;
+    st.user_id = 1;
+    st.filesize = 4096;
+    st.offset = 1024;
+    st.synced_offset = 1024;
+    st.created_ms = st.updated_ms = it_wall_ms();
+    snprintf(st.filename, sizeof st.filename, "a.bin");
+    snprintf(st.path, sizeof st.path, "00/%llu.data", (unsigned long long)st.document_id);
+    snprintf(st.node, sizeof st.node, "it");
+    snprintf(st.writer, sizeof st.writer, "%s", writer);
+    return st;
+}
+
+static void take(const upload_state *st, const char *token)
+{
+    bool acquired = false;
+    int64_t retry = 0;
+    assert_int_equal(rstate_lease_acquire(rs, st->document_id, token, &acquired, &retry), 0);
+    assert_true(acquired);
+}
+
+static void test_put_needs_the_lease(void **state)
+{
+    (void)state;
+    upload_state st = new_state("it-node/a");
+    bool lost = false;
+    /* nobody's lease: nothing written */
+    assert_int_equal(rstate_put(rs, &st, "it-node/a", &lost), 0);
+    assert_true(lost);
+    assert_int_equal(it_redis_exists((int64_t)st.document_id), 0);
+
+    take(&st, "it-node/a");
+    assert_int_equal(rstate_put(rs, &st, "it-node/a", &lost), 0);
+    assert_false(lost);
+    it_rkey k;
+    assert_int_equal(it_redis_upload((int64_t)st.document_id, &k), 0);
+    assert_true(k.exists);
+    assert_int_equal(k.offset, 1024);
+    assert_true(k.ttl > 0); /* never without its TTL */
+
+    /* someone else's lease: the state is left as it was */
+    st.offset = 2048;
+    assert_int_equal(rstate_put(rs, &st, "it-node/b", &lost), 0);
+    assert_true(lost);
+    assert_int_equal(it_redis_upload((int64_t)st.document_id, &k), 0);
+    assert_int_equal(k.offset, 1024);
+
+    /* the upload ended as lifecycle_fail_upload ends it: lease, then state */
+    assert_int_equal(rstate_lease_break(rs, st.document_id), 0);
+    assert_int_equal(rstate_del(rs, st.document_id), 0);
+    assert_int_equal(rstate_put(rs, &st, "it-node/a", &lost), 0);
+    assert_true(lost);
+    assert_int_equal(it_redis_exists((int64_t)st.document_id), 0);
+
+    /* a save whose key vanished rewrites the state only under the lease */
+    bool lease_lost = false;
+    assert_int_equal(rstate_save_offset(rs, &st, "it-node/a", &lease_lost), 0);
+    assert_true(lease_lost);
+    assert_int_equal(it_redis_exists((int64_t)st.document_id), 0);
+    take(&st, "it-node/a");
+    assert_int_equal(rstate_save_offset(rs, &st, "it-node/a", &lease_lost), 0);
+    assert_false(lease_lost);
+    assert_int_equal(it_redis_upload((int64_t)st.document_id, &k), 0);
+    assert_true(k.exists);
+    assert_int_equal(k.offset, 2048);
+    assert_int_equal(k.filesize, 4096); /* the whole state, not the offset alone */
+    assert_int_equal(rstate_lease_break(rs, st.document_id), 0);
+    assert_int_equal(rstate_del(rs, st.document_id), 0);
+    it_pass();
+}
+
+/* A new upload whose lease someone else holds (chunkctl ending it a moment
+ * after its row was made): nothing is written for it and the room reserved
+ * for it is let go, while the upload beside it opens as usual. */
+static void test_open_with_a_lease_held_elsewhere(void **state)
+{
+    (void)state;
+    upload_state sts[2] = {new_state("it-node/c"), new_state("it-node/d")};
+    bool acquired = false;
+    int64_t retry = 0;
+    assert_int_equal(rstate_lease_acquire(rs, sts[0].document_id, "chunkctl-it/1", &acquired,
+                                          &retry),
+                     0);
+    assert_true(acquired);
+    int8_t fits[2], opened[2];
+    int64_t promised[2];
+    assert_int_equal(rstate_admit_open_many(rs, 2, sts, (int64_t)1 << 40, fits, promised, opened),
+                     0);
+    assert_int_equal(fits[0], 1);
+    assert_int_equal(opened[0], 0);
+    assert_int_equal(it_redis_exists((int64_t)sts[0].document_id), 0);
+    assert_int_equal(it_redis_reserved((int64_t)sts[0].document_id), 0);
+    assert_int_equal(fits[1], 1);
+    assert_int_equal(opened[1], 1);
+    assert_int_equal(it_redis_exists((int64_t)sts[1].document_id), 1);
+    assert_int_equal(it_redis_reserved((int64_t)sts[1].document_id), 1);
+
+    /* and without admission */
+    upload_state late = new_state("it-node/e");
+    assert_int_equal(rstate_lease_acquire(rs, late.document_id, "chunkctl-it/2", &acquired,
+                                          &retry),
+                     0);
+    assert_int_equal(rstate_admit_open_many(rs, 1, &late, -1, fits, promised, opened), 0);
+    assert_int_equal(opened[0], 0);
+    assert_int_equal(it_redis_exists((int64_t)late.document_id), 0);
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rstate_lease_break(rs, sts[i].document_id), 0);
+        assert_int_equal(rstate_del(rs, sts[i].document_id), 0);
+    }
+    assert_int_equal(rstate_lease_break(rs, late.document_id), 0);
+    assert_int_equal(it_redis_reserved((int64_t)sts[1].document_id), 0);
+    it_pass();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_needs_the_lease),
+        cmocka_unit_test(test_open_with_a_lease_held_elsewhere),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
