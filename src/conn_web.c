@@ -183,12 +183,14 @@ static size_t http_input(conn *c)
     http_parse r = http_parse_head(c->in, c->in_len, &c->web->head_scanned, &req);
     if (r == HTTP_NEED_MORE)
         return 0;
+    /* A bad request that got as far as its method still gets the answer
+     * its method asks for. */
+    bool head_only = strcmp(req.method, "HEAD") == 0;
+    c->web->head_only = head_only;
     if (r == HTTP_BAD) {
         http_error(c, req.status, req.error, NULL);
         return c->in_len;
     }
-    bool head_only = strcmp(req.method, "HEAD") == 0;
-    c->web->head_only = head_only;
     if (strcmp(req.path, "/ws") == 0) {
         if (upgrade(c, &req))
             return req.head_len; /* frames may follow the head at once */

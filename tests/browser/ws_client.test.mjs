@@ -175,6 +175,15 @@ test('an answer to HEAD has no body, errors included', async () => {
     assert.equal(ans.length, end + 4, `${path}: nothing after the head: ${JSON.stringify(ans)}`);
     assert.match(ans, /\r\nContent-Length: [1-9]/, `${path}: the length a GET would get`);
   }
+  // bad requests that got as far as their method
+  const huge = `HEAD / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(9000)}\r\n\r\n`;
+  for (const [req, status] of [[`HEAD / HTTP/1.1\r\n\r\n`, 400], [huge, 431]]) {
+    const ans = await rawHttp(req);
+    assert.match(ans, new RegExp(`^HTTP/1\\.1 ${status} `), `${status}`);
+    const end = ans.indexOf('\r\n\r\n');
+    assert.ok(end > 0, `${status}: a whole head`);
+    assert.equal(ans.length, end + 4, `${status}: nothing after the head: ${JSON.stringify(ans)}`);
+  }
 });
 
 test('an upload over WebSocket, with fragmented messages, ends with the right SHA-256', async () => {
