@@ -57,7 +57,8 @@ typedef struct cu_upload_info {
     int64_t max_chunk_size;
 } cu_upload_info;
 
-/* upload request; sha256_hex may be NULL. */
+/* upload request; sha256_hex may be NULL. An answer that opens anything
+ * but `filesize` bytes from offset 0 is a "protocol" error. */
 int cu_start_upload(cu_conn *c, const cu_auth *auth, const char *filename, int64_t filesize,
                     const char *sha256_hex, cu_upload_info *out, cu_error *err);
 /* resume request. */

@@ -25,7 +25,7 @@ typedef struct script {
     const unsigned char *data;   /* the file's expected bytes */
     int64_t size;
     int64_t chunk_size;          /* announced in the upload answer */
-    int64_t start_offset;        /* announced in the upload answer */
+    int64_t start_offset;        /* > 0: a resume, answered at this offset */
     int window;                  /* chunks to read before acking */
     int ack_chunks;              /* ack this many, then do `then` (-1: all) */
     int then;                    /* what after ack_chunks: see below */
@@ -137,9 +137,16 @@ static void serve_upload(peer *p, int fd)
     int64_t next = s->start_offset, acked = s->start_offset;
     int acks = 0;
 
-    if (req == NULL || strcmp(json_string_value(json_object_get(req, "action")), "upload") != 0 ||
-        json_integer_value(json_object_get(req, "filesize")) != s->size) {
-        peer_fail(p, "expected an upload request");
+    /* A new upload starts at 0; a script that starts further on is a
+     * resume's. */
+    const char *action = req ? json_string_value(json_object_get(req, "action")) : NULL;
+    bool ok = action != NULL &&
+              (s->start_offset > 0 ? strcmp(action, "resume") == 0
+                                   : strcmp(action, "upload") == 0 &&
+                                         json_integer_value(json_object_get(req, "filesize")) ==
+                                             s->size);
+    if (!ok) {
+        peer_fail(p, "expected an upload request (or a resume)");
         json_decref(req);
         return;
     }
@@ -336,7 +343,7 @@ static void test_resume_from_middle(void **state)
     f->s.start_offset = 8192;
     start(f, serve_upload, 5 * 4096);
     c = connect_ok(f, TIMEOUT_MS);
-    assert_int_equal(cu_start_upload(c, &auth, "doc.bin", f->s.size, NULL, &info, &err), 0);
+    assert_int_equal(cu_resume(c, &auth, DOC, &info, &err), 0);
     assert_int_equal(info.offset, 8192);
     if (cu_send_file(c, f->fd, &info, 0, 0, NULL, NULL, &err) < 0)
         fail_msg("send: %s", err.message);
@@ -725,6 +732,34 @@ static void test_bad_upload_answer(void **state)
     peer_stop(&p);
 }
 
+/* A new upload that the server opens at another size or offset than asked
+ * for is refused before a byte is sent. */
+static void test_bad_new_upload_answer(void **state)
+{
+    static const char *const answers[][2] = {
+        { "{\"v\":1,\"status\":\"ok\",\"document_id\":9,\"offset\":0,\"filesize\":99}\n",
+          NULL },
+        { "{\"v\":1,\"status\":\"ok\",\"document_id\":9,\"offset\":10,\"filesize\":100}\n",
+          NULL },
+    };
+    cu_auth auth = { 7, "secret" };
+    cu_upload_info info;
+    cu_error err;
+    peer p;
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(peer_start(&p, serve_canned, (void *)answers[i]), 0);
+        cu_conn *c = cu_connect("127.0.0.1", p.port, TIMEOUT_MS, &err);
+        assert_non_null(c);
+        assert_int_equal(cu_start_upload(c, &auth, "doc.bin", 100, NULL, &info, &err), -1);
+        assert_string_equal(err.reason, "protocol");
+        assert_non_null(strstr(err.message, "not 100 bytes from 0"));
+        cu_close(c);
+        peer_stop(&p);
+    }
+}
+
 static void test_connect_refused(void **state)
 {
     char port[16];
@@ -788,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_bad_answers),
         cmocka_unit_test(test_bad_upload_answer),
+        cmocka_unit_test(test_bad_new_upload_answer),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_sha256),
     };
