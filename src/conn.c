@@ -82,8 +82,11 @@ conn *conn_open(conn_owner *owner, int fd, const char *ip, const char *peer)
     return c;
 }
 
-int conn_out_append(conn *c, const void *data, size_t len)
+int conn_out_appendv(conn *c, const struct iovec *iov, int n)
 {
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
     if (c->out_off > 0 && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
     if (c->out_len + len > c->out_cap) {
@@ -104,9 +107,18 @@ int conn_out_append(conn *c, const void *data, size_t len)
             c->out_cap = cap;
         }
     }
-    memcpy(c->out + c->out_len, data, len);
-    c->out_len += len;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len > 0)
+            memcpy(c->out + c->out_len, iov[i].iov_base, iov[i].iov_len);
+        c->out_len += iov[i].iov_len;
+    }
     return 0;
+}
+
+int conn_out_append(conn *c, const void *data, size_t len)
+{
+    struct iovec one = {.iov_base = (void *)data, .iov_len = len};
+    return conn_out_appendv(c, &one, 1);
 }
 
 static int conn_emit(void *arg, const char *data, size_t len)

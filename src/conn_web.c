@@ -71,8 +71,9 @@ static void http_answer(conn *c, int status, const char *type, const char *body,
 {
     char head[1024];
     int n = http_format_head(head, sizeof head, status, type, len, extra);
-    if (n < 0 || conn_out_append(c, head, (size_t)n) != 0 ||
-        (!head_only && len > 0 && conn_out_append(c, body, len) != 0))
+    struct iovec answer[2] = {{.iov_base = head, .iov_len = n < 0 ? 0 : (size_t)n},
+                              {.iov_base = (void *)body, .iov_len = head_only ? 0 : len}};
+    if (n < 0 || conn_out_appendv(c, answer, 2) != 0)
         log_error("event=http_answer_failed peer=%s status=%d", c->peer, status);
     c->sess.close = true;
 }
@@ -210,9 +211,9 @@ static int ws_send(conn *c, uint8_t opcode, const char *data, size_t len)
 {
     uint8_t h[WS_MAX_HEADER];
     size_t hl = ws_frame_header(h, opcode, len);
-    if (conn_out_append(c, h, hl) != 0 || (len > 0 && conn_out_append(c, data, len) != 0))
-        return -1;
-    return 0;
+    struct iovec frame[2] = {{.iov_base = h, .iov_len = hl},
+                             {.iov_base = (void *)data, .iov_len = len}};
+    return conn_out_appendv(c, frame, 2);
 }
 
 /* Queues our close frame; nothing is sent after it. */

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "chunkd/conn_limits.h"
 #include "chunkd/proto.h"
@@ -97,6 +98,9 @@ void conn_run_parked(conn_owner *owner);
 /* Queues bytes to send (the transports frame into this). -1 when out of
  * memory. */
 int conn_out_append(conn *c, const void *data, size_t len);
+/* Queues all the pieces or none of them (a frame's header and payload: half
+ * a frame would garble the stream). */
+int conn_out_appendv(conn *c, const struct iovec *iov, int n);
 static inline size_t conn_pending_out(const conn *c) { return c->out_len - c->out_off; }
 
 /* Sends a last error line (goodbye_code and goodbye_reason, e.g. 503
