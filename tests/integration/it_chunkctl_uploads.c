@@ -23,6 +23,14 @@ static int group_setup(void **state)
     it_fixture_server(&srv);
     if (it_init("it_chunkctl_uploads") != 0 || it_tmpdir("ctlup", workdir, sizeof workdir) != 0)
         return -1;
+    /* Keys of our own (the server, chunkctl and the probes all read this):
+     * storage-migrate looks at the lease of every upload in flight in the
+     * shared MySQL, and must not see those of the test programs running
+     * beside this one. */
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "it_chunkctl_uploads:%d:", (int)getpid());
+    if (setenv("CHUNKD_REDIS_PREFIX", prefix, 1) != 0)
+        return -1;
     if (it_user_create(&alice) != 0 || it_user_create(&bob) != 0)
         return -1;
     /* No sweep: the uploads left partial here must stay 'uploading' until
