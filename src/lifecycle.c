@@ -15,18 +15,17 @@ int lifecycle_fail_upload(docstore *ds, redis_state *rs, const char *storage_dir
         return -1;
     if (!*changed)
         return 0;
-    /* The lease before the file and the state. A writer reopening the
-     * upload right now (a resume past its read of the row) may create the
-     * file anew, and writes the state only while it holds the lease
-     * (rstate_put): if that write comes before the break, the file it made
-     * is older than the removal below, and the state goes with the DEL;
-     * if after, the write is refused and the writer, finding the row
-     * failed, removes what it made (handle_resume). */
-    bool redis_ok = rstate_lease_break(rs, doc) == 0;
+    /* Redis before the file, in one step: the lease becomes the ended
+     * marker and the state goes. A writer busy with the upload right now (a
+     * resume past its read of the row, a new upload between its row and
+     * its open) writes the state only while it holds the lease (rstate_put,
+     * open_lua): if its write came first, the file it made is older than
+     * the removal below; if after, it is refused, and the writer, finding
+     * the row failed, removes what it made (handle_resume, open_group). */
+    if (rstate_end(rs, doc) != 0)
+        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc, rstate_error(rs));
     if (storage_remove(storage_dir, doc) != 0)
         log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
-    if (!redis_ok || rstate_del(rs, doc) != 0)
-        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc, rstate_error(rs));
     log_info("event=upload_failed doc=%" PRIu64 " reason=%s", doc, reason);
     return 0;
 }

@@ -272,10 +272,12 @@ static const char release_lua[] =
     "if not ours and redis.call('GET', KEYS[1]) == ARGV[1] then "                      \
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) ours = true end "
 
-/* KEYS: lease. ARGV: token, lease ms. Returns 1 when the lease is ours now,
- * else the holder's remaining time in ms (negated, at most -1). */
+/* KEYS: lease. ARGV: token, lease ms, the ended marker. Returns 1 when the
+ * lease is ours now, 0 when the upload has ended (rstate_end), else the
+ * holder's remaining time in ms (negated, at most -1). */
 static const char acquire_lua[] =
     TAKE_LEASE_LUA "if ours then return 1 end "
+    "if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end "
     "local t = redis.call('PTTL', KEYS[1]) if t < 1 then t = 1 end return -t";
 
 /* One reservation table per storage volume, named after storage_dir: the
@@ -384,8 +386,8 @@ int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *toke
     char lkey[128];
     lease_key(rs->cfg, document_id, lkey, sizeof lkey);
     long long v = 0;
-    if (eval_int(rs, "lease acquire", &v, "EVAL %s 1 %s %s %lld", acquire_lua, lkey, token,
-                 (long long)rs->cfg->lease_ttl_ms) != 0)
+    if (eval_int(rs, "lease acquire", &v, "EVAL %s 1 %s %s %lld %s", acquire_lua, lkey, token,
+                 (long long)rs->cfg->lease_ttl_ms, RSTATE_LEASE_ENDED) != 0)
         return -1;
     *acquired = v == 1;
     /* Capped: a live holder may let go any moment (its connection closing
@@ -436,16 +438,24 @@ int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *toke
     return eval_int(rs, "lease release", &v, "EVAL %s 2 %s %s %s", release_lua, lkey, key, token);
 }
 
-int rstate_lease_break(redis_state *rs, uint64_t document_id)
+/* KEYS: lease, upload hash, reserved hash. ARGV: the ended marker, lease
+ * ms, document id. */
+static const char end_lua[] =
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+    "redis.call('DEL', KEYS[2]) "
+    "redis.call('HDEL', KEYS[3], ARGV[3]) "
+    "return 1";
+
+int rstate_end(redis_state *rs, uint64_t document_id)
 {
-    if (connect_redis(rs) != 0)
-        return -1;
-    char lkey[128];
+    char lkey[128], key[128], rkey[128], doc[24];
     lease_key(rs->cfg, document_id, lkey, sizeof lkey);
-    redisReply *r = command(rs, "DEL %s", lkey);
-    int rc = reply_ok(rs, r, "DEL lease");
-    freeReplyObject(r);
-    return rc;
+    upload_key(rs->cfg, document_id, key, sizeof key);
+    reserved_key(rs->cfg, rkey, sizeof rkey);
+    snprintf(doc, sizeof doc, "%" PRIu64, document_id);
+    long long v = 0;
+    return eval_int(rs, "end upload", &v, "EVAL %s 3 %s %s %s %s %lld %s", end_lua, lkey, key,
+                    rkey, RSTATE_LEASE_ENDED, (long long)rs->cfg->lease_ttl_ms, doc);
 }
 
 static int field_i64(const char *v, int64_t *out)

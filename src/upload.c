@@ -3,10 +3,11 @@
  *
  * Order of effects, chosen so that a failure at any step leaves the three
  * stores agreeing or reconcilable toward the file on disk:
- *   upload:   MySQL row -> file -> Redis key
+ *   upload:   MySQL row -> file -> Redis key (under the lease)
  *   chunk:    file bytes -> Redis offset (the offset never runs ahead of bytes)
  *   complete: sync + verify file -> MySQL 'completed' -> Redis key removed
- *   fail:     MySQL 'failed' -> file removed -> Redis key removed */
+ *   fail:     MySQL 'failed' -> lease 'ended' + Redis key removed -> file
+ *             removed (lifecycle.c) */
 #include "chunkd/upload.h"
 
 #include <errno.h>
@@ -506,6 +507,18 @@ static int take_lease(upload_env *env, session *s, uint64_t doc)
         send_unavailable(env, s, rstate_error(env->rs));
         return -1;
     }
+    if (!acquired && retry_after == 0) {
+        /* The upload was ended since the row was read (RSTATE_LEASE_ENDED). */
+        doc_row d;
+        bool found = false;
+        if (docstore_get_document(env->ds, doc, &d, &found) != 0)
+            send_unavailable(env, s, docstore_error(env->ds));
+        else if (found && strcmp(d.status, "uploading") != 0)
+            send_not_resumable(env, s, &d);
+        else
+            send_unavailable(env, s, "the upload is being ended");
+        return -1;
+    }
     if (!acquired) {
         metrics_add(env->metrics, M_LEASES_LOCKED, 1);
         msg_error err;
@@ -574,6 +587,15 @@ static int fail_document(upload_env *env, session *s, uint64_t doc, const char *
     return rc;
 }
 
+/* A new upload given up after its file was made: the row is failed, and
+ * if someone else had failed it already (chunkctl, before or after our
+ * create), the file goes too, since a failed row outlives no file. */
+static void give_up_created(upload_env *env, session *s, uint64_t doc, const char *reason)
+{
+    if (fail_document(env, s, doc, reason) == 0)
+        remove_if_failed(env, doc);
+}
+
 /* The rest of the group's uploads once their rows exist: each file
  * created, then (one Redis round trip for the group) room reserved on the
  * shared volume next to what uploads in flight on every instance still
@@ -624,7 +646,7 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
             int e = errno;
             for (size_t k = 0; k < m; k++) {
                 close(fds[k]);
-                fail_document(env, ss[idx[k]], sts[k].document_id, "storage_error");
+                give_up_created(env, ss[idx[k]], sts[k].document_id, "storage_error");
                 send_storage_error(env, ss[idx[k]], sts[k].document_id, STORAGE_ERROR, e,
                                    "statvfs");
             }
@@ -647,7 +669,7 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
         uint64_t id = sts[k].document_id;
         if (rc == 0 && fits[k] == 0) {
             close(fds[k]);
-            fail_document(env, s, id, "insufficient_storage");
+            give_up_created(env, s, id, "insufficient_storage");
             char msg[256];
             snprintf(msg, sizeof msg,
                      "not enough space for %" PRId64 " bytes: %" PRId64 " free, %" PRId64
@@ -658,16 +680,15 @@ static void open_group(upload_env *env, session *const *ss, size_t n, const bool
         }
         if (rc != 0 || opened[k] != 1) {
             close(fds[k]);
-            /* A lease on a document created here a moment ago: chunkctl is
-             * ending it, and its removal may have come before our create. */
-            if (fail_document(env, s, id, "unavailable") == 0 && rc == 0 && opened[k] == 0)
-                remove_if_failed(env, id);
+            /* A lease refused on a document created here a moment ago:
+             * chunkctl is ending it, or has. */
+            give_up_created(env, s, id, "unavailable");
             send_unavailable(env, s, rc == 0 && fits[k] == 1 && opened[k] == 0 ? "lease refused"
                                                                              : why);
             continue;
         }
         if (set_open_upload(env, s, &sts[k], fds[k], opened_ms) != 0) {
-            fail_document(env, s, id, "internal");
+            give_up_created(env, s, id, "internal");
             send_error(env, s, 500, "internal", "out of memory");
             continue;
         }
@@ -854,6 +875,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     /* The lease first: nobody else may write while the file is reconciled. */
     if (take_lease(env, s, doc) != 0)
         return;
+    bool made = false; /* a file made below, maybe after the upload ended */
     /* Read the row again under the lease: an abort, expiry or operator may
      * have ended the upload since, and its state must not be brought back. */
     bool still = false;
@@ -890,6 +912,9 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         storage_rel_path(doc, st.path);
         log_warn("event=resume_rebuilt_state doc=%" PRIu64 " peer=%s", doc, s->peer);
     }
+    /* From here on a file may be made (created, or copied: see unclean
+     * below): one the upload's end outran goes on the way out. */
+    made = true;
     int fd = storage_open(env->cfg->storage_dir, doc);
     if (fd < 0 && errno == ENOENT) {
         log_warn("event=resume_file_missing doc=%" PRIu64 " restarting_at=0", doc);
@@ -994,6 +1019,8 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
 release:
     /* Nothing of this document is open here (let go above). */
     let_lease_go(env, doc, s->lease_token);
+    if (made)
+        remove_if_failed(env, doc);
 }
 
 /* ---- chunks ----------------------------------------------------------- */

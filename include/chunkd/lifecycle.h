@@ -10,9 +10,9 @@
 #include "chunkd/state_redis.h"
 
 /* Moves the row from 'uploading' to 'failed' with reason. Only the caller
- * whose update changed the row (*changed) then removes the file, the Redis
- * state and the lease, so a document that someone else completed meanwhile
- * is never touched. Returns -1 when MySQL could not be updated (nothing
+ * whose update changed the row (*changed) then ends it in Redis (the lease
+ * marked ended, the state gone: rstate_end) and removes the file, so a
+ * document that someone else completed meanwhile is never touched. Returns -1 when MySQL could not be updated (nothing
  * removed; docstore_error says why); failures to remove are logged, since
  * the row already says 'failed' and the sweep and TTLs clean up the rest. */
 int lifecycle_fail_upload(docstore *ds, redis_state *rs, const char *storage_dir, uint64_t doc,

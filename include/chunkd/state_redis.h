@@ -52,8 +52,10 @@ int rstate_put(redis_state *rs, const upload_state *st, const char *lease, bool 
 /* Saves st->offset and st->synced_offset and refreshes the key's TTL, but only while `lease` is
  * still the holder of the upload's lease (which it also renews), so a writer
  * that lost its lease can never move the offset. Rewrites the whole hash if
- * the key had vanished (expired, or Redis lost it). *lease_lost says whether
- * the lease had passed to someone else (nothing was saved then). */
+ * the key had vanished (expired, or Redis lost it), again only under the
+ * lease. *lease_lost says whether the lease had passed to someone else or
+ * the upload ended (nothing was saved then, or only the offset fields of a
+ * hash that had vanished, which then lapse with its TTL). */
 int rstate_save_offset(redis_state *rs, const upload_state *st, const char *lease,
                        bool *lease_lost);
 
@@ -75,8 +77,9 @@ rstate_saved rstate_save_offset_result(long long reply);
  * Redis key holding the writer's token, with a TTL of lease_ttl_ms renewed
  * by every chunk; a crashed writer's lease lapses on its own.
  * rstate_lease_acquire sets *acquired, and when someone else holds it,
- * *retry_after_ms (the lease's remaining time). Taking a lease already held
- * under the same token succeeds. */
+ * *retry_after_ms (the lease's remaining time, at most 2000; 0 when the
+ * upload has ended: RSTATE_LEASE_ENDED). Taking a lease already held under
+ * the same token succeeds. */
 int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
                          bool *acquired, int64_t *retry_after_ms);
 
@@ -87,8 +90,16 @@ int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *toke
  * token held it. */
 int rstate_lease_transfer(redis_state *rs, uint64_t document_id, const char *token,
                           const char *new_token, bool *moved);
-/* Deletes the lease whoever holds it (abort, fail). */
-int rstate_lease_break(redis_state *rs, uint64_t document_id);
+/* What an ended upload's lease holds for lease_ttl_ms (rstate_end): no
+ * writer can take it, so none that was busy with the upload when it ended
+ * can write its state back (rstate_put) or open it anew (a new upload's
+ * open), and a resume that gets this far is told the upload ended
+ * (rstate_lease_acquire: not acquired, retry_after_ms 0). */
+#define RSTATE_LEASE_ENDED "ended"
+/* Ends an upload in Redis in one step (abort, fail, expiry): its lease
+ * becomes RSTATE_LEASE_ENDED whoever held it, its state and its space
+ * reservation go. */
+int rstate_end(redis_state *rs, uint64_t document_id);
 int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *found);
 
 /* Pipelined forms, one round trip for n uploads (the worker's groups, see

@@ -150,19 +150,22 @@ int cu_start_upload(cu_conn *c, const cu_auth *auth, const char *filename, int64
         cu_err_set(err, 0, "protocol", "cannot build the upload request");
         return -1;
     }
-    if (open_upload(c, req, out, err) < 0)
+    cu_upload_info info;
+    if (open_upload(c, req, &info, err) < 0)
         return -1;
     /* A new upload starts empty and as large as asked; anything else (a
-     * proxy or server mixing up uploads) would send the wrong bytes. */
-    if (out->filesize != filesize || out->offset != 0) {
+     * proxy or server mixing up uploads) would send the wrong bytes. The
+     * caller's *out is left as it was. */
+    if (info.filesize != filesize || info.offset != 0) {
         cu_err_set(err, 0, "protocol",
                     "the server opened document_id=%lld as %lld bytes at offset %lld, "
                     "not %lld bytes from 0",
-                    (long long)out->document_id, (long long)out->filesize,
-                    (long long)out->offset, (long long)filesize);
+                    (long long)info.document_id, (long long)info.filesize,
+                    (long long)info.offset, (long long)filesize);
         c->broken = true;
         return -1;
     }
+    *out = info;
     return 0;
 }
 

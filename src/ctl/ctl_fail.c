@@ -44,10 +44,11 @@ static int make_token(fail_ctx *c, char *err, size_t errlen)
     return 0;
 }
 
-/* Takes the upload's lease, as the expiry sweep does, so no resume can
- * start writing while the upload is ended. A lease someone else holds does
- * not stop the operator: that writer's next chunk is refused (lease_lost)
- * once lifecycle_fail_upload has broken its lease. */
+/* Takes the upload's lease, as the expiry sweep does, so no resume starts
+ * while the row is being failed. A lease someone else holds does not stop
+ * the operator: lifecycle_fail_upload then marks the lease ended, so that
+ * writer's next chunk is refused (lease_lost) and a resume caught halfway
+ * cannot write the state back (rstate_put). */
 static int take_lease(fail_ctx *c, char *err, size_t errlen)
 {
     if (ctl_redis_lease(c->cr, c->id, &c->writer, err, errlen) != 0)

@@ -10,6 +10,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "chunkd/state_redis.h"
 #include "ctl_out.h"
 
 struct ctl_redis {
@@ -151,7 +152,9 @@ int ctl_redis_lease(ctl_redis *r, uint64_t doc, ctl_lease *out, char *err, size_
         return -1;
     }
     int rc = 0;
-    if (rep->type == REDIS_REPLY_STRING) {
+    if (rep->type == REDIS_REPLY_STRING && strcmp(rep->str, RSTATE_LEASE_ENDED) == 0) {
+        out->ended = true;
+    } else if (rep->type == REDIS_REPLY_STRING) {
         out->held = true;
         snprintf(out->holder, sizeof out->holder, "%s", rep->str);
         snprintf(out->node, sizeof out->node, "%s", rep->str);
@@ -163,7 +166,7 @@ int ctl_redis_lease(ctl_redis *r, uint64_t doc, ctl_lease *out, char *err, size_
         rc = -1;
     }
     freeReplyObject(rep);
-    if (rc != 0 || !out->held)
+    if (rc != 0 || (!out->held && !out->ended))
         return rc;
     long long pttl = 0;
     if (key_int(r, "PTTL", key, &pttl, err, errlen) != 0)

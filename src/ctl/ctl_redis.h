@@ -25,7 +25,8 @@ void ctl_redis_upload_key(const chunkd_config *cfg, uint64_t doc, char *out, siz
 void ctl_redis_lease_key(const chunkd_config *cfg, uint64_t doc, char *out, size_t size);
 
 typedef struct ctl_lease {
-    bool held;
+    bool held;                    /* by a writer */
+    bool ended;                   /* the upload's end marker (RSTATE_LEASE_ENDED), not held */
     char holder[2 * CFG_STR_MAX]; /* the writer's token, <node_id>/<random> */
     char node[2 * CFG_STR_MAX];   /* the token up to its last '/' */
     int64_t ttl_ms;               /* time left; -1 when the key has no TTL */

@@ -139,11 +139,13 @@ static json_t *show_json(const show_ctx *c, json_t *problems, json_t *notes)
     json_t *redis = json_pack("{sssbsOso}", "key", ukey, "exists", f->redis_key, "fields",
                               c->fields, "ttl_s",
                               f->redis_key ? json_integer(f->redis_ttl_s) : json_null());
-    json_t *lease = json_pack("{sssbsoso}", "key", lkey, "held", f->lease.held, "holder",
+    json_t *lease = json_pack("{sssbsbsoso}", "key", lkey, "held", f->lease.held, "ended",
+                              f->lease.ended, "holder",
                               f->lease.held ? out_json_str_or_null(f->lease.holder) : json_null(),
                               "node",
                               f->lease.held ? out_json_str_or_null(f->lease.node) : json_null());
-    if (lease && f->lease.held && out_set(lease, "ttl_ms", json_integer(f->lease.ttl_ms)) != 0) {
+    if (lease && (f->lease.held || f->lease.ended) &&
+        out_set(lease, "ttl_ms", json_integer(f->lease.ttl_ms)) != 0) {
         json_decref(lease);
         lease = NULL;
     }
@@ -216,6 +218,10 @@ static void print_lease(const show_ctx *c)
     ctl_redis_lease_key(c->cfg, f->id, key, sizeof key);
     out_printf("lease ");
     out_text(key);
+    if (f->lease.ended) {
+        out_printf(": the upload ended (%" PRId64 " ms left)\n", f->lease.ttl_ms);
+        return;
+    }
     if (!f->lease.held) {
         out_printf(": none\n");
         return;

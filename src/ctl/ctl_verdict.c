@@ -118,6 +118,8 @@ static int check_uploading(const doc_facts *f, json_t *problems, json_t *notes)
     }
     if (f->lease.held)
         ADD(notes, "being written: lease held by %s", f->lease.holder);
+    if (f->lease.ended)
+        ADD(problems, "the lease says the upload ended, but the row is uploading");
     return 0;
 }
 

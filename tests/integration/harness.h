@@ -285,8 +285,13 @@ int it_redis_watch_start(const char *kind);
 /* How many notifications for <prefix><kind>:<id> arrived since the start,
  * waiting wait_ms for late ones; -1 on error. Ends the watch. */
 int it_redis_watch_end(int64_t id, int wait_ms);
-/* 1 when <prefix>lease:<id> exists, 0 when not, -1 on error. */
+/* 1 when a writer holds <prefix>lease:<id>, 0 when nobody does (no key, or
+ * the end marker "ended" an ended upload leaves for a while), -1 on error. */
 int it_redis_lease_exists(int64_t id);
+/* 1 when the lease holds the end marker, 0 when not, -1 on error. */
+int it_redis_lease_ended(int64_t id);
+/* PTTL of key: ms left, -1 without a TTL, -2 no key, -3 on error. */
+long long it_redis_pttl(const char *key);
 /* SET <prefix>lease:<id> to token for ttl_ms, whoever held it. */
 int it_redis_set_lease(int64_t id, const char *token, int ttl_ms);
 /* DEL <prefix>lease:<id>. */

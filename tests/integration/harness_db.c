@@ -645,20 +645,51 @@ int it_redis_watch_end(int64_t id, int wait_ms)
     return count;
 }
 
-int it_redis_lease_exists(int64_t id)
+/* The lease's value into out ("" when there is none); 0, or -1. */
+static int lease_value(int64_t id, char *out, size_t size)
 {
     char key[128];
     lease_key(id, key, sizeof key);
-    redisReply *r = redisCommand(rc, "EXISTS %s", key);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        fprintf(stderr, "it: EXISTS %s: %s\n", key, r ? "not an integer" : rc->errstr);
+    redisReply *r = redisCommand(rc, "GET %s", key);
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        fprintf(stderr, "it: GET %s: %s\n", key, r ? "unexpected reply" : rc->errstr);
         if (r)
             freeReplyObject(r);
         return -1;
     }
-    int ret = r->integer > 0;
+    snprintf(out, size, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
     freeReplyObject(r);
-    return ret;
+    return 0;
+}
+
+int it_redis_lease_exists(int64_t id)
+{
+    char v[256];
+    if (lease_value(id, v, sizeof v) != 0)
+        return -1;
+    return v[0] != '\0' && strcmp(v, "ended") != 0;
+}
+
+int it_redis_lease_ended(int64_t id)
+{
+    char v[256];
+    if (lease_value(id, v, sizeof v) != 0)
+        return -1;
+    return strcmp(v, "ended") == 0;
+}
+
+long long it_redis_pttl(const char *key)
+{
+    redisReply *r = redisCommand(rc, "PTTL %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        fprintf(stderr, "it: PTTL %s: %s\n", key, r ? "not an integer" : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -3;
+    }
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
 }
 
 int it_redis_set_lease(int64_t id, const char *token, int ttl_ms)

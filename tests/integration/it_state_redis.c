@@ -94,14 +94,10 @@ static void test_put_needs_the_lease(void **state)
     assert_int_equal(it_redis_upload((int64_t)st.document_id, &k), 0);
     assert_int_equal(k.offset, 1024);
 
-    /* the upload ended as lifecycle_fail_upload ends it: lease, then state */
-    assert_int_equal(rstate_lease_break(rs, st.document_id), 0);
+    /* the key vanished: a save rewrites the whole state only under the
+     * lease */
     assert_int_equal(rstate_del(rs, st.document_id), 0);
-    assert_int_equal(rstate_put(rs, &st, "it-node/a", &lost), 0);
-    assert_true(lost);
-    assert_int_equal(it_redis_exists((int64_t)st.document_id), 0);
-
-    /* a save whose key vanished rewrites the state only under the lease */
+    assert_int_equal(rstate_lease_release(rs, st.document_id, "it-node/a"), 0);
     bool lease_lost = false;
     assert_int_equal(rstate_save_offset(rs, &st, "it-node/a", &lease_lost), 0);
     assert_true(lease_lost);
@@ -113,8 +109,60 @@ static void test_put_needs_the_lease(void **state)
     assert_true(k.exists);
     assert_int_equal(k.offset, 2048);
     assert_int_equal(k.filesize, 4096); /* the whole state, not the offset alone */
-    assert_int_equal(rstate_lease_break(rs, st.document_id), 0);
-    assert_int_equal(rstate_del(rs, st.document_id), 0);
+    assert_int_equal(rstate_end(rs, st.document_id), 0);
+    it_pass();
+}
+
+/* An upload ended (lifecycle_fail_upload) while a writer was busy with it:
+ * the writer's lease, its state and its reservation go in one step, and
+ * for a while the lease says "ended", so that nothing the writer (or a new
+ * one) does next can write the state back or take the lease. */
+static void test_end_shuts_every_writer_out(void **state)
+{
+    (void)state;
+    upload_state st = new_state("it-node/f");
+    int8_t fits[1], opened[1];
+    int64_t promised[1];
+    assert_int_equal(rstate_admit_open_many(rs, 1, &st, (int64_t)1 << 40, fits, promised, opened),
+                     0);
+    assert_int_equal(opened[0], 1);
+    assert_int_equal(it_redis_reserved((int64_t)st.document_id), 1);
+    int64_t id = (int64_t)st.document_id;
+
+    assert_int_equal(rstate_end(rs, st.document_id), 0);
+    assert_int_equal(it_redis_exists(id), 0);
+    assert_int_equal(it_redis_reserved(id), 0);
+    assert_int_equal(it_redis_lease_ended(id), 1);
+    char key[128];
+    snprintf(key, sizeof key, "%slease:%lld", it_env("CHUNKD_REDIS_PREFIX", "chunkd:"),
+             (long long)id);
+    long long left = it_redis_pttl(key);
+    assert_true(left > 0 && left <= cfg.lease_ttl_ms); /* it lapses */
+
+    bool lost = false;
+    assert_int_equal(rstate_put(rs, &st, "it-node/f", &lost), 0);
+    assert_true(lost);
+    bool lease_lost = false;
+    assert_int_equal(rstate_save_offset(rs, &st, "it-node/f", &lease_lost), 0);
+    assert_true(lease_lost);
+    assert_int_equal(it_redis_exists(id), 0);
+
+    /* a completion's check, a resume's take, a new upload's open */
+    const char *tokens[1] = {"it-node/f"};
+    int8_t held[1];
+    assert_int_equal(rstate_lease_confirm_many(rs, 1, &st.document_id, tokens, held), 0);
+    assert_int_equal(held[0], 0);
+    bool acquired = true;
+    int64_t retry = -1;
+    assert_int_equal(rstate_lease_acquire(rs, st.document_id, "it-node/g", &acquired, &retry), 0);
+    assert_false(acquired);
+    assert_int_equal(retry, 0); /* ended: no point in waiting */
+    assert_int_equal(rstate_admit_open_many(rs, 1, &st, (int64_t)1 << 40, fits, promised, opened),
+                     0);
+    assert_int_equal(opened[0], 0);
+    assert_int_equal(it_redis_exists(id), 0);
+    assert_int_equal(it_redis_reserved(id), 0);
+    assert_int_equal(it_redis_lease_ended(id), 1);
     it_pass();
 }
 
@@ -153,11 +201,9 @@ static void test_open_with_a_lease_held_elsewhere(void **state)
     assert_int_equal(opened[0], 0);
     assert_int_equal(it_redis_exists((int64_t)late.document_id), 0);
 
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(rstate_lease_break(rs, sts[i].document_id), 0);
-        assert_int_equal(rstate_del(rs, sts[i].document_id), 0);
-    }
-    assert_int_equal(rstate_lease_break(rs, late.document_id), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(rstate_end(rs, sts[i].document_id), 0);
+    assert_int_equal(rstate_end(rs, late.document_id), 0);
     assert_int_equal(it_redis_reserved((int64_t)sts[1].document_id), 0);
     it_pass();
 }
@@ -167,6 +213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_needs_the_lease),
         cmocka_unit_test(test_open_with_a_lease_held_elsewhere),
+        cmocka_unit_test(test_end_shuts_every_writer_out),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -752,9 +752,11 @@ static void test_bad_new_upload_answer(void **state)
         assert_int_equal(peer_start(&p, serve_canned, (void *)answers[i]), 0);
         cu_conn *c = cu_connect("127.0.0.1", p.port, TIMEOUT_MS, &err);
         assert_non_null(c);
+        info.offset = -7;
         assert_int_equal(cu_start_upload(c, &auth, "doc.bin", 100, NULL, &info, &err), -1);
         assert_string_equal(err.reason, "protocol");
         assert_non_null(strstr(err.message, "not 100 bytes from 0"));
+        assert_int_equal(info.offset, -7); /* the refused answer is not handed out */
         cu_close(c);
         peer_stop(&p);
     }
