@@ -462,6 +462,21 @@ static void upload_key(int64_t id, char *out, size_t outlen)
              (long long)id);
 }
 
+/* "<cmd> <key>" with an integer answer into *out; 0, or -1 (said why). */
+static int key_int(const char *cmd, const char *key, long long *out)
+{
+    redisReply *r = redisCommand(rc, "%s %s", cmd, key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        fprintf(stderr, "it: %s %s: %s\n", cmd, key, r ? "not an integer" : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    *out = r->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
 static int parse_i64(const char *s, int64_t *out)
 {
     char *end;
@@ -517,15 +532,11 @@ int it_redis_upload(int64_t id, it_rkey *k)
         }
     }
     freeReplyObject(r);
-    r = redisCommand(rc, "TTL %s", key);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        fprintf(stderr, "it: TTL %s: %s\n", key, r ? "not an integer" : rc->errstr);
+    long long ttl = 0;
+    if (key_int("TTL", key, &ttl) != 0)
         ret = -1;
-    } else {
-        k->ttl = r->integer;
-    }
-    if (r)
-        freeReplyObject(r);
+    else
+        k->ttl = ttl;
     return ret;
 }
 
@@ -533,16 +544,10 @@ int it_redis_exists(int64_t id)
 {
     char key[128];
     upload_key(id, key, sizeof key);
-    redisReply *r = redisCommand(rc, "EXISTS %s", key);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        fprintf(stderr, "it: EXISTS %s: %s\n", key, r ? "not an integer" : rc->errstr);
-        if (r)
-            freeReplyObject(r);
+    long long n = 0;
+    if (key_int("EXISTS", key, &n) != 0)
         return -1;
-    }
-    int ret = r->integer > 0;
-    freeReplyObject(r);
-    return ret;
+    return n > 0;
 }
 
 int it_redis_wait_gone(int64_t id, int timeout_ms)
@@ -680,16 +685,8 @@ int it_redis_lease_ended(int64_t id)
 
 long long it_redis_pttl(const char *key)
 {
-    redisReply *r = redisCommand(rc, "PTTL %s", key);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        fprintf(stderr, "it: PTTL %s: %s\n", key, r ? "not an integer" : rc->errstr);
-        if (r)
-            freeReplyObject(r);
-        return -3;
-    }
-    long long v = r->integer;
-    freeReplyObject(r);
-    return v;
+    long long v = 0;
+    return key_int("PTTL", key, &v) == 0 ? v : -3;
 }
 
 int it_redis_set_lease(int64_t id, const char *token, int ttl_ms)
@@ -866,15 +863,8 @@ int it_redis_del_upload(int64_t id)
 {
     char key[128];
     upload_key(id, key, sizeof key);
-    redisReply *r = redisCommand(rc, "DEL %s", key);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        fprintf(stderr, "it: DEL %s: %s\n", key, r ? "not an integer" : rc->errstr);
-        if (r)
-            freeReplyObject(r);
-        return -1;
-    }
-    freeReplyObject(r);
-    return 0;
+    long long n = 0;
+    return key_int("DEL", key, &n);
 }
 
 /* ---- a row held by another transaction -------------------------------- */
