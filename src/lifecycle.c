@@ -23,7 +23,7 @@ int lifecycle_fail_upload(docstore *ds, redis_state *rs, const char *storage_dir
      * the removal below; if after, it is refused, and the writer, finding
      * the row failed, removes what it made (handle_resume, open_group). */
     if (rstate_end(rs, doc) != 0)
-        log_warn("event=redis_del_failed doc=%" PRIu64 " error=\"%s\"", doc, rstate_error(rs));
+        log_warn("event=redis_end_failed doc=%" PRIu64 " error=\"%s\"", doc, rstate_error(rs));
     if (storage_remove(storage_dir, doc) != 0)
         log_error("event=remove_failed doc=%" PRIu64 " error=\"%s\"", doc, strerror(errno));
     log_info("event=upload_failed doc=%" PRIu64 " reason=%s", doc, reason);

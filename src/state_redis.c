@@ -210,10 +210,10 @@ static void state_args_fill(state_args *a, const upload_state *st)
 
 /* KEYS: lease, upload hash. ARGV: token, key ttl s, then the hash's fields
  * and values. Writes the state (with its TTL, in one step) only while the
- * token holds the lease: a writer whose lease was broken (the upload ended
- * by an abort, the expiry sweep or chunkctl, which delete the state after
- * breaking the lease) must not bring the state back. Returns 1 when
- * written, 0 when the lease is not the token's. */
+ * token holds the lease: a writer busy with an upload that was ended
+ * meanwhile (abort, the expiry sweep, chunkctl: rstate_end marks the lease
+ * ended and deletes the state) must not bring the state back. Returns 1
+ * when written, 0 when the lease is not the token's. */
 static const char put_lua[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
     "redis.call('HSET', KEYS[2], unpack(ARGV, 3)) "
@@ -244,15 +244,17 @@ int rstate_put(redis_state *rs, const upload_state *st, const char *lease, bool 
 }
 
 /* KEYS: upload hash, lease. ARGV: token, lease ms, offset, updated_ms, node,
- * key ttl s, synced offset. Returns -1 when the lease is not ours, else how many fields
- * HSET created (non-zero means the hash had vanished). */
+ * key ttl s, synced offset. Returns -1 when the lease is not ours, 1 when
+ * the hash had vanished (nothing written: the caller writes the whole
+ * state, rstate_put, so no hash of four fields is ever left), else 0. */
 static const char save_offset_lua[] =
     "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end "
     "redis.call('PEXPIRE', KEYS[2], ARGV[2]) "
-    "local added = redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'updated_ms', ARGV[4], "
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end "
+    "redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'updated_ms', ARGV[4], "
     "'node', ARGV[5], 'synced_offset', ARGV[7]) "
     "redis.call('EXPIRE', KEYS[1], ARGV[6]) "
-    "return added";
+    "return 0";
 
 /* KEYS: lease, upload hash. ARGV: token. A clean release also clears the
  * hash's `writer`, which tells the next resume that nobody may still be
@@ -438,11 +440,13 @@ int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *toke
     return eval_int(rs, "lease release", &v, "EVAL %s 2 %s %s %s", release_lua, lkey, key, token);
 }
 
-/* KEYS: lease, upload hash, reserved hash. ARGV: the ended marker, lease
- * ms, document id. */
+/* KEYS: lease, upload hash, reserved hash. ARGV: the ended marker, its
+ * ms, document id. The DEL first: Redis refuses a script whose first write
+ * is a SET when it is out of memory, and then nothing would be ended; the
+ * HDEL last, as the one step a clobbered reserved key can fail. */
 static const char end_lua[] =
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
     "redis.call('DEL', KEYS[2]) "
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
     "redis.call('HDEL', KEYS[3], ARGV[3]) "
     "return 1";
 
@@ -453,9 +457,11 @@ int rstate_end(redis_state *rs, uint64_t document_id)
     upload_key(rs->cfg, document_id, key, sizeof key);
     reserved_key(rs->cfg, rkey, sizeof rkey);
     snprintf(doc, sizeof doc, "%" PRIu64, document_id);
+    long long ms = rs->cfg->lease_ttl_ms > RSTATE_LEASE_ENDED_MS ? rs->cfg->lease_ttl_ms
+                                                                 : RSTATE_LEASE_ENDED_MS;
     long long v = 0;
     return eval_int(rs, "end upload", &v, "EVAL %s 3 %s %s %s %s %lld %s", end_lua, lkey, key,
-                    rkey, RSTATE_LEASE_ENDED, (long long)rs->cfg->lease_ttl_ms, doc);
+                    rkey, RSTATE_LEASE_ENDED, ms, doc);
 }
 
 static int field_i64(const char *v, int64_t *out)
@@ -713,8 +719,9 @@ static int too_many(redis_state *rs, size_t n)
  * there (admission refused it: nothing written), 1 when the lease is ours
  * and the state written, 0 when someone else holds the lease: then nothing
  * is written and the reservation is let go, since a lease on a document
- * this instance has just created means it is being ended (chunkctl) and
- * its state must not outlive that (see put_lua). */
+ * this instance has just created means it is being ended (chunkctl) or has
+ * ended (the marker, rstate_end), and its state must not outlive that (see
+ * put_lua). */
 static const char open_lua[] =
     "if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 then return 2 end "
     TAKE_LEASE_LUA

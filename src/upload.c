@@ -508,16 +508,19 @@ static int take_lease(upload_env *env, session *s, uint64_t doc)
         return -1;
     }
     if (!acquired && retry_after == 0) {
-        /* The upload was ended since the row was read (RSTATE_LEASE_ENDED). */
+        /* The upload was ended since the row was read (RSTATE_LEASE_ENDED);
+         * its row says so, since it changes first. */
         doc_row d;
         bool found = false;
-        if (docstore_get_document(env->ds, doc, &d, &found) != 0)
+        if (docstore_get_document(env->ds, doc, &d, &found) != 0) {
             send_unavailable(env, s, docstore_error(env->ds));
-        else if (found && strcmp(d.status, "uploading") != 0)
+            return -1;
+        }
+        if (found && strcmp(d.status, "uploading") != 0) {
             send_not_resumable(env, s, &d);
-        else
-            send_unavailable(env, s, "the upload is being ended");
-        return -1;
+            return -1;
+        }
+        retry_after = 1000; /* never seen: answered as a lease held */
     }
     if (!acquired) {
         metrics_add(env->metrics, M_LEASES_LOCKED, 1);
@@ -988,6 +991,40 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     util_strlcpy(st.writer, s->lease_token, sizeof st.writer);
     st.updated_ms = util_wall_ms();
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
+    /* The lease may have lapsed while the file was copied or synced (a
+     * large file, a slow disk, a lease_ttl_ms as short as 500 ms): renewed
+     * here, or taken again if it is free, but then only while the file at
+     * the path is still the one reconciled above (a writer that had it in
+     * between made a copy of its own) and the row still says uploading (an
+     * end whose marker lapsed meanwhile). Held by another or ended: the put
+     * below is refused. */
+    bool renewed = false;
+    int64_t wait_ms = 0;
+    struct stat now;
+    if (rstate_lease_acquire(env->rs, doc, s->lease_token, &renewed, &wait_ms) != 0) {
+        close(fd);
+        send_unavailable(env, s, rstate_error(env->rs));
+        goto release;
+    }
+    if (renewed) {
+        int got = docstore_get_document(env->ds, doc, &d, &still);
+        if (got != 0 || !still || strcmp(d.status, "uploading") != 0) {
+            close(fd);
+            if (got != 0)
+                send_unavailable(env, s, docstore_error(env->ds));
+            else if (!still)
+                send_error(env, s, 404, "not_found", "no such document");
+            else
+                send_not_resumable(env, s, &d);
+            goto release;
+        }
+    }
+    if (renewed &&
+        (fstat(fd, &now) != 0 || storage_is_current(env->cfg->storage_dir, doc, &now) != 1)) {
+        close(fd);
+        answer_lease_lost(env, s, doc);
+        goto release;
+    }
     bool lost = false;
     if (rstate_put(env->rs, &st, s->lease_token, &lost) != 0) {
         close(fd);

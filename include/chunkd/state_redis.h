@@ -54,8 +54,7 @@ int rstate_put(redis_state *rs, const upload_state *st, const char *lease, bool 
  * that lost its lease can never move the offset. Rewrites the whole hash if
  * the key had vanished (expired, or Redis lost it), again only under the
  * lease. *lease_lost says whether the lease had passed to someone else or
- * the upload ended (nothing was saved then, or only the offset fields of a
- * hash that had vanished, which then lapse with its TTL). */
+ * the upload ended (nothing was saved then). */
 int rstate_save_offset(redis_state *rs, const upload_state *st, const char *lease,
                        bool *lease_lost);
 
@@ -90,12 +89,15 @@ int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *toke
  * token held it. */
 int rstate_lease_transfer(redis_state *rs, uint64_t document_id, const char *token,
                           const char *new_token, bool *moved);
-/* What an ended upload's lease holds for lease_ttl_ms (rstate_end): no
- * writer can take it, so none that was busy with the upload when it ended
- * can write its state back (rstate_put) or open it anew (a new upload's
- * open), and a resume that gets this far is told the upload ended
- * (rstate_lease_acquire: not acquired, retry_after_ms 0). */
+/* What an ended upload's lease holds for RSTATE_LEASE_ENDED_MS, or
+ * lease_ttl_ms if longer (rstate_end): no writer can take it, so none that
+ * was busy with the upload when it ended can write its state back
+ * (rstate_put) or open it anew (a new upload's open), and a resume that
+ * gets this far is told the upload ended (rstate_lease_acquire: not
+ * acquired, retry_after_ms 0). A writer slower than that reads the row
+ * again after taking a lease (handle_resume). */
 #define RSTATE_LEASE_ENDED "ended"
+#define RSTATE_LEASE_ENDED_MS 60000
 /* Ends an upload in Redis in one step (abort, fail, expiry): its lease
  * becomes RSTATE_LEASE_ENDED whoever held it, its state and its space
  * reservation go. */
@@ -117,7 +119,7 @@ int rstate_get(redis_state *rs, uint64_t document_id, upload_state *st, bool *fo
  * does not fit (nothing is reserved or written for it then; promised[i] is
  * what the others still need), or -1 when the reserve script failed
  * (nothing written for any). The reservation goes with the upload's state
- * (rstate_del, rstate_finish_many). With `available` < 0 every fits[i] is
+ * (rstate_del, rstate_end, rstate_finish_many). With `available` < 0 every fits[i] is
  * 1. Then each admitted upload's lease (for sts[i].writer) and state:
  * opened[i] 1, 0 when not admitted or someone else holds the lease
  * (nothing written then, and its reservation let go: see open_lua), -1

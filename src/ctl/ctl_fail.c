@@ -194,8 +194,9 @@ int ctl_fail(const chunkd_config *cfg, uint64_t id, const char *reason, bool jso
         snprintf(err, errlen, "out of memory");
     else if ((c.cr = ctl_redis_connect(cfg, err, errlen)) != NULL)
         rc = end_upload(&c, reason, json, err, errlen);
-    /* Ours only if nobody broke it: lifecycle_fail_upload does, when the
-     * row changed. Releasing by token never touches another's lease. */
+    /* Ours only if nothing replaced it: lifecycle_fail_upload marks it
+     * ended when the row changed. Releasing by token never touches another's
+     * lease, nor the marker. */
     if (c.leased && rstate_lease_release(c.rs, id, c.token) != 0) {
         fprintf(stderr, "chunkctl: releasing the lease of document %" PRIu64 ": %s\n", id,
                 rstate_error(c.rs));

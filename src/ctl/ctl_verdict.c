@@ -5,7 +5,8 @@
  *              the file does not hold).
  *   completed: the file holds exactly filesize bytes with the row's SHA-256
  *              and mode 0640; nothing is left in Redis.
- *   failed:    neither file nor Redis state nor lease is left. */
+ *   failed:    neither file nor Redis state nor a held lease is left (the
+ *              end marker, RSTATE_LEASE_ENDED, is not held). */
 #include "ctl_verdict.h"
 
 #include <inttypes.h>

@@ -14,6 +14,8 @@
 #include <hiredis.h>
 #include <mysql.h>
 
+#include "chunkd/state_redis.h" /* RSTATE_LEASE_ENDED */
+
 static MYSQL *db;
 static redisContext *rc;
 
@@ -672,7 +674,7 @@ int it_redis_lease_exists(int64_t id)
     char v[256];
     if (lease_value(id, v, sizeof v) != 0)
         return -1;
-    return v[0] != '\0' && strcmp(v, "ended") != 0;
+    return v[0] != '\0' && strcmp(v, RSTATE_LEASE_ENDED) != 0;
 }
 
 int it_redis_lease_ended(int64_t id)
@@ -680,7 +682,7 @@ int it_redis_lease_ended(int64_t id)
     char v[256];
     if (lease_value(id, v, sizeof v) != 0)
         return -1;
-    return strcmp(v, "ended") == 0;
+    return strcmp(v, RSTATE_LEASE_ENDED) == 0;
 }
 
 long long it_redis_pttl(const char *key)

@@ -255,6 +255,124 @@ static void complete_ok(it_sock *s, int64_t id, const char *sha)
  * last renewed asks Redis whether it still holds it: here a resume
  * elsewhere took the upload over, so the stalled writer's upload_complete
  * is refused and the new writer's succeeds. */
+/* `chunkctl fail ID` against the test's server: 0 on exit 0. */
+static int chunkctl_fail(int64_t id)
+{
+    char ids[24], err_path[IT_PATH_MAX + 32];
+    snprintf(ids, sizeof ids, "%lld", (long long)id);
+    snprintf(err_path, sizeof err_path, "%s/chunkctl.err", aux.dir);
+    const char *argv[] = {it_bin("CHUNKCTL_BIN"), "fail", ids, "--storage-dir", aux.storage_dir,
+                          NULL};
+    char *out = NULL;
+    int rc = it_run(argv, NULL, err_path, 30000, &out);
+    if (rc != 0)
+        it_print_file("chunkctl stderr", err_path);
+    free(out);
+    return rc;
+}
+
+/* A resume slower than the lease (held here inside its open() of the file
+ * by an open gate, for longer than a 500 ms lease): it takes the lapsed
+ * lease again and goes on, since nobody had it meanwhile. Had another
+ * writer taken it, or put a file of its own at the path, the resume
+ * answers lease_lost instead of writing on; had the upload been ended
+ * (and its end marker lapsed too), not_resumable, leaving nothing. */
+static void test_slow_resume_outlives_its_lease(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    unsigned char data[3000];
+    it_random_bytes(data, sizeof data);
+    char sha[65];
+    it_sha256_hex(data, sizeof data, sha);
+    /* 0: nobody meanwhile; 1: another writer holds the lease; 2: another
+     * writer's file replaced ours, and its lease is gone; 3: chunkctl
+     * failed the upload, and its end marker lapsed */
+    for (int meanwhile = 0; meanwhile < 4; meanwhile++) {
+        it_sock a;
+        assert_int_equal(it_sock_connect(&a, aux.port), 0);
+        it_sock_auth(&a, &u1);
+        int64_t id = it_sock_upload(&a, "slow.bin", (int64_t)sizeof data);
+        it_sock_chunk_ok(&a, id, 0, data, 1000);
+        it_sock_close(&a);
+        for (int i = 0; i < 300 && it_redis_lease_exists(id) == 1; i++)
+            it_sleep_ms(10);
+        assert_int_equal(it_redis_lease_exists(id), 0);
+
+        char path[IT_PATH_MAX + 64];
+        it_upload_path(&aux, id, path, sizeof path);
+        hold_fd = it_gate_open(path);
+        if (hold_fd < 0) {
+            fprintf(stderr, "it: SKIP: no fanotify permission events here (%s)\n",
+                    strerror(errno));
+            skip();
+        }
+        it_sock b;
+        assert_int_equal(it_sock_connect(&b, aux.port), 0);
+        char line[512];
+        it_line(line, sizeof line,
+                "{\"action\":\"resume\",\"document_id\":%lld,\"user_id\":%lld,"
+                "\"credential\":\"%s\"}\n",
+                (long long)id, (long long)u1.id, u1.credential);
+        assert_int_equal(it_sock_send_str(&b, line), 0);
+        int held = -1;
+        assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
+        it_sleep_ms(1200); /* the 500 ms lease lapses */
+        assert_int_equal(it_redis_lease_exists(id), 0);
+        if (meanwhile == 1)
+            assert_int_equal(it_redis_set_lease(id, "other-node/1", 5000), 0);
+        if (meanwhile == 2) {
+            char other[IT_PATH_MAX + 80];
+            snprintf(other, sizeof other, "%s.other", path);
+            char other_sha[65];
+            assert_int_equal(it_make_file(other, 1000, other_sha), 0);
+            assert_int_equal(rename(other, path), 0);
+        }
+        if (meanwhile == 3) {
+            assert_int_equal(chunkctl_fail(id), 0);
+            assert_int_equal(it_redis_lease_ended(id), 1);
+            assert_int_equal(it_redis_del_lease(id), 0);
+        }
+        assert_int_equal(it_gate_release(hold_fd, held), 0);
+        close(hold_fd);
+        hold_fd = -1;
+        json_t *r = NULL;
+        assert_int_equal(it_sock_read_json(&b, 10000, &r), IT_READ_OK);
+        if (meanwhile == 3) {
+            it_assert_error(r, 409, "not_resumable");
+            json_decref(r);
+            it_sock_close(&b);
+            struct stat gone;
+            assert_int_equal(stat(path, &gone), -1);
+            assert_int_equal(it_redis_exists(id), 0);
+            assert_int_equal(it_redis_lease_exists(id), 0);
+            continue;
+        }
+        if (meanwhile > 0) {
+            it_assert_error(r, 409, "lease_lost");
+            json_decref(r);
+            it_sock_close(&b);
+            assert_int_equal(it_redis_del_lease(id), 0);
+            continue;
+        }
+        it_assert_ok(r, "resume");
+        assert_int_equal(it_json_int(r, "offset"), 1000);
+        json_decref(r);
+        it_sock_chunk_ok(&b, id, 1000, data + 1000, sizeof data - 1000);
+        r = it_sock_complete(&b, id);
+        assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+        assert_string_equal(it_json_str(r, "sha256"), sha);
+        json_decref(r);
+        it_sock_close(&b);
+        it_assert_stored(&aux, id, (int64_t)sizeof data, sha);
+    }
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 static void test_stale_completion_checks_the_lease(void **state)
 {
     (void)state;
@@ -672,6 +790,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idle_timeout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_shutting_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_slow_resume_outlives_its_lease, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_stale_completion_checks_the_lease, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_fresh_completion_trusts_its_lease, test_setup,
