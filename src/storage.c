@@ -245,8 +245,14 @@ int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd
         return -1;
     }
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
-    if (fd < 0)
+    if (fd < 0) {
+        /* An open refused after the create (a security module, a scanner's
+         * fanotify verdict) leaves the name behind. */
+        int e = errno;
+        unlink(tmp);
+        errno = e;
         return -1;
+    }
     if (fchmod(fd, STORAGE_FILE_MODE) != 0 || copy_range(old_fd, fd, len) != 0 ||
         fdatasync(fd) != 0 || rename(tmp, path) != 0 ||
         storage_sync_dir(root, document_id) != 0) {

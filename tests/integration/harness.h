@@ -464,11 +464,18 @@ void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *
  * errno (EPERM, ENOSYS, EINVAL: the test should skip). close() ends it and
  * lets every held open go on. */
 int it_gate_open(const char *path);
-/* Waits up to timeout_ms until process pid is held in an open() of the
- * file; its event in *held_fd. Others' opens are let through. 0, or -1. */
+/* Holds the opens of one more file, or with children of every file in
+ * the folder at path (also one being created: it is made, then the open
+ * fails). 0, or -1 with errno. */
+int it_gate_mark(int gate, const char *path, bool children);
+/* Waits up to timeout_ms until process pid is held in an open() of a
+ * marked file; its event in *held_fd. Others' opens are let through. 0,
+ * or -1. */
 int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd);
 /* Lets the held open() go on. */
 int it_gate_release(int gate, int held_fd);
+/* Makes the held open() fail with EPERM. */
+int it_gate_deny(int gate, int held_fd);
 
 /* Milliseconds on the monotonic clock; sleeping. */
 int64_t it_now_ms(void);

@@ -1,7 +1,8 @@
 /* Harness: an open gate, which holds another process inside its open() of
- * one file until the test lets it go (fanotify permission events). A test
- * uses it to stop the server at a known point of its work and do something
- * there, where timing alone could not place it. */
+ * a file until the test lets it go, or makes the open fail (fanotify
+ * permission events). A test uses it to stop the server at a known point
+ * of its work and do something there, where timing alone could not place
+ * it, or to fail one open() the way a security module or a scanner can. */
 #include "harness.h"
 
 #include <errno.h>
@@ -17,7 +18,7 @@ int it_gate_open(const char *path)
     int fan = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY | O_LARGEFILE);
     if (fan < 0)
         return -1;
-    if (fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD, path) != 0) {
+    if (it_gate_mark(fan, path, false) != 0) {
         int e = errno;
         close(fan);
         errno = e;
@@ -26,10 +27,16 @@ int it_gate_open(const char *path)
     return fan;
 }
 
-/* Answers one permission event; the event's own fd is closed. */
-static int answer(int gate, int event_fd)
+int it_gate_mark(int gate, const char *path, bool children)
 {
-    struct fanotify_response r = {.fd = event_fd, .response = FAN_ALLOW};
+    return fanotify_mark(gate, FAN_MARK_ADD, FAN_OPEN_PERM | (children ? FAN_EVENT_ON_CHILD : 0),
+                         AT_FDCWD, path);
+}
+
+/* Answers one permission event; the event's own fd is closed. */
+static int answer_as(int gate, int event_fd, uint32_t response)
+{
+    struct fanotify_response r = {.fd = event_fd, .response = response};
     ssize_t w = write(gate, &r, sizeof r);
     int e = errno;
     close(event_fd);
@@ -38,6 +45,11 @@ static int answer(int gate, int event_fd)
         return -1;
     }
     return 0;
+}
+
+static int answer(int gate, int event_fd)
+{
+    return answer_as(gate, event_fd, FAN_ALLOW);
 }
 
 int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd)
@@ -91,4 +103,9 @@ int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd)
 int it_gate_release(int gate, int held_fd)
 {
     return answer(gate, held_fd);
+}
+
+int it_gate_deny(int gate, int held_fd)
+{
+    return answer_as(gate, held_fd, FAN_DENY);
 }

@@ -373,6 +373,131 @@ static void test_slow_resume_outlives_its_lease(void **state)
     it_pass();
 }
 
+/* The storage refusing an open() (a security module or a virus scanner
+ * can; here an open gate denies it): a resume whose open of the file
+ * fails, and one whose fenced copy cannot be made, are answered 500
+ * internal with the reason and lose nothing: no stray copy is left, and
+ * the next resume goes on from the same offset to SUCCESS. A new upload
+ * whose file cannot be made is answered 500 too, its row failed
+ * (storage_error) and no file left. */
+static void test_storage_refuses_an_open(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    unsigned char data[3000];
+    it_random_bytes(data, sizeof data);
+    char sha[65];
+    it_sha256_hex(data, sizeof data, sha);
+    for (int copy = 0; copy < 2; copy++) {
+        it_sock a;
+        assert_int_equal(it_sock_connect(&a, aux.port), 0);
+        it_sock_auth(&a, &u1);
+        int64_t id = it_sock_upload(&a, "refused.bin", (int64_t)sizeof data);
+        it_sock_chunk_ok(&a, id, 0, data, 1000);
+        it_sock_close(&a);
+        for (int i = 0; i < 300 && it_redis_lease_exists(id) == 1; i++)
+            it_sleep_ms(10);
+        assert_int_equal(it_redis_lease_exists(id), 0);
+        if (copy) /* a writer that died without letting go: the resume copies */
+            assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
+
+        char path[IT_PATH_MAX + 64], bucket[IT_PATH_MAX + 64], fence[IT_PATH_MAX + 80];
+        it_upload_path(&aux, id, path, sizeof path);
+        snprintf(bucket, sizeof bucket, "%s", path);
+        *strrchr(bucket, '/') = '\0';
+        snprintf(fence, sizeof fence, "%s.fence", path);
+        hold_fd = it_gate_open(path);
+        if (hold_fd < 0) {
+            fprintf(stderr, "it: SKIP: no fanotify permission events here (%s)\n",
+                    strerror(errno));
+            skip();
+        }
+        if (copy)
+            assert_int_equal(it_gate_mark(hold_fd, bucket, true), 0);
+        it_sock b;
+        assert_int_equal(it_sock_connect(&b, aux.port), 0);
+        it_sock_auth(&b, &u1);
+        char line[160];
+        it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}",
+                (long long)id);
+        assert_int_equal(it_sock_send_str(&b, line), 0);
+        assert_int_equal(it_sock_send_str(&b, "\n"), 0);
+        int held = -1;
+        assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
+        if (copy) { /* the file opens; its copy's create is refused */
+            assert_int_equal(it_gate_release(hold_fd, held), 0);
+            assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
+        }
+        assert_int_equal(it_gate_deny(hold_fd, held), 0);
+        close(hold_fd);
+        hold_fd = -1;
+        json_t *r = NULL;
+        assert_int_equal(it_sock_read_json(&b, 10000, &r), IT_READ_OK);
+        it_assert_error(r, 500, "internal");
+        const char *msg = it_json_str(r, "message");
+        assert_non_null(strstr(msg, copy ? "during reconcile" : "during open"));
+        assert_non_null(strstr(msg, "Operation not permitted"));
+        json_decref(r);
+        struct stat st;
+        assert_int_equal(stat(fence, &st), -1); /* no stray copy */
+        it_doc d;
+        it_assert_doc_status(id, "uploading", &d);
+        assert_int_equal(it_redis_lease_exists(id), 0);
+
+        r = it_sock_req(&b, line);
+        it_assert_ok(r, "resume");
+        assert_int_equal(it_json_int(r, "offset"), 1000);
+        json_decref(r);
+        it_sock_chunk_ok(&b, id, 1000, data + 1000, sizeof data - 1000);
+        r = it_sock_complete(&b, id);
+        assert_string_equal(it_json_str(r, "status"), "SUCCESS");
+        json_decref(r);
+        it_sock_close(&b);
+        it_assert_stored(&aux, id, (int64_t)sizeof data, sha);
+    }
+
+    /* every bucket made and watched: the next id's is among them */
+    hold_fd = it_gate_open(aux.storage_dir);
+    assert_true(hold_fd >= 0);
+    for (int i = 0; i < 256; i++) {
+        char bucket[IT_PATH_MAX + 8];
+        snprintf(bucket, sizeof bucket, "%s/%02x", aux.storage_dir, i);
+        assert_true(mkdir(bucket, 0750) == 0 || errno == EEXIST);
+        assert_int_equal(it_gate_mark(hold_fd, bucket, true), 0);
+    }
+    it_sock c;
+    assert_int_equal(it_sock_connect(&c, aux.port), 0);
+    it_sock_auth(&c, &u1);
+    assert_int_equal(
+        it_sock_send_str(&c, "{\"action\":\"upload\",\"filename\":\"new.bin\",\"filesize\":10}\n"),
+        0);
+    int held = -1;
+    assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
+    assert_int_equal(it_gate_deny(hold_fd, held), 0);
+    close(hold_fd);
+    hold_fd = -1;
+    json_t *r = NULL;
+    assert_int_equal(it_sock_read_json(&c, 10000, &r), IT_READ_OK);
+    it_assert_error(r, 500, "internal");
+    assert_non_null(strstr(it_json_str(r, "message"), "during create"));
+    json_decref(r);
+    int64_t refused = it_doc_newest(u1.id);
+    it_doc d;
+    it_assert_doc_status(refused, "failed", &d);
+    assert_string_equal(d.failure_reason, "storage_error");
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&aux, refused, path, sizeof path);
+    struct stat st;
+    assert_int_equal(stat(path, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    it_sock_close(&c);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 static void test_stale_completion_checks_the_lease(void **state)
 {
     (void)state;
@@ -792,6 +917,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_slow_resume_outlives_its_lease, test_setup,
                                         test_teardown),
+        cmocka_unit_test_setup_teardown(test_storage_refuses_an_open, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_stale_completion_checks_the_lease, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_fresh_completion_trusts_its_lease, test_setup,
