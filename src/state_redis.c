@@ -270,15 +270,17 @@ static const char release_lua[] =
  * renews it when the token holds it already: `ours` is true when it is the
  * token's now. Shared by acquire_lua and open_lua. */
 #define TAKE_LEASE_LUA                                                                 \
-    "local ours = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) ~= false "  \
+    "local fresh = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) ~= false " \
+    "local ours = fresh "                                                              \
     "if not ours and redis.call('GET', KEYS[1]) == ARGV[1] then "                      \
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) ours = true end "
 
-/* KEYS: lease. ARGV: token, lease ms, the ended marker. Returns 1 when the
- * lease is ours now, 0 when the upload has ended (rstate_end), else the
- * holder's remaining time in ms (negated, at most -1). */
+/* KEYS: lease. ARGV: token, lease ms, the ended marker. Returns 2 when the
+ * lease was free and is ours now, 1 when the token held it already (now
+ * renewed), 0 when the upload has ended (rstate_end), else the holder's
+ * remaining time in ms (negated, at most -1). */
 static const char acquire_lua[] =
-    TAKE_LEASE_LUA "if ours then return 1 end "
+    TAKE_LEASE_LUA "if fresh then return 2 end if ours then return 1 end "
     "if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end "
     "local t = redis.call('PTTL', KEYS[1]) if t < 1 then t = 1 end return -t";
 
@@ -382,19 +384,35 @@ int rstate_save_offset(redis_state *rs, const upload_state *st, const char *leas
     return 0;
 }
 
-int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
-                         bool *acquired, int64_t *retry_after_ms)
+/* Runs acquire_lua for token; its reply in *v. */
+static int run_acquire(redis_state *rs, uint64_t document_id, const char *token, long long *v)
 {
     char lkey[128];
     lease_key(rs->cfg, document_id, lkey, sizeof lkey);
+    return eval_int(rs, "lease acquire", v, "EVAL %s 1 %s %s %lld %s", acquire_lua, lkey, token,
+                    (long long)rs->cfg->lease_ttl_ms, RSTATE_LEASE_ENDED);
+}
+
+int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
+                         bool *acquired, int64_t *retry_after_ms)
+{
     long long v = 0;
-    if (eval_int(rs, "lease acquire", &v, "EVAL %s 1 %s %s %lld %s", acquire_lua, lkey, token,
-                 (long long)rs->cfg->lease_ttl_ms, RSTATE_LEASE_ENDED) != 0)
+    if (run_acquire(rs, document_id, token, &v) != 0)
         return -1;
-    *acquired = v == 1;
+    *acquired = v >= 1;
     /* Capped: a live holder may let go any moment (its connection closing
      * releases the lease), so waiting out the whole TTL would be too long. */
     *retry_after_ms = v < 0 ? (-v < 2000 ? -v : 2000) : 0;
+    return 0;
+}
+
+int rstate_lease_keep(redis_state *rs, uint64_t document_id, const char *token,
+                      rstate_lease_kept *kept)
+{
+    long long v = 0;
+    if (run_acquire(rs, document_id, token, &v) != 0)
+        return -1;
+    *kept = v == 1 ? RSTATE_LEASE_RENEWED : v == 2 ? RSTATE_LEASE_RETAKEN : RSTATE_LEASE_GONE;
     return 0;
 }
 

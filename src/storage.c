@@ -234,7 +234,8 @@ static int copy_range(int in, int out, int64_t len)
     return 0;
 }
 
-int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len)
+int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len,
+                              int (*may_rename)(void *arg), void *arg)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 16];
     if (full_path(root, document_id, path, sizeof path) != 0)
@@ -254,8 +255,9 @@ int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd
         return -1;
     }
     if (fchmod(fd, STORAGE_FILE_MODE) != 0 || copy_range(old_fd, fd, len) != 0 ||
-        fdatasync(fd) != 0 || rename(tmp, path) != 0 ||
-        storage_sync_dir(root, document_id) != 0) {
+        fdatasync(fd) != 0 ||
+        (may_rename && may_rename(arg) != 0 && (errno = ECANCELED)) ||
+        rename(tmp, path) != 0 || storage_sync_dir(root, document_id) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);

@@ -854,6 +854,104 @@ static void group_upload(upload_env *env, session *const *ss, size_t n)
     open_group(env, ss, n, live, doc);
 }
 
+/* A resume's lease lapsed while it reconciled the file, and it took the
+ * lease again: another writer may have had the upload in the gap. Going on
+ * is safe only if none did anything: the row still says uploading, the
+ * Redis state is as the resume first read it (a writer that resumed would
+ * have written it), and the file at the path is fd, still `size` bytes (a
+ * writer that fenced made a copy; one that wrote moved its size).
+ * Otherwise the answer is sent (not_resumable, or lease_lost: the client's
+ * next resume sees what changed) and false returned. */
+static bool resume_gap_is_clean(upload_env *env, session *s, uint64_t doc, int fd, int64_t size,
+                                const upload_state *seen, bool seen_found)
+{
+    doc_row d;
+    bool found = false;
+    if (docstore_get_document(env->ds, doc, &d, &found) != 0) {
+        send_unavailable(env, s, docstore_error(env->ds));
+        return false;
+    }
+    if (!found) {
+        send_error(env, s, 404, "not_found", "no such document");
+        return false;
+    }
+    if (strcmp(d.status, "uploading") != 0) {
+        send_not_resumable(env, s, &d);
+        return false;
+    }
+    upload_state now;
+    bool now_found = false;
+    if (rstate_get(env->rs, doc, &now, &now_found) != 0) {
+        send_unavailable(env, s, rstate_error(env->rs));
+        return false;
+    }
+    bool same_state =
+        now_found == seen_found &&
+        (!now_found ||
+         (now.offset == seen->offset && now.synced_offset == seen->synced_offset &&
+          now.updated_ms == seen->updated_ms && strcmp(now.writer, seen->writer) == 0 &&
+          strcmp(now.node, seen->node) == 0 && strcmp(now.boot_id, seen->boot_id) == 0));
+    struct stat sb;
+    if (!same_state || fstat(fd, &sb) != 0 || sb.st_size != size ||
+        storage_is_current(env->cfg->storage_dir, doc, &sb) != 1) {
+        log_warn("event=resume_gap_not_clean doc=%" PRIu64 " peer=%s state_changed=%d", doc,
+                 s->peer, !same_state);
+        answer_lease_lost(env, s, doc);
+        return false;
+    }
+    return true;
+}
+
+/* What a resume knew when it began to reconcile the file, for the lease
+ * check before each step that changes the file or the state. */
+typedef struct resume_check {
+    upload_env *env;
+    session *s;
+    uint64_t doc;
+    int fd;                    /* the file as it must still be */
+    int64_t size;              /* and its size */
+    const upload_state *seen;  /* the Redis state as first read */
+    bool seen_found;
+    bool answered;             /* a check failed, and the answer is sent */
+} resume_check;
+
+/* The resume's lease, renewed, or taken again if it lapsed (a slow open,
+ * copy or sync; lease_ttl_ms may be 500 ms) and nothing changed in the gap.
+ * False, with the answer sent, when it is another's now (lease_lost) or
+ * the upload ended (not_resumable). */
+static bool keep_resume_lease(resume_check *c)
+{
+    upload_env *env = c->env;
+    rstate_lease_kept kept = RSTATE_LEASE_GONE;
+    c->answered = true;
+    if (rstate_lease_keep(env->rs, c->doc, c->s->lease_token, &kept) != 0) {
+        send_unavailable(env, c->s, rstate_error(env->rs));
+        return false;
+    }
+    if (kept == RSTATE_LEASE_RETAKEN &&
+        !resume_gap_is_clean(env, c->s, c->doc, c->fd, c->size, c->seen, c->seen_found))
+        return false;
+    if (kept == RSTATE_LEASE_GONE) {
+        doc_row d;
+        bool found = false;
+        if (docstore_get_document(env->ds, c->doc, &d, &found) != 0)
+            send_unavailable(env, c->s, docstore_error(env->ds));
+        else if (found && strcmp(d.status, "uploading") != 0)
+            send_not_resumable(env, c->s, &d);
+        else
+            answer_lease_lost(env, c->s, c->doc);
+        return false;
+    }
+    c->answered = false;
+    return true;
+}
+
+/* storage_replace_with_copy's last word before the copy takes the path. */
+static int may_rename_fenced_copy(void *arg)
+{
+    return keep_resume_lease(arg) ? 0 : -1;
+}
+
 /* Brings an uploading document back to a consistent, writable state: the
  * offset is the smaller of what Redis saved and what the file holds, and
  * anything in the file past it (an unacknowledged chunk) is cut off. A lost
@@ -896,6 +994,8 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         send_unavailable(env, s, rstate_error(env->rs));
         goto release;
     }
+    const upload_state seen = st; /* as found, for resume_gap_is_clean */
+    const bool seen_found = found;
     /* Where the file is follows from the id and the storage layout; a
      * path the state kept may be an older layout's (storage-migrate). */
     storage_rel_path(doc, st.path);
@@ -942,6 +1042,16 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         offset = st.filesize;
     if (offset < 0)
         offset = 0;
+    /* Nothing of the file changes unless the lease is still ours: the open
+     * can take long (it was held in it by a test), and another writer may
+     * have had the upload meanwhile. Checked again before the copy takes
+     * the path and before the state is written. */
+    resume_check chk = {.env = env, .s = s, .doc = doc, .fd = fd, .size = sb.st_size,
+                        .seen = &seen, .seen_found = seen_found};
+    if (!keep_resume_lease(&chk)) {
+        close(fd);
+        goto release;
+    }
     storage_result r = STORAGE_OK;
     int e = 0;
     /* A writer that let go cleanly cleared `writer`. Otherwise it crashed,
@@ -954,7 +1064,12 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     bool unclean = !found || (st.writer[0] && strcmp(st.writer, s->lease_token) != 0) ||
                    s->fence_doc == doc;
     if (unclean) {
-        int nfd = storage_replace_with_copy(env->cfg->storage_dir, doc, fd, offset);
+        int nfd = storage_replace_with_copy(env->cfg->storage_dir, doc, fd, offset,
+                                            may_rename_fenced_copy, &chk);
+        if (nfd < 0 && chk.answered) {
+            close(fd);
+            goto release;
+        }
         if (nfd < 0) {
             e = errno;
             r = storage_classify_errno(e);
@@ -991,38 +1106,11 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     util_strlcpy(st.writer, s->lease_token, sizeof st.writer);
     st.updated_ms = util_wall_ms();
     snprintf(st.node, sizeof st.node, "%s", env->node_id);
-    /* The lease may have lapsed while the file was copied or synced (a
-     * large file, a slow disk, a lease_ttl_ms as short as 500 ms): renewed
-     * here, or taken again if it is free, but then only while the file at
-     * the path is still the one reconciled above (a writer that had it in
-     * between made a copy of its own) and the row still says uploading (an
-     * end whose marker lapsed meanwhile). Held by another or ended: the put
-     * below is refused. */
-    bool renewed = false;
-    int64_t wait_ms = 0;
-    struct stat now;
-    if (rstate_lease_acquire(env->rs, doc, s->lease_token, &renewed, &wait_ms) != 0) {
+    /* The copy or the sync may have outlasted the lease. */
+    chk.fd = fd;
+    chk.size = offset;
+    if (!keep_resume_lease(&chk)) {
         close(fd);
-        send_unavailable(env, s, rstate_error(env->rs));
-        goto release;
-    }
-    if (renewed) {
-        int got = docstore_get_document(env->ds, doc, &d, &still);
-        if (got != 0 || !still || strcmp(d.status, "uploading") != 0) {
-            close(fd);
-            if (got != 0)
-                send_unavailable(env, s, docstore_error(env->ds));
-            else if (!still)
-                send_error(env, s, 404, "not_found", "no such document");
-            else
-                send_not_resumable(env, s, &d);
-            goto release;
-        }
-    }
-    if (renewed &&
-        (fstat(fd, &now) != 0 || storage_is_current(env->cfg->storage_dir, doc, &now) != 1)) {
-        close(fd);
-        answer_lease_lost(env, s, doc);
         goto release;
     }
     bool lost = false;

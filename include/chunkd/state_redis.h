@@ -82,6 +82,19 @@ rstate_saved rstate_save_offset_result(long long reply);
 int rstate_lease_acquire(redis_state *rs, uint64_t document_id, const char *token,
                          bool *acquired, int64_t *retry_after_ms);
 
+/* Renews the lease `token` holds, or takes it again if it lapsed and
+ * nobody took it meanwhile: RETAKEN then says that the token's hold had a
+ * gap, in which another writer may have come and gone, so the caller must
+ * check that nothing changed before it goes on (handle_resume). GONE: held
+ * by another, or the upload ended. */
+typedef enum rstate_lease_kept {
+    RSTATE_LEASE_RENEWED,
+    RSTATE_LEASE_RETAKEN,
+    RSTATE_LEASE_GONE,
+} rstate_lease_kept;
+int rstate_lease_keep(redis_state *rs, uint64_t document_id, const char *token,
+                      rstate_lease_kept *kept);
+
 /* Deletes the lease only if `token` holds it. */
 int rstate_lease_release(redis_state *rs, uint64_t document_id, const char *token);
 /* Hands the lease that `token` holds (and the upload hash's `writer`, if

@@ -71,9 +71,12 @@ int storage_remove(const char *root, uint64_t document_id);
 /* Fencing: replaces the document's file by a fresh copy of its first len
  * bytes (from old_fd), synced and renamed into place. Anyone still holding
  * a descriptor of the old file writes to an inode nobody reads any more.
+ * may_rename (NULL: always) is asked right before the rename, after the
+ * slow part: non-zero stops there (the copy is removed; errno ECANCELED).
  * Returns the new file's fd (the caller owns it and still owns old_fd), or
  * -1 with errno. */
-int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len);
+int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len,
+                              int (*may_rename)(void *arg), void *arg);
 
 /* Whether the open file whose fstat is open_file is still the document's
  * file: 1 yes, 0 another file took its place (fencing, see

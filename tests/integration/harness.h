@@ -464,6 +464,9 @@ void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *
  * errno (EPERM, ENOSYS, EINVAL: the test should skip). close() ends it and
  * lets every held open go on. */
 int it_gate_open(const char *path);
+/* The same, and where there are no permission events (EPERM, ENOSYS,
+ * EINVAL) the test is skipped, saying so; another error fails it. */
+int it_gate_open_or_skip(const char *path);
 /* Holds the opens of one more file, or with children of every file in
  * the folder at path (also one being created: it is made, then the open
  * fails). 0, or -1 with errno. */
@@ -472,6 +475,9 @@ int it_gate_mark(int gate, const char *path, bool children);
  * marked file; its event in *held_fd. Others' opens are let through. 0,
  * or -1. */
 int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd);
+/* The same for an open() of the file at path only (as the kernel names
+ * it); the opens of other marked files go through. */
+int it_gate_wait_for(int gate, pid_t pid, const char *path, int timeout_ms, int *held_fd);
 /* Lets the held open() go on. */
 int it_gate_release(int gate, int held_fd);
 /* Makes the held open() fail with EPERM. */

@@ -7,8 +7,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
 #include <unistd.h>
@@ -25,6 +27,19 @@ int it_gate_open(const char *path)
         return -1;
     }
     return fan;
+}
+
+int it_gate_open_or_skip(const char *path)
+{
+    int gate = it_gate_open(path);
+    if (gate >= 0)
+        return gate;
+    if (errno == EPERM || errno == ENOSYS || errno == EINVAL) {
+        fprintf(stderr, "it: SKIP: no fanotify permission events here (%s)\n", strerror(errno));
+        skip();
+    }
+    fail_msg("it: gate on %s: %s", path, strerror(errno));
+    return -1;
 }
 
 int it_gate_mark(int gate, const char *path, bool children)
@@ -52,8 +67,43 @@ static int answer(int gate, int event_fd)
     return answer_as(gate, event_fd, FAN_ALLOW);
 }
 
+/* Whether the event's file is at want (NULL: any file). */
+static bool event_is(int event_fd, const char *want)
+{
+    if (!want)
+        return true;
+    char link[64], at[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", event_fd);
+    ssize_t n = readlink(link, at, sizeof at - 1);
+    if (n < 0)
+        return false;
+    at[n] = '\0';
+    return strcmp(at, want) == 0;
+}
+
 int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd)
 {
+    return it_gate_wait_for(gate, pid, NULL, timeout_ms, held_fd);
+}
+
+int it_gate_wait_for(int gate, pid_t pid, const char *want, int timeout_ms, int *held_fd)
+{
+    /* As the kernel names it: the folder without symlinks (the file itself
+     * may not be there yet). */
+    char canon[PATH_MAX + 256];
+    const char *path = NULL;
+    if (want) {
+        char dir[PATH_MAX], real[PATH_MAX];
+        const char *slash = strrchr(want, '/');
+        int dlen = slash ? (int)(slash - want) : 0;
+        snprintf(dir, sizeof dir, "%.*s", dlen, want);
+        if (!slash || !realpath(dlen ? dir : "/", real)) {
+            fprintf(stderr, "it: gate: cannot resolve %s: %s\n", want, strerror(errno));
+            return -1;
+        }
+        snprintf(canon, sizeof canon, "%s%s", strcmp(real, "/") == 0 ? "" : real, slash);
+        path = canon;
+    }
     int64_t end = it_now_ms() + timeout_ms;
     for (;;) {
         int left = (int)(end - it_now_ms());
@@ -88,7 +138,7 @@ int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd)
                 return -1;
             }
             /* Someone else's open (a backup, a scanner) goes through. */
-            if (m->pid == pid && found < 0 && (m->mask & FAN_OPEN_PERM))
+            if (m->pid == pid && found < 0 && (m->mask & FAN_OPEN_PERM) && event_is(m->fd, path))
                 found = m->fd;
             else if (answer(gate, m->fd) != 0)
                 return -1;

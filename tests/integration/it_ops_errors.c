@@ -43,13 +43,14 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
     (void)state;
+    /* A gate first: a server held in an open() by it could not stop. */
+    if (hold_fd >= 0)
+        close(hold_fd);
+    hold_fd = -1;
     if (aux.pid > 0) {
         it_test_end(&aux);
         it_server_stop(&aux);
     }
-    if (hold_fd >= 0)
-        close(hold_fd);
-    hold_fd = -1;
     return 0;
 }
 
@@ -251,10 +252,6 @@ static void complete_ok(it_sock *s, int64_t id, const char *sha)
     it_assert_stored(&aux, id, 1000, sha);
 }
 
-/* A completion that comes more than half a lease after the lease was
- * last renewed asks Redis whether it still holds it: here a resume
- * elsewhere took the upload over, so the stalled writer's upload_complete
- * is refused and the new writer's succeeds. */
 /* `chunkctl fail ID` against the test's server: 0 on exit 0. */
 static int chunkctl_fail(int64_t id)
 {
@@ -274,9 +271,10 @@ static int chunkctl_fail(int64_t id)
 /* A resume slower than the lease (held here inside its open() of the file
  * by an open gate, for longer than a 500 ms lease): it takes the lapsed
  * lease again and goes on, since nobody had it meanwhile. Had another
- * writer taken it, or put a file of its own at the path, the resume
- * answers lease_lost instead of writing on; had the upload been ended
- * (and its end marker lapsed too), not_resumable, leaving nothing. */
+ * writer taken it, put a file of its own at the path, or resumed, written
+ * and let go in the gap, the resume answers lease_lost instead of writing
+ * on (and the other writer's bytes stay); had the upload been ended (and
+ * its end marker lapsed too), not_resumable, leaving nothing. */
 static void test_slow_resume_outlives_its_lease(void **state)
 {
     (void)state;
@@ -290,8 +288,9 @@ static void test_slow_resume_outlives_its_lease(void **state)
     it_sha256_hex(data, sizeof data, sha);
     /* 0: nobody meanwhile; 1: another writer holds the lease; 2: another
      * writer's file replaced ours, and its lease is gone; 3: chunkctl
-     * failed the upload, and its end marker lapsed */
-    for (int meanwhile = 0; meanwhile < 4; meanwhile++) {
+     * failed the upload, and its end marker lapsed; 4: another connection
+     * resumed, wrote a chunk and closed */
+    for (int meanwhile = 0; meanwhile < 5; meanwhile++) {
         it_sock a;
         assert_int_equal(it_sock_connect(&a, aux.port), 0);
         it_sock_auth(&a, &u1);
@@ -304,12 +303,7 @@ static void test_slow_resume_outlives_its_lease(void **state)
 
         char path[IT_PATH_MAX + 64];
         it_upload_path(&aux, id, path, sizeof path);
-        hold_fd = it_gate_open(path);
-        if (hold_fd < 0) {
-            fprintf(stderr, "it: SKIP: no fanotify permission events here (%s)\n",
-                    strerror(errno));
-            skip();
-        }
+        hold_fd = it_gate_open_or_skip(path);
         it_sock b;
         assert_int_equal(it_sock_connect(&b, aux.port), 0);
         char line[512];
@@ -336,6 +330,25 @@ static void test_slow_resume_outlives_its_lease(void **state)
             assert_int_equal(it_redis_lease_ended(id), 1);
             assert_int_equal(it_redis_del_lease(id), 0);
         }
+        if (meanwhile == 4) {
+            /* the next connection goes to the other worker (round robin) */
+            it_sock t;
+            assert_int_equal(it_sock_connect(&t, aux.port), 0);
+            assert_int_equal(it_sock_send_str(&t, line), 0);
+            int other = -1; /* its open, let through */
+            assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &other), 0);
+            assert_int_equal(it_gate_release(hold_fd, other), 0);
+            json_t *tr = NULL;
+            assert_int_equal(it_sock_read_json(&t, 10000, &tr), IT_READ_OK);
+            it_assert_ok(tr, "resume");
+            assert_int_equal(it_json_int(tr, "offset"), 1000);
+            json_decref(tr);
+            it_sock_chunk_ok(&t, id, 1000, data + 1000, 1000);
+            it_sock_close(&t);
+            for (int i = 0; i < 300 && it_redis_lease_exists(id) == 1; i++)
+                it_sleep_ms(10);
+            assert_int_equal(it_redis_lease_exists(id), 0);
+        }
         assert_int_equal(it_gate_release(hold_fd, held), 0);
         close(hold_fd);
         hold_fd = -1;
@@ -351,17 +364,25 @@ static void test_slow_resume_outlives_its_lease(void **state)
             assert_int_equal(it_redis_lease_exists(id), 0);
             continue;
         }
+        int64_t at = 1000;
         if (meanwhile > 0) {
             it_assert_error(r, 409, "lease_lost");
             json_decref(r);
-            it_sock_close(&b);
-            assert_int_equal(it_redis_del_lease(id), 0);
-            continue;
+            if (meanwhile != 4) {
+                it_sock_close(&b);
+                assert_int_equal(it_redis_del_lease(id), 0);
+                continue;
+            }
+            /* the other writer's chunk is there for the next resume */
+            char again[512];
+            it_line(again, sizeof again, "%.*s", (int)strlen(line) - 1, line); /* no '\n' */
+            r = it_sock_req(&b, again);
         }
         it_assert_ok(r, "resume");
-        assert_int_equal(it_json_int(r, "offset"), 1000);
+        at = it_json_int(r, "offset");
+        assert_int_equal(at, meanwhile == 4 ? 2000 : 1000);
         json_decref(r);
-        it_sock_chunk_ok(&b, id, 1000, data + 1000, sizeof data - 1000);
+        it_sock_chunk_ok(&b, id, at, data + at, sizeof data - (size_t)at);
         r = it_sock_complete(&b, id);
         assert_string_equal(it_json_str(r, "status"), "SUCCESS");
         assert_string_equal(it_json_str(r, "sha256"), sha);
@@ -409,12 +430,7 @@ static void test_storage_refuses_an_open(void **state)
         snprintf(bucket, sizeof bucket, "%s", path);
         *strrchr(bucket, '/') = '\0';
         snprintf(fence, sizeof fence, "%s.fence", path);
-        hold_fd = it_gate_open(path);
-        if (hold_fd < 0) {
-            fprintf(stderr, "it: SKIP: no fanotify permission events here (%s)\n",
-                    strerror(errno));
-            skip();
-        }
+        hold_fd = it_gate_open_or_skip(path);
         if (copy)
             assert_int_equal(it_gate_mark(hold_fd, bucket, true), 0);
         it_sock b;
@@ -426,10 +442,10 @@ static void test_storage_refuses_an_open(void **state)
         assert_int_equal(it_sock_send_str(&b, line), 0);
         assert_int_equal(it_sock_send_str(&b, "\n"), 0);
         int held = -1;
-        assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
+        assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, 10000, &held), 0);
         if (copy) { /* the file opens; its copy's create is refused */
             assert_int_equal(it_gate_release(hold_fd, held), 0);
-            assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
+            assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, fence, 10000, &held), 0);
         }
         assert_int_equal(it_gate_deny(hold_fd, held), 0);
         close(hold_fd);
@@ -460,8 +476,7 @@ static void test_storage_refuses_an_open(void **state)
     }
 
     /* every bucket made and watched: the next id's is among them */
-    hold_fd = it_gate_open(aux.storage_dir);
-    assert_true(hold_fd >= 0);
+    hold_fd = it_gate_open_or_skip(aux.storage_dir);
     for (int i = 0; i < 256; i++) {
         char bucket[IT_PATH_MAX + 8];
         snprintf(bucket, sizeof bucket, "%s/%02x", aux.storage_dir, i);
@@ -498,6 +513,10 @@ static void test_storage_refuses_an_open(void **state)
     it_pass();
 }
 
+/* A completion that comes more than half a lease after the lease was
+ * last renewed asks Redis whether it still holds it: here a resume
+ * elsewhere took the upload over, so the stalled writer's upload_complete
+ * is refused and the new writer's succeeds. */
 static void test_stale_completion_checks_the_lease(void **state)
 {
     (void)state;
