@@ -106,14 +106,14 @@ int storage_sync_dir_path(const char *dir)
     return rc;
 }
 
-int storage_create(const char *root, uint64_t document_id)
+static int create_with(const char *root, uint64_t document_id, int how)
 {
     char dir[PATH_MAX], path[PATH_MAX];
     if (bucket_path(root, document_id, dir, sizeof dir) != 0 ||
         full_path(root, document_id, path, sizeof path) != 0)
         return -1;
     /* The bucket usually exists: make it only when the open says so. */
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
+    int fd = open(path, O_RDWR | O_CREAT | how | O_CLOEXEC, STORAGE_FILE_MODE);
     if (fd < 0 && errno == ENOENT) {
         /* A new bucket's own name must be durable before any file in it
          * is called complete (the completion syncs only the bucket): sync
@@ -122,7 +122,7 @@ int storage_create(const char *root, uint64_t document_id)
         if ((mkdir(dir, STORAGE_DIR_MODE) != 0 && errno != EEXIST) ||
             storage_sync_dir_path(root) != 0)
             return -1;
-        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
+        fd = open(path, O_RDWR | O_CREAT | how | O_CLOEXEC, STORAGE_FILE_MODE);
     }
     if (fd < 0)
         return -1;
@@ -134,6 +134,16 @@ int storage_create(const char *root, uint64_t document_id)
         return -1;
     }
     return fd;
+}
+
+int storage_create(const char *root, uint64_t document_id)
+{
+    return create_with(root, document_id, O_TRUNC);
+}
+
+int storage_create_missing(const char *root, uint64_t document_id)
+{
+    return create_with(root, document_id, O_EXCL);
 }
 
 int storage_open(const char *root, uint64_t document_id)
@@ -248,9 +258,11 @@ int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
     if (fd < 0) {
         /* An open refused after the create (a security module, a scanner's
-         * fanotify verdict) leaves the name behind. */
+         * fanotify verdict) leaves the name behind. Other failures made
+         * nothing, and the name may be another copy's. */
         int e = errno;
-        unlink(tmp);
+        if (e == EPERM || e == EACCES)
+            unlink(tmp);
         errno = e;
         return -1;
     }

@@ -912,20 +912,30 @@ typedef struct resume_check {
     int64_t size;              /* and its size */
     const upload_state *seen;  /* the Redis state as first read */
     bool seen_found;
+    int64_t held_ms;           /* monotonic: the lease last taken or renewed */
     bool answered;             /* a check failed, and the answer is sent */
 } resume_check;
 
 /* The resume's lease, renewed, or taken again if it lapsed (a slow open,
- * copy or sync; lease_ttl_ms may be 500 ms) and nothing changed in the gap.
- * False, with the answer sent, when it is another's now (lease_lost) or
- * the upload ended (not_resumable). */
-static bool keep_resume_lease(resume_check *c)
+ * copy or sync; lease_ttl_ms may be 500 ms) and, when retake_ok, nothing
+ * changed in the gap. False, with the answer sent, when it is another's
+ * now or was lapsed (lease_lost), or the upload ended (not_resumable).
+ * Within half a lease of the last take nothing is asked: it cannot have
+ * lapsed, and an end meanwhile is caught by the guarded state write. */
+static bool keep_resume_lease(resume_check *c, bool retake_ok)
 {
     upload_env *env = c->env;
+    int64_t now = util_mono_ms();
+    if (now - c->held_ms < env->cfg->lease_ttl_ms / 2)
+        return true;
     rstate_lease_kept kept = RSTATE_LEASE_GONE;
     c->answered = true;
     if (rstate_lease_keep(env->rs, c->doc, c->s->lease_token, &kept) != 0) {
         send_unavailable(env, c->s, rstate_error(env->rs));
+        return false;
+    }
+    if (kept == RSTATE_LEASE_RETAKEN && !retake_ok) {
+        answer_lease_lost(env, c->s, c->doc);
         return false;
     }
     if (kept == RSTATE_LEASE_RETAKEN &&
@@ -936,20 +946,26 @@ static bool keep_resume_lease(resume_check *c)
         bool found = false;
         if (docstore_get_document(env->ds, c->doc, &d, &found) != 0)
             send_unavailable(env, c->s, docstore_error(env->ds));
-        else if (found && strcmp(d.status, "uploading") != 0)
+        else if (!found)
+            send_error(env, c->s, 404, "not_found", "no such document");
+        else if (strcmp(d.status, "uploading") != 0)
             send_not_resumable(env, c->s, &d);
         else
             answer_lease_lost(env, c->s, c->doc);
         return false;
     }
+    c->held_ms = now;
     c->answered = false;
     return true;
 }
 
-/* storage_replace_with_copy's last word before the copy takes the path. */
+/* storage_replace_with_copy's last word before the copy takes the path.
+ * Only a lease held all along will do: in a gap another resume may have
+ * begun a copy of its own under the same temporary name, whose O_TRUNC
+ * then spoilt this one. */
 static int may_rename_fenced_copy(void *arg)
 {
-    return keep_resume_lease(arg) ? 0 : -1;
+    return keep_resume_lease(arg, false) ? 0 : -1;
 }
 
 /* Brings an uploading document back to a consistent, writable state: the
@@ -974,6 +990,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
      * then). */
     drop_open_upload_if(env, s, doc);
     /* The lease first: nobody else may write while the file is reconciled. */
+    int64_t leased_ms = util_mono_ms(); /* the take was sent now or a moment ago */
     if (take_lease(env, s, doc) != 0)
         return;
     bool made = false; /* a file made below, maybe after the upload ended */
@@ -988,7 +1005,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
         send_not_resumable(env, s, &d);
         goto release;
     }
-    upload_state st;
+    upload_state st = {0};
     bool found = false;
     if (rstate_get(env->rs, doc, &st, &found) != 0) {
         send_unavailable(env, s, rstate_error(env->rs));
@@ -1021,7 +1038,11 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     int fd = storage_open(env->cfg->storage_dir, doc);
     if (fd < 0 && errno == ENOENT) {
         log_warn("event=resume_file_missing doc=%" PRIu64 " restarting_at=0", doc);
-        fd = storage_create(env->cfg->storage_dir, doc);
+        /* Made only if still missing: one that appeared meanwhile is
+         * another writer's, and is opened as it is. */
+        fd = storage_create_missing(env->cfg->storage_dir, doc);
+        if (fd < 0 && errno == EEXIST)
+            fd = storage_open(env->cfg->storage_dir, doc);
     }
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -1047,8 +1068,8 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
      * have had the upload meanwhile. Checked again before the copy takes
      * the path and before the state is written. */
     resume_check chk = {.env = env, .s = s, .doc = doc, .fd = fd, .size = sb.st_size,
-                        .seen = &seen, .seen_found = seen_found};
-    if (!keep_resume_lease(&chk)) {
+                        .seen = &seen, .seen_found = seen_found, .held_ms = leased_ms};
+    if (!keep_resume_lease(&chk, true)) {
         close(fd);
         goto release;
     }
@@ -1109,7 +1130,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     /* The copy or the sync may have outlasted the lease. */
     chk.fd = fd;
     chk.size = offset;
-    if (!keep_resume_lease(&chk)) {
+    if (!keep_resume_lease(&chk, true)) {
         close(fd);
         goto release;
     }

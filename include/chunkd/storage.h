@@ -41,6 +41,9 @@ void storage_rel_path(uint64_t document_id, char out[STORAGE_REL_PATH_MAX]);
 /* Creates (or truncates) the document's file, creating its bucket directory.
  * Returns an fd the caller owns, or -1 with errno set. */
 int storage_create(const char *root, uint64_t document_id);
+/* The same, but only if there is no file yet (EEXIST otherwise), which
+ * is then left as it is. */
+int storage_create_missing(const char *root, uint64_t document_id);
 
 /* Opens an existing document file for writing; -1 with errno (ENOENT when
  * missing). The caller owns the fd. */

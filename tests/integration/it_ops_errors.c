@@ -274,7 +274,9 @@ static int chunkctl_fail(int64_t id)
  * writer taken it, put a file of its own at the path, or resumed, written
  * and let go in the gap, the resume answers lease_lost instead of writing
  * on (and the other writer's bytes stay); had the upload been ended (and
- * its end marker lapsed too), not_resumable, leaving nothing. */
+ * its end marker lapsed too), not_resumable, leaving nothing. A fenced
+ * copy that outlasts the lease does not take the path: lease_lost, no
+ * stray copy. */
 static void test_slow_resume_outlives_its_lease(void **state)
 {
     (void)state;
@@ -289,8 +291,9 @@ static void test_slow_resume_outlives_its_lease(void **state)
     /* 0: nobody meanwhile; 1: another writer holds the lease; 2: another
      * writer's file replaced ours, and its lease is gone; 3: chunkctl
      * failed the upload, and its end marker lapsed; 4: another connection
-     * resumed, wrote a chunk and closed */
-    for (int meanwhile = 0; meanwhile < 5; meanwhile++) {
+     * resumed, wrote a chunk and closed; 5: the resume fences (the last
+     * writer died holding the upload), and its copy outlasts the lease */
+    for (int meanwhile = 0; meanwhile < 6; meanwhile++) {
         it_sock a;
         assert_int_equal(it_sock_connect(&a, aux.port), 0);
         it_sock_auth(&a, &u1);
@@ -301,9 +304,17 @@ static void test_slow_resume_outlives_its_lease(void **state)
             it_sleep_ms(10);
         assert_int_equal(it_redis_lease_exists(id), 0);
 
-        char path[IT_PATH_MAX + 64];
+        char path[IT_PATH_MAX + 64], fence[IT_PATH_MAX + 80];
         it_upload_path(&aux, id, path, sizeof path);
+        snprintf(fence, sizeof fence, "%s.fence", path);
         hold_fd = it_gate_open_or_skip(path);
+        if (meanwhile == 5) {
+            assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
+            char bucket[IT_PATH_MAX + 64];
+            snprintf(bucket, sizeof bucket, "%s", path);
+            *strrchr(bucket, '/') = '\0';
+            assert_int_equal(it_gate_mark(hold_fd, bucket, true), 0);
+        }
         it_sock b;
         assert_int_equal(it_sock_connect(&b, aux.port), 0);
         char line[512];
@@ -313,7 +324,11 @@ static void test_slow_resume_outlives_its_lease(void **state)
                 (long long)id, (long long)u1.id, u1.credential);
         assert_int_equal(it_sock_send_str(&b, line), 0);
         int held = -1;
-        assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
+        assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, 10000, &held), 0);
+        if (meanwhile == 5) { /* the file opens; the copy's create is held */
+            assert_int_equal(it_gate_release(hold_fd, held), 0);
+            assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, fence, 10000, &held), 0);
+        }
         it_sleep_ms(1200); /* the 500 ms lease lapses */
         assert_int_equal(it_redis_lease_exists(id), 0);
         if (meanwhile == 1)
@@ -331,12 +346,13 @@ static void test_slow_resume_outlives_its_lease(void **state)
             assert_int_equal(it_redis_del_lease(id), 0);
         }
         if (meanwhile == 4) {
-            /* the next connection goes to the other worker (round robin) */
+            /* the next connection goes to the other worker: the listener
+             * hands connections out in turn (listener.c) */
             it_sock t;
             assert_int_equal(it_sock_connect(&t, aux.port), 0);
             assert_int_equal(it_sock_send_str(&t, line), 0);
             int other = -1; /* its open, let through */
-            assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &other), 0);
+            assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, 10000, &other), 0);
             assert_int_equal(it_gate_release(hold_fd, other), 0);
             json_t *tr = NULL;
             assert_int_equal(it_sock_read_json(&t, 10000, &tr), IT_READ_OK);
@@ -368,7 +384,9 @@ static void test_slow_resume_outlives_its_lease(void **state)
         if (meanwhile > 0) {
             it_assert_error(r, 409, "lease_lost");
             json_decref(r);
-            if (meanwhile != 4) {
+            struct stat stray;
+            assert_int_equal(stat(fence, &stray), -1);
+            if (meanwhile < 4) {
                 it_sock_close(&b);
                 assert_int_equal(it_redis_del_lease(id), 0);
                 continue;
@@ -381,6 +399,7 @@ static void test_slow_resume_outlives_its_lease(void **state)
         it_assert_ok(r, "resume");
         at = it_json_int(r, "offset");
         assert_int_equal(at, meanwhile == 4 ? 2000 : 1000);
+        /* (5: the retry fences again, and this copy takes the path) */
         json_decref(r);
         it_sock_chunk_ok(&b, id, at, data + at, sizeof data - (size_t)at);
         r = it_sock_complete(&b, id);
