@@ -204,23 +204,17 @@ void conn_close(conn *c, const char *why, int goodbye_code, const char *goodbye_
     conn_owner *o = c->owner;
     if (c->parked)
         unpark(c); /* its request changed nothing yet: dropping it is safe */
-    if (c->lingering) {
-        /* answered and shut for writing already: nothing more to say */
-    } else if (c->web) {
-        if (goodbye_reason)
-            conn_web_goodbye(c, goodbye_code, goodbye_reason);
-    } else if (goodbye_reason && pending_out(c) == 0) {
-        /* Best effort: one non-blocking send, so a client sees why. */
-        msg_error err;
-        msg_fail(&err, goodbye_code, goodbye_reason, "the server closed the connection: %s",
-                 goodbye_reason);
-        size_t len = 0;
-        json_t *j = msg_error_json(&err);
-        char *line = j ? msg_dump_line(j, &len) : NULL;
-        json_decref(j);
-        if (line && send(c->fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+    if (!c->lingering && goodbye_reason && pending_out(c) == 0) {
+        /* Best effort, so that a client sees why: the answers owed, the
+         * error (framed by the transport; nothing on plain HTTP) and on a
+         * WebSocket its close frame, in one non-blocking send. A lingering
+         * connection has answered and shut for writing already. */
+        upload_say_goodbye(&o->env, &c->sess, goodbye_code, goodbye_reason);
+        if (c->web)
+            conn_web_close_after(c, goodbye_code, goodbye_reason);
+        if (pending_out(c) > 0 &&
+            send(c->fd, c->out + c->out_off, pending_out(c), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
             log_debug("event=goodbye_not_sent peer=%s error=\"%s\"", c->peer, strerror(errno));
-        free(line);
     }
     log_debug("event=conn_close peer=%s why=%s", c->peer, why);
     end_session(c, why);
@@ -397,7 +391,7 @@ static bool holds_output(const conn *c)
  * False when there is nothing to wait for: close at once. */
 static bool start_linger(conn *c)
 {
-    if (c->peer_done || (c->web && conn_web_peer_done(c)))
+    if (c->peer_done)
         return false;
     end_session(c, "closed_by_protocol");
     if (pending_out(c) > 0)

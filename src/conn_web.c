@@ -38,7 +38,6 @@ struct conn_web {
     uint64_t body_left;           /* chunk bytes announced and not yet received */
     char *text;                   /* a fragmented text message being joined */
     size_t text_len, text_cap;
-    bool peer_closed;             /* the peer's close frame arrived */
     bool head_only;               /* the request is a HEAD: answers carry no body */
     int last_error;               /* the current request's error answer, if any */
     char last_reason[REASON_MAX];
@@ -184,9 +183,9 @@ static size_t http_input(conn *c)
     http_parse r = http_parse_head(c->in, c->in_len, &c->web->head_scanned, &req);
     if (r == HTTP_NEED_MORE)
         return 0;
-    /* A bad request that got as far as its method still gets the answer
-     * its method asks for. */
-    bool head_only = strcmp(req.method, "HEAD") == 0;
+    /* sniff() lets only "GET " and "HEAD " in, one request a connection:
+     * the first byte tells, also for a request too bad to parse. */
+    bool head_only = c->in[0] == 'H';
     c->web->head_only = head_only;
     if (r == HTTP_BAD) {
         http_error(c, req.status, req.error, NULL);
@@ -403,7 +402,7 @@ static size_t ws_input(conn *c, size_t pos, bool *finished)
         case WS_CLOSE:
             /* Echo the peer's code, as RFC 6455 asks; a close without one
              * is answered with a plain normal closure. */
-            w->peer_closed = true;
+            c->peer_done = true; /* nothing may follow a close frame */
             log_debug("event=ws_peer_close peer=%s code=%u", c->peer, it.close_code);
             ws_begin_close(c, it.close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : it.close_code,
                            "");
@@ -455,32 +454,8 @@ bool conn_web_unfinished(const conn *c)
 
 /* ---- closing ---------------------------------------------------------- */
 
-bool conn_web_peer_done(const conn *c)
+void conn_web_close_after(conn *c, int code, const char *reason)
 {
-    return c->web->state == WEB_WS_CLOSING && c->web->peer_closed;
-}
-
-void conn_web_goodbye(conn *c, int code, const char *reason)
-{
-    struct conn_web *w = c->web;
-    if (w->state != WEB_WS_OPEN || conn_pending_out(c) > 0)
-        return;
-    /* Chunks already written are answered first: the error is the last
-     * message before the close frame (docs/PROTOCOL.md, "Close codes"). */
-    upload_drain(&c->owner->env, &c->sess);
-    msg_error err;
-    msg_fail(&err, code, reason, "the server closed the connection: %s", reason);
-    size_t len = 0;
-    json_t *j = msg_error_json(&err);
-    char *line = j ? msg_dump_line(j, &len) : NULL;
-    json_decref(j);
-    if (!line)
-        return;
-    /* Framed into the (empty) output buffer, then sent in one go. */
-    if (conn_web_emit(c, line, len) == 0) {
+    if (c->web->state == WEB_WS_OPEN)
         ws_begin_close(c, close_code_for(code, reason), reason);
-        if (send(c->fd, c->out + c->out_off, conn_pending_out(c), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-            log_debug("event=goodbye_not_sent peer=%s error=\"%s\"", c->peer, strerror(errno));
-    }
-    free(line);
 }

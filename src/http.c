@@ -168,20 +168,6 @@ static http_parse header_line(const char *line, size_t len, http_request *req)
     return HTTP_DONE;
 }
 
-/* A head too large to parse still tells its method when it starts with
- * one, so the answer to a HEAD carries no body (RFC 9110 9.3.2). */
-static http_parse too_large(const char *buf, size_t len, http_request *req)
-{
-    size_t i = 0;
-    while (i < len && i < sizeof req->method && is_tchar((unsigned char)buf[i]))
-        i++;
-    if (i > 0 && i < len && i < sizeof req->method && buf[i] == ' ') {
-        memcpy(req->method, buf, i);
-        req->method[i] = '\0';
-    }
-    return bad(req, 431, "request head too large");
-}
-
 http_parse http_parse_head(const char *buf, size_t len, size_t *scanned, http_request *req)
 {
     memset(req, 0, sizeof *req);
@@ -189,11 +175,11 @@ http_parse http_parse_head(const char *buf, size_t len, size_t *scanned, http_re
     size_t end = find_end(buf, len, scanned);
     if (end == 0) {
         if (len >= HTTP_HEAD_MAX)
-            return too_large(buf, len, req);
+            return bad(req, 431, "request head too large");
         return HTTP_NEED_MORE;
     }
     if (end > HTTP_HEAD_MAX)
-        return too_large(buf, len, req);
+        return bad(req, 431, "request head too large");
     req->head_len = end;
     size_t pos = 0;
     const char *line;

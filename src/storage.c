@@ -141,9 +141,9 @@ int storage_create(const char *root, uint64_t document_id)
     return create_with(root, document_id, O_TRUNC);
 }
 
-int storage_create_missing(const char *root, uint64_t document_id)
+int storage_open_or_create(const char *root, uint64_t document_id)
 {
-    return create_with(root, document_id, O_EXCL);
+    return create_with(root, document_id, 0);
 }
 
 int storage_open(const char *root, uint64_t document_id)
@@ -268,7 +268,7 @@ int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd
     }
     if (fchmod(fd, STORAGE_FILE_MODE) != 0 || copy_range(old_fd, fd, len) != 0 ||
         fdatasync(fd) != 0 ||
-        (may_rename && may_rename(arg) != 0 && (errno = ECANCELED)) ||
+        (may_rename(arg) != 0 && (errno = ECANCELED)) ||
         rename(tmp, path) != 0 || storage_sync_dir(root, document_id) != 0) {
         int e = errno;
         close(fd);

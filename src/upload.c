@@ -253,6 +253,14 @@ static void send_json(session *s, json_t *answer)
     free(line);
 }
 
+void upload_say_goodbye(upload_env *env, session *s, int code, const char *reason)
+{
+    upload_drain(env, s); /* the answers owed first: the error is the last */
+    msg_error err;
+    msg_fail(&err, code, reason, "the server closed the connection: %s", reason);
+    send_json(s, msg_error_json(&err));
+}
+
 void upload_send_error(upload_env *env, session *s, const msg_error *err)
 {
     /* Answers stay in request order: chunks written before come first. */
@@ -454,6 +462,21 @@ static void send_not_resumable(upload_env *env, session *s, const doc_row *d)
     upload_send_error(env, s, &err);
 }
 
+/* Reads the row again (an abort, the sweep or chunkctl may have ended the
+ * upload meanwhile): true while it says uploading, with the row in *d;
+ * otherwise the answer is sent (503 or 404 as load_owned_document, or
+ * not_resumable, which also clears what the ended upload left). */
+static bool still_uploading(upload_env *env, session *s, uint64_t doc, doc_row *d)
+{
+    if (load_owned_document(env, s, (int64_t)doc, d) != 0)
+        return false;
+    if (strcmp(d->status, "uploading") != 0) {
+        send_not_resumable(env, s, d);
+        return false;
+    }
+    return true;
+}
+
 /* ---- opening uploads -------------------------------------------------- */
 
 static EVP_MD_CTX *new_hash(void)
@@ -511,15 +534,8 @@ static int take_lease(upload_env *env, session *s, uint64_t doc)
         /* The upload was ended since the row was read (RSTATE_LEASE_ENDED);
          * its row says so, since it changes first. */
         doc_row d;
-        bool found = false;
-        if (docstore_get_document(env->ds, doc, &d, &found) != 0) {
-            send_unavailable(env, s, docstore_error(env->ds));
+        if (!still_uploading(env, s, doc, &d))
             return -1;
-        }
-        if (found && strcmp(d.status, "uploading") != 0) {
-            send_not_resumable(env, s, &d);
-            return -1;
-        }
         retry_after = 1000; /* never seen: answered as a lease held */
     }
     if (!acquired) {
@@ -866,19 +882,8 @@ static bool resume_gap_is_clean(upload_env *env, session *s, uint64_t doc, int f
                                 const upload_state *seen, bool seen_found)
 {
     doc_row d;
-    bool found = false;
-    if (docstore_get_document(env->ds, doc, &d, &found) != 0) {
-        send_unavailable(env, s, docstore_error(env->ds));
+    if (!still_uploading(env, s, doc, &d))
         return false;
-    }
-    if (!found) {
-        send_error(env, s, 404, "not_found", "no such document");
-        return false;
-    }
-    if (strcmp(d.status, "uploading") != 0) {
-        send_not_resumable(env, s, &d);
-        return false;
-    }
     upload_state now;
     bool now_found = false;
     if (rstate_get(env->rs, doc, &now, &now_found) != 0) {
@@ -943,14 +948,7 @@ static bool keep_resume_lease(resume_check *c, bool retake_ok)
         return false;
     if (kept == RSTATE_LEASE_GONE) {
         doc_row d;
-        bool found = false;
-        if (docstore_get_document(env->ds, c->doc, &d, &found) != 0)
-            send_unavailable(env, c->s, docstore_error(env->ds));
-        else if (!found)
-            send_error(env, c->s, 404, "not_found", "no such document");
-        else if (strcmp(d.status, "uploading") != 0)
-            send_not_resumable(env, c->s, &d);
-        else
+        if (still_uploading(env, c->s, c->doc, &d))
             answer_lease_lost(env, c->s, c->doc);
         return false;
     }
@@ -996,15 +994,8 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     bool made = false; /* a file made below, maybe after the upload ended */
     /* Read the row again under the lease: an abort, expiry or operator may
      * have ended the upload since, and its state must not be brought back. */
-    bool still = false;
-    if (docstore_get_document(env->ds, doc, &d, &still) != 0) {
-        send_unavailable(env, s, docstore_error(env->ds));
+    if (!still_uploading(env, s, doc, &d))
         goto release;
-    }
-    if (!still || strcmp(d.status, "uploading") != 0) {
-        send_not_resumable(env, s, &d);
-        goto release;
-    }
     upload_state st = {0};
     bool found = false;
     if (rstate_get(env->rs, doc, &st, &found) != 0) {
@@ -1038,11 +1029,8 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
     int fd = storage_open(env->cfg->storage_dir, doc);
     if (fd < 0 && errno == ENOENT) {
         log_warn("event=resume_file_missing doc=%" PRIu64 " restarting_at=0", doc);
-        /* Made only if still missing: one that appeared meanwhile is
-         * another writer's, and is opened as it is. */
-        fd = storage_create_missing(env->cfg->storage_dir, doc);
-        if (fd < 0 && errno == EEXIST)
-            fd = storage_open(env->cfg->storage_dir, doc);
+        /* Not truncated: one that appeared meanwhile is another writer's. */
+        fd = storage_open_or_create(env->cfg->storage_dir, doc);
     }
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -1145,11 +1133,7 @@ static void handle_resume(upload_env *env, session *s, const msg_request *req)
          * file made above may be newer than its removal, and goes with
          * send_not_resumable), or our lease lapsed and another took it. */
         close(fd);
-        if (docstore_get_document(env->ds, doc, &d, &still) != 0)
-            send_unavailable(env, s, docstore_error(env->ds));
-        else if (still && strcmp(d.status, "uploading") != 0)
-            send_not_resumable(env, s, &d);
-        else
+        if (still_uploading(env, s, doc, &d))
             answer_lease_lost(env, s, doc);
         return;
     }

@@ -60,7 +60,8 @@ struct conn {
     conn *parked_next;
     bool unsent;                /* on owner->unsent */
     conn *unsent_next;
-    bool peer_done;             /* end of stream or a read error: nothing more comes */
+    bool peer_done;             /* end of stream, a read error or a WebSocket close
+                                 * frame: nothing more comes */
     bool lingering;             /* answered and shut for writing; reading to drop */
     int64_t linger_until_ms;
     conn *prev, *next;

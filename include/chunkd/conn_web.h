@@ -35,13 +35,9 @@ bool conn_web_in_body(const conn *c);
 /* Part of a frame, message or chunk has arrived (the request clock runs). */
 bool conn_web_unfinished(const conn *c);
 
-/* Both close frames went: the peer sends nothing more, so the server ends
- * the TCP connection at once, without lingering (conn.c). */
-bool conn_web_peer_done(const conn *c);
-
-/* conn_close's goodbye on a WebSocket: the error as a text message and a
- * close frame, in one non-blocking send. Nothing on plain HTTP. */
-void conn_web_goodbye(conn *c, int code, const char *reason);
+/* After conn_close's goodbye on an open WebSocket: its close frame, with
+ * the code that goes with the error. Nothing on plain HTTP. */
+void conn_web_close_after(conn *c, int code, const char *reason);
 
 void conn_web_free(conn *c);
 

@@ -40,8 +40,7 @@ typedef struct http_request {
 
 /* Looks for a complete head in buf[0..len). *scanned carries how far the
  * search for its end got between calls (start at 0), so a head trickling in
- * costs O(n). On HTTP_BAD, req->method still holds the method when the
- * request got that far (empty otherwise). */
+ * costs O(n). */
 http_parse http_parse_head(const char *buf, size_t len, size_t *scanned, http_request *req);
 
 /* The Content-Type a file is served with, from its extension; NULL for a

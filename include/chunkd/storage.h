@@ -41,9 +41,8 @@ void storage_rel_path(uint64_t document_id, char out[STORAGE_REL_PATH_MAX]);
 /* Creates (or truncates) the document's file, creating its bucket directory.
  * Returns an fd the caller owns, or -1 with errno set. */
 int storage_create(const char *root, uint64_t document_id);
-/* The same, but only if there is no file yet (EEXIST otherwise), which
- * is then left as it is. */
-int storage_create_missing(const char *root, uint64_t document_id);
+/* The same, but a file that is there already is opened as it is. */
+int storage_open_or_create(const char *root, uint64_t document_id);
 
 /* Opens an existing document file for writing; -1 with errno (ENOENT when
  * missing). The caller owns the fd. */
@@ -74,8 +73,8 @@ int storage_remove(const char *root, uint64_t document_id);
 /* Fencing: replaces the document's file by a fresh copy of its first len
  * bytes (from old_fd), synced and renamed into place. Anyone still holding
  * a descriptor of the old file writes to an inode nobody reads any more.
- * may_rename (NULL: always) is asked right before the rename, after the
- * slow part: non-zero stops there (the copy is removed; errno ECANCELED).
+ * may_rename is asked right before the rename, after the slow part:
+ * non-zero stops there (the copy is removed).
  * Returns the new file's fd (the caller owns it and still owns old_fd), or
  * -1 with errno. */
 int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len,

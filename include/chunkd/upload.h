@@ -211,5 +211,9 @@ void upload_end_chained(upload_env *env);
 
 /* Emits an error answer (and marks the session closing if err->close). */
 void upload_send_error(upload_env *env, session *s, const msg_error *err);
+/* The last words of a connection the server closes (idle, shutdown): the
+ * answers still owed, then an error `code`/`reason` saying so. Not counted
+ * as a request's error. */
+void upload_say_goodbye(upload_env *env, session *s, int code, const char *reason);
 
 #endif

@@ -58,7 +58,8 @@ typedef struct cu_upload_info {
 } cu_upload_info;
 
 /* upload request; sha256_hex may be NULL. An answer that opens anything
- * but `filesize` bytes from offset 0 is a "protocol" error. */
+ * but `filesize` bytes from offset 0 is a "protocol" error (and so is a
+ * resume answered for another document). */
 int cu_start_upload(cu_conn *c, const cu_auth *auth, const char *filename, int64_t filesize,
                     const char *sha256_hex, cu_upload_info *out, cu_error *err);
 /* resume request. */

@@ -115,16 +115,42 @@ static int parse_upload_info(cu_conn *c, const json_t *reply, cu_upload_info *ou
     return 0;
 }
 
-static int open_upload(cu_conn *c, json_t *req, cu_upload_info *out, cu_error *err)
+/* Sends an upload or resume request (taken) and reads its answer into
+ * *out, which must be what was asked for: the document asked to resume
+ * (want_id > 0), or a new upload of want_size bytes from offset 0
+ * (want_size >= 0). Anything else (a proxy or server mixing up uploads)
+ * would send the wrong bytes: a protocol error, and *out is left as it
+ * was. */
+static int open_upload(cu_conn *c, json_t *req, int64_t want_id, int64_t want_size,
+                       cu_upload_info *out, cu_error *err)
 {
     json_t *reply;
+    cu_upload_info info;
     int rc = cu_request(c, req, &reply, err);
 
     json_decref(req);
     if (rc == 0)
-        rc = parse_upload_info(c, reply, out, err);
+        rc = parse_upload_info(c, reply, &info, err);
     json_decref(reply);
-    return rc;
+    if (rc != 0)
+        return rc;
+    if (want_id > 0 && info.document_id != want_id) {
+        cu_err_set(err, 0, "protocol", "the server resumed document_id=%lld, not %lld",
+                   (long long)info.document_id, (long long)want_id);
+        c->broken = true;
+        return -1;
+    }
+    if (want_size >= 0 && (info.filesize != want_size || info.offset != 0)) {
+        cu_err_set(err, 0, "protocol",
+                   "the server opened document_id=%lld as %lld bytes at offset %lld, "
+                   "not %lld bytes from 0",
+                   (long long)info.document_id, (long long)info.filesize,
+                   (long long)info.offset, (long long)want_size);
+        c->broken = true;
+        return -1;
+    }
+    *out = info;
+    return 0;
 }
 
 int cu_start_upload(cu_conn *c, const cu_auth *auth, const char *filename, int64_t filesize,
@@ -150,23 +176,7 @@ int cu_start_upload(cu_conn *c, const cu_auth *auth, const char *filename, int64
         cu_err_set(err, 0, "protocol", "cannot build the upload request");
         return -1;
     }
-    cu_upload_info info;
-    if (open_upload(c, req, &info, err) < 0)
-        return -1;
-    /* A new upload starts empty and as large as asked; anything else (a
-     * proxy or server mixing up uploads) would send the wrong bytes. The
-     * caller's *out is left as it was. */
-    if (info.filesize != filesize || info.offset != 0) {
-        cu_err_set(err, 0, "protocol",
-                    "the server opened document_id=%lld as %lld bytes at offset %lld, "
-                    "not %lld bytes from 0",
-                    (long long)info.document_id, (long long)info.filesize,
-                    (long long)info.offset, (long long)filesize);
-        c->broken = true;
-        return -1;
-    }
-    *out = info;
-    return 0;
+    return open_upload(c, req, 0, filesize, out, err);
 }
 
 int cu_resume(cu_conn *c, const cu_auth *auth, int64_t document_id, cu_upload_info *out,
@@ -186,7 +196,7 @@ int cu_resume(cu_conn *c, const cu_auth *auth, int64_t document_id, cu_upload_in
         cu_err_set(err, 0, "protocol", "cannot build the resume request");
         return -1;
     }
-    return open_upload(c, req, out, err);
+    return open_upload(c, req, document_id, -1, out, err);
 }
 
 static bool is_hex64(const char *s)

@@ -711,10 +711,13 @@ static void test_bad_answers(void **state)
 
 static void test_bad_upload_answer(void **state)
 {
-    static const char *const lines[] = {
+    static const char *const answers[][2] = {
         /* offset past the file size */
-        "{\"v\":1,\"status\":\"ok\",\"document_id\":9,\"offset\":200,\"filesize\":100}\n",
-        NULL,
+        { "{\"v\":1,\"status\":\"ok\",\"document_id\":9,\"offset\":200,\"filesize\":100}\n",
+          NULL },
+        /* another document */
+        { "{\"v\":1,\"status\":\"ok\",\"document_id\":8,\"offset\":0,\"filesize\":100}\n",
+          NULL },
     };
     cu_auth auth = { 7, "secret" };
     cu_upload_info info;
@@ -723,13 +726,17 @@ static void test_bad_upload_answer(void **state)
     cu_conn *c;
 
     (void)state;
-    assert_int_equal(peer_start(&p, serve_canned, (void *)lines), 0);
-    c = cu_connect("127.0.0.1", p.port, TIMEOUT_MS, &err);
-    assert_non_null(c);
-    assert_int_equal(cu_resume(c, &auth, 9, &info, &err), -1);
-    assert_string_equal(err.reason, "protocol");
-    cu_close(c);
-    peer_stop(&p);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(peer_start(&p, serve_canned, (void *)answers[i]), 0);
+        c = cu_connect("127.0.0.1", p.port, TIMEOUT_MS, &err);
+        assert_non_null(c);
+        info.document_id = -7;
+        assert_int_equal(cu_resume(c, &auth, 9, &info, &err), -1);
+        assert_string_equal(err.reason, "protocol");
+        assert_int_equal(info.document_id, -7); /* the refused answer is not handed out */
+        cu_close(c);
+        peer_stop(&p);
+    }
 }
 
 /* A new upload that the server opens at another size or offset than asked
