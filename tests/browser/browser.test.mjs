@@ -139,7 +139,9 @@ test('a 20 MiB upload: the bar runs to 100% and the document is listed with its 
   await recordCard(page);
   await page.click('#upload-button');
   const seen = [];
-  await watch(page, (c) => c.state === 'uploading' && c.pct >= 20 && c.pct <= 80, 60000, seen);
+  // from the page's own record: polling could miss a window this short
+  await page.waitForFunction(() => window.__cards.some((c) => c.state === 'uploading' &&
+    c.pct >= 20 && c.pct <= 80), null, { timeout: 60000 });
   await page.screenshot({ path: join(shots, 'upload-in-progress.png') });
   const done = await watch(page, (c) => c.state === 'complete', 60000, seen);
   assert.equal(done.pct, 100);

@@ -569,6 +569,27 @@ int it_run(const char *const *argv, const char *const *extra_env, const char *er
     return rc;
 }
 
+int it_chunkctl(const it_server *s, const char *const *args, const char *err_path, char **out)
+{
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = it_bin("CHUNKCTL_BIN");
+    bool own_dir = false;
+    for (int i = 0; args[i] && n < 28; i++) {
+        own_dir |= strcmp(args[i], "--storage-dir") == 0;
+        argv[n++] = args[i];
+    }
+    if (!own_dir) {
+        argv[n++] = "--storage-dir";
+        argv[n++] = s->storage_dir;
+    }
+    argv[n] = NULL;
+    if (!argv[0])
+        return -1;
+    unlink(err_path);
+    return it_run(argv, NULL, err_path, 30000, out);
+}
+
 /* ---- chunkd ---------------------------------------------------------------- */
 
 void it_server_log_tail(const it_server *s, off_t from, int lines)

@@ -167,6 +167,11 @@ int it_run(const char *const *argv, const char *const *extra_env, const char *er
            int timeout_ms, char **out);
 /* Prints a file's content to stderr (a failed command's stderr). */
 void it_print_file(const char *label, const char *path);
+/* Runs chunkctl ARGS... against s (its --storage-dir, unless ARGS name one;
+ * MySQL and Redis from the stack env) as it_run does, with stderr in
+ * err_path. */
+int it_chunkctl(const struct it_server *s, const char *const *args, const char *err_path,
+                char **out);
 /* Whether the last `tail` bytes of the file at path hold needle (printing
  * them when not). */
 bool it_file_tail_has(const char *path, const char *needle, size_t tail);
@@ -290,8 +295,12 @@ int it_redis_watch_end(int64_t id, int wait_ms);
 int it_redis_lease_exists(int64_t id);
 /* 1 when the lease holds the end marker, 0 when not, -1 on error. */
 int it_redis_lease_ended(int64_t id);
-/* PTTL of key: ms left, -1 without a TTL, -2 no key, -3 on error. */
-long long it_redis_pttl(const char *key);
+/* PTTL of <prefix>lease:<id>: ms left, -1 without a TTL, -2 no key, -3 on
+ * error. */
+long long it_redis_lease_pttl(int64_t id);
+/* Waits up to timeout_ms until no writer holds <prefix>lease:<id>: 0 once
+ * free, 1 if still held, -1 on error. */
+int it_redis_wait_lease_free(int64_t id, int timeout_ms);
 /* SET <prefix>lease:<id> to token for ttl_ms, whoever held it. */
 int it_redis_set_lease(int64_t id, const char *token, int ttl_ms);
 /* DEL <prefix>lease:<id>. */
@@ -370,6 +379,9 @@ char *it_json_line(const json_t *req);
 
 /* snprintf that fails the test when the text does not fit. */
 void it_line(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Sends a resume of id (with u's credential, or none when u is NULL: the
+ * connection is signed in) without waiting for the answer; 0, or -1. */
+int it_sock_send_resume(it_sock *s, int64_t id, const it_user *u);
 /* Sends an upload (on a connection already authenticated) and returns the
  * new document_id; fails the test unless the answer is ok. */
 int64_t it_sock_upload(it_sock *s, const char *name, int64_t size);
@@ -452,6 +464,9 @@ int it_make_memfd(int64_t size, char sha_out[65]);
 void it_data_rel_path(int64_t id, char *out, size_t outlen);
 /* The same under the server's storage directory. */
 void it_upload_path(const it_server *s, int64_t id, char *out, size_t outlen);
+/* How many files of the document other than "<id>.data" are in its
+ * bucket (temporary or partial copies); -1 when it cannot be read. */
+int it_stray_files(const it_server *s, int64_t id);
 /* Fails unless the completed upload is stored as documented: row completed
  * with path/sha/completed_at, the .data file with mode 0640, this size and
  * SHA-256, no other file of that document in its bucket, no Redis key. */
@@ -459,13 +474,11 @@ void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *
 
 /* ---- open gates (harness_gate.c) ------------------------------------------ */
 
-/* Starts holding every open() of the file at path (fanotify permission
- * events, which need CAP_SYS_ADMIN): returns the gate's fd, or -1 with
- * errno (EPERM, ENOSYS, EINVAL: the test should skip). close() ends it and
- * lets every held open go on. */
-int it_gate_open(const char *path);
-/* The same, and where there are no permission events (EPERM, ENOSYS,
- * EINVAL) the test is skipped, saying so; another error fails it. */
+/* Starts holding every open() of the file at path (NULL: none yet; see
+ * it_gate_mark) with fanotify permission events, and returns the gate's
+ * fd; close() ends it and lets every held open go on. Where there are no
+ * permission events (they need CAP_SYS_ADMIN and a kernel with them) the
+ * test is skipped, saying so; a path that cannot be marked fails it. */
 int it_gate_open_or_skip(const char *path);
 /* Holds the opens of one more file, or with children of every file in
  * the folder at path (also one being created: it is made, then the open

@@ -197,7 +197,7 @@ void it_upload_path(const it_server *s, int64_t id, char *out, size_t outlen)
 
 /* Files in the document's bucket named "<id>" or "<id>.<anything>" other
  * than "<id>.data": leftovers such as temporary or partial files. */
-static int stray_files(const it_server *s, int64_t id)
+int it_stray_files(const it_server *s, int64_t id)
 {
     char dir[IT_PATH_MAX + 8], prefix[32], data[40];
     snprintf(dir, sizeof dir, "%s/%02x", s->storage_dir, it_bucket(id));
@@ -248,6 +248,6 @@ void it_assert_stored(const it_server *s, int64_t id, int64_t size, const char *
     assert_int_equal(it_sha256_file(path, got), 0);
     assert_string_equal(got, sha);
 
-    assert_int_equal(stray_files(s, id), 0);
+    assert_int_equal(it_stray_files(s, id), 0);
     assert_int_equal(it_redis_wait_gone(id, 5000), 0);
 }

@@ -333,6 +333,20 @@ void it_assert_closed(it_sock *s)
     assert_int_equal(r, IT_READ_EOF);
 }
 
+int it_sock_send_resume(it_sock *s, int64_t id, const it_user *u)
+{
+    char line[512];
+    if (u)
+        it_line(line, sizeof line,
+                "{\"action\":\"resume\",\"document_id\":%lld,\"user_id\":%lld,"
+                "\"credential\":\"%s\"}\n",
+                (long long)id, (long long)u->id, u->credential);
+    else
+        it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}\n",
+                (long long)id);
+    return it_sock_send_str(s, line);
+}
+
 void it_line(char *buf, size_t cap, const char *fmt, ...)
 {
     va_list ap;

@@ -40,14 +40,21 @@ static int group_setup(void **state)
     return it_server_start(&srv, &o);
 }
 
-/* An open gate (test_fail_during_resume) whose test failed before letting
- * the server go; closing it lets the held open() go on. */
+/* An open gate (test_fail_during_resume): its test's teardown closes it
+ * first, so that a failure while the server is held in an open() lets it
+ * go before the tests after it run. */
 static int gate = -1;
 
-static int group_teardown(void **state)
+static int gate_test_teardown(void **state)
 {
     if (gate >= 0)
         close(gate);
+    gate = -1;
+    return it_fixture_test_teardown(state);
+}
+
+static int group_teardown(void **state)
+{
     it_fixture_group_teardown(state);
     it_rmtree(workdir);
     return 0;
@@ -64,24 +71,8 @@ static char err_path[IT_DIR_MAX + 32];
  * not `expect`. */
 static int ctl_run(int expect, char **out, const char *const *args)
 {
-    const char *argv[24];
-    int n = 0;
-    argv[n++] = it_bin("CHUNKCTL_BIN");
-    assert_non_null(argv[0]);
-    bool own_dir = false;
-    for (int i = 0; args[i]; i++) {
-        assert_true(n < 20);
-        own_dir |= strcmp(args[i], "--storage-dir") == 0;
-        argv[n++] = args[i];
-    }
-    if (!own_dir) {
-        argv[n++] = "--storage-dir";
-        argv[n++] = srv.storage_dir;
-    }
-    argv[n] = NULL;
     snprintf(err_path, sizeof err_path, "%s/chunkctl.err", workdir);
-    unlink(err_path);
-    int rc = it_run(argv, NULL, err_path, 30000, out);
+    int rc = it_chunkctl(&srv, args, err_path, out);
     if (rc != expect) {
         fprintf(stderr, "it: chunkctl %s %s: exit %d, expected %d; stdout:\n%s\n", args[0],
                 args[1] ? args[1] : "", rc, expect, *out ? *out : "(none)");
@@ -236,6 +227,7 @@ static void assert_ended(const it_user *u, int64_t id, const char *reason)
     assert_false(d.failure_reason_null);
     assert_string_equal(d.failure_reason, reason);
     assert_false(file_exists(id));
+    assert_int_equal(it_stray_files(&srv, id), 0);
     assert_int_equal(it_redis_exists(id), 0);
     assert_int_equal(it_redis_lease_exists(id), 0);
 
@@ -396,6 +388,22 @@ static void test_show_finds_damage(void **state)
     j = ctl_json(1, (const char *const[]){"show", ids, NULL});
     assert_true(problems_mention(j, "Redis offset 40960 > file size 30720"));
     json_decref(j);
+
+    /* an upload whose lease marks an end its row does not show */
+    int64_t marked = partial_upload(NULL, &alice, "marked.bin", 100 * IT_KiB, 20 * IT_KiB);
+    assert_int_equal(it_redis_wait_lease_free(marked, IT_REPLY_TIMEOUT_MS), 0);
+    assert_int_equal(it_redis_set_lease(marked, "ended", 60000), 0);
+    id_str(marked, ids);
+    j = ctl_json(1, (const char *const[]){"show", ids, NULL});
+    assert_true(problems_mention(j, "the lease says the upload ended, but the row is uploading"));
+    json_t *lease = json_object_get(j, "lease");
+    assert_true(json_is_true(json_object_get(lease, "ended")));
+    assert_true(json_is_false(json_object_get(lease, "held")));
+    json_decref(j);
+    ctl_run(1, &text, (const char *const[]){"show", ids, NULL});
+    assert_non_null(strstr(text, ": the upload ended ("));
+    free(text);
+    assert_int_equal(it_redis_del_lease(marked), 0);
     it_pass();
 }
 
@@ -484,9 +492,7 @@ static void test_fail_during_resume(void **state)
     (void)state;
     for (int unclean = 0; unclean < 2; unclean++) {
         int64_t id = partial_upload(NULL, &alice, "race.bin", 100 * IT_KiB, 20 * IT_KiB);
-        for (int i = 0; i < 500 && it_redis_lease_exists(id) == 1; i++)
-            it_sleep_ms(10);
-        assert_int_equal(it_redis_lease_exists(id), 0);
+        assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
         if (unclean) /* a writer that died without letting go */
             assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
         char path[IT_PATH_MAX + 64], ids[24];
@@ -495,14 +501,9 @@ static void test_fail_during_resume(void **state)
         gate = it_gate_open_or_skip(path);
         it_sock s;
         assert_int_equal(it_sock_connect(&s, srv.port), 0);
-        char line[512];
-        it_line(line, sizeof line,
-                "{\"action\":\"resume\",\"document_id\":%lld,\"user_id\":%lld,"
-                "\"credential\":\"%s\"}\n",
-                (long long)id, (long long)alice.id, alice.credential);
-        assert_int_equal(it_sock_send_str(&s, line), 0);
+        assert_int_equal(it_sock_send_resume(&s, id, &alice), 0);
         int held = -1;
-        assert_int_equal(it_gate_wait(gate, srv.pid, 10000, &held), 0);
+        assert_int_equal(it_gate_wait(gate, srv.pid, IT_REPLY_TIMEOUT_MS, &held), 0);
 
         json_t *j = ctl_json(0, (const char *const[]){"fail", ids, NULL});
         assert_string_equal(it_json_str(j, "interrupted_node"), srv.node_id);
@@ -512,7 +513,7 @@ static void test_fail_during_resume(void **state)
         close(gate);
         gate = -1;
         json_t *r = NULL;
-        assert_int_equal(it_sock_read_json(&s, 10000, &r), IT_READ_OK);
+        assert_int_equal(it_sock_read_json(&s, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
         it_assert_error(r, 409, "not_resumable");
         assert_string_equal(it_json_str(r, "document_status"), "failed");
         json_decref(r);
@@ -771,7 +772,8 @@ int main(void)
         IT_FIXTURE_TEST(test_show_finds_damage),
         IT_FIXTURE_TEST(test_fail_and_expire),
         IT_FIXTURE_TEST(test_fail_while_writing),
-        IT_FIXTURE_TEST(test_fail_during_resume),
+        cmocka_unit_test_setup_teardown(test_fail_during_resume, it_fixture_test_setup,
+                                        gate_test_teardown),
         IT_FIXTURE_TEST(test_fail_refuses_completed),
         IT_FIXTURE_TEST(test_upgrade_from_layout_1),
         IT_FIXTURE_TEST(test_server_stops_cleanly),

@@ -466,8 +466,7 @@ static void test_hangup_while_file_syncs(void **state)
     it_sock_close(&s);
     /* Whatever the race gave (completed before the reset was seen, or the
      * sync's result dropped), nothing is half-done. */
-    while (it_now_ms() < deadline && it_redis_lease_exists(id) == 1)
-        it_sleep_ms(20);
+    assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
     it_doc d;
     assert_int_equal(it_doc_get(id, &d), 1);
     fprintf(stderr, "it: after the reset the upload is %s\n", d.status);
@@ -705,10 +704,7 @@ static void test_hangup_and_row_ended_while_commit_waits(void **state)
     char sha[65];
     int64_t id = hang_up_while_row_commits(&srv, sha, AFTER_SYNC);
     assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
-    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
-    while (it_redis_lease_exists(id) == 1 && it_now_ms() < deadline)
-        it_sleep_ms(10);
-    assert_int_equal(it_redis_lease_exists(id), 0);
+    assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
     it_assert_doc_status(id, "failed", NULL);
     it_assert_serves(srv.port, &user);
     it_pass();

@@ -243,13 +243,13 @@ static int64_t upload_one_chunk(const char *const *args, it_sock *a, const char 
 }
 
 /* upload_complete of id on s is answered SUCCESS, and the file is stored. */
-static void complete_ok(it_sock *s, int64_t id, const char *sha)
+static void complete_ok(it_sock *s, int64_t id, int64_t size, const char *sha)
 {
     json_t *r = it_sock_complete(s, id);
     assert_string_equal(it_json_str(r, "status"), "SUCCESS");
     assert_string_equal(it_json_str(r, "sha256"), sha);
     json_decref(r);
-    it_assert_stored(&aux, id, 1000, sha);
+    it_assert_stored(&aux, id, size, sha);
 }
 
 /* `chunkctl fail ID` against the test's server: 0 on exit 0. */
@@ -258,14 +258,88 @@ static int chunkctl_fail(int64_t id)
     char ids[24], err_path[IT_PATH_MAX + 32];
     snprintf(ids, sizeof ids, "%lld", (long long)id);
     snprintf(err_path, sizeof err_path, "%s/chunkctl.err", aux.dir);
-    const char *argv[] = {it_bin("CHUNKCTL_BIN"), "fail", ids, "--storage-dir", aux.storage_dir,
-                          NULL};
     char *out = NULL;
-    int rc = it_run(argv, NULL, err_path, 30000, &out);
+    int rc = it_chunkctl(&aux, (const char *const[]){"fail", ids, NULL}, err_path, &out);
     if (rc != 0)
         it_print_file("chunkctl stderr", err_path);
     free(out);
     return rc;
+}
+
+/* ---- a resume held inside its open() of the file ------------------------- */
+
+enum { HELD_SIZE = 3000, HELD_SENT = 1000 };
+
+/* An upload of HELD_SIZE bytes of data whose first HELD_SENT were sent on
+ * a connection that then closed; its id, once its lease is free. */
+static int64_t closed_partial_upload(const unsigned char *data)
+{
+    it_sock a;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    it_sock_auth(&a, &u1);
+    int64_t id = it_sock_upload(&a, "held.bin", HELD_SIZE);
+    it_sock_chunk_ok(&a, id, 0, data, HELD_SENT);
+    it_sock_close(&a);
+    assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
+    return id;
+}
+
+/* Sends a resume of id on a new connection *b and waits until chunkd is
+ * held in its open() of the file (an open gate, hold_fd). fenced: the last
+ * writer died holding the upload, so the resume fences: that open is let
+ * through, and its copy's create is held instead. The held event's fd. */
+static int resume_held(int64_t id, bool fenced, it_sock *b)
+{
+    char path[IT_PATH_MAX + 64], fence[IT_PATH_MAX + 80];
+    it_upload_path(&aux, id, path, sizeof path);
+    snprintf(fence, sizeof fence, "%s.fence", path);
+    hold_fd = it_gate_open_or_skip(path);
+    if (fenced) {
+        assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
+        char bucket[IT_PATH_MAX + 64];
+        snprintf(bucket, sizeof bucket, "%s", path);
+        *strrchr(bucket, '/') = '\0';
+        assert_int_equal(it_gate_mark(hold_fd, bucket, true), 0);
+    }
+    assert_int_equal(it_sock_connect(b, aux.port), 0);
+    assert_int_equal(it_sock_send_resume(b, id, &u1), 0);
+    int held = -1;
+    assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, IT_REPLY_TIMEOUT_MS, &held), 0);
+    if (fenced) {
+        assert_int_equal(it_gate_release(hold_fd, held), 0);
+        assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, fence, IT_REPLY_TIMEOUT_MS, &held),
+                         0);
+    }
+    return held;
+}
+
+/* Ends the gate; the open it held goes on (allow) or fails (deny). */
+static void gate_end(int held, bool allow)
+{
+    assert_int_equal(allow ? it_gate_release(hold_fd, held) : it_gate_deny(hold_fd, held), 0);
+    close(hold_fd);
+    hold_fd = -1;
+}
+
+/* The next answer on b (fails the test when none comes). */
+static json_t *answer_on(it_sock *b)
+{
+    json_t *r = NULL;
+    assert_int_equal(it_sock_read_json(b, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    return r;
+}
+
+/* Resumes id on b (signed in) at `at` and sends the rest to SUCCESS. */
+static void resume_and_finish(it_sock *b, int64_t id, int64_t at, const unsigned char *data,
+                              const char *sha)
+{
+    assert_int_equal(it_sock_send_resume(b, id, NULL), 0);
+    json_t *r = answer_on(b);
+    it_assert_ok(r, "resume");
+    assert_int_equal(it_json_int(r, "offset"), at);
+    json_decref(r);
+    it_sock_chunk_ok(b, id, at, data + at, (size_t)(HELD_SIZE - at));
+    complete_ok(b, id, HELD_SIZE, sha);
 }
 
 /* A resume slower than the lease (held here inside its open() of the file
@@ -284,59 +358,26 @@ static void test_slow_resume_outlives_its_lease(void **state)
     it_server_opts o = {.args = args};
     assert_int_equal(it_server_start(&aux, &o), 0);
     it_test_begin(&aux);
-    unsigned char data[3000];
-    it_random_bytes(data, sizeof data);
     char sha[65];
-    it_sha256_hex(data, sizeof data, sha);
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
     /* 0: nobody meanwhile; 1: another writer holds the lease; 2: another
      * writer's file replaced ours, and its lease is gone; 3: chunkctl
      * failed the upload, and its end marker lapsed; 4: another connection
      * resumed, wrote a chunk and closed; 5: the resume fences (the last
      * writer died holding the upload), and its copy outlasts the lease */
     for (int meanwhile = 0; meanwhile < 6; meanwhile++) {
-        it_sock a;
-        assert_int_equal(it_sock_connect(&a, aux.port), 0);
-        it_sock_auth(&a, &u1);
-        int64_t id = it_sock_upload(&a, "slow.bin", (int64_t)sizeof data);
-        it_sock_chunk_ok(&a, id, 0, data, 1000);
-        it_sock_close(&a);
-        for (int i = 0; i < 300 && it_redis_lease_exists(id) == 1; i++)
-            it_sleep_ms(10);
-        assert_int_equal(it_redis_lease_exists(id), 0);
-
-        char path[IT_PATH_MAX + 64], fence[IT_PATH_MAX + 80];
+        int64_t id = closed_partial_upload(data);
+        char path[IT_PATH_MAX + 64], other_sha[65];
         it_upload_path(&aux, id, path, sizeof path);
-        snprintf(fence, sizeof fence, "%s.fence", path);
-        hold_fd = it_gate_open_or_skip(path);
-        if (meanwhile == 5) {
-            assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
-            char bucket[IT_PATH_MAX + 64];
-            snprintf(bucket, sizeof bucket, "%s", path);
-            *strrchr(bucket, '/') = '\0';
-            assert_int_equal(it_gate_mark(hold_fd, bucket, true), 0);
-        }
         it_sock b;
-        assert_int_equal(it_sock_connect(&b, aux.port), 0);
-        char line[512];
-        it_line(line, sizeof line,
-                "{\"action\":\"resume\",\"document_id\":%lld,\"user_id\":%lld,"
-                "\"credential\":\"%s\"}\n",
-                (long long)id, (long long)u1.id, u1.credential);
-        assert_int_equal(it_sock_send_str(&b, line), 0);
-        int held = -1;
-        assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, 10000, &held), 0);
-        if (meanwhile == 5) { /* the file opens; the copy's create is held */
-            assert_int_equal(it_gate_release(hold_fd, held), 0);
-            assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, fence, 10000, &held), 0);
-        }
-        it_sleep_ms(1200); /* the 500 ms lease lapses */
-        assert_int_equal(it_redis_lease_exists(id), 0);
+        int held = resume_held(id, meanwhile == 5, &b);
+        /* the 500 ms lease lapses */
+        assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
         if (meanwhile == 1)
-            assert_int_equal(it_redis_set_lease(id, "other-node/1", 5000), 0);
+            assert_int_equal(it_redis_set_lease(id, "other-node/1", 60000), 0);
         if (meanwhile == 2) {
             char other[IT_PATH_MAX + 80];
             snprintf(other, sizeof other, "%s.other", path);
-            char other_sha[65];
             assert_int_equal(it_make_file(other, 1000, other_sha), 0);
             assert_int_equal(rename(other, path), 0);
         }
@@ -350,65 +391,58 @@ static void test_slow_resume_outlives_its_lease(void **state)
              * hands connections out in turn (listener.c) */
             it_sock t;
             assert_int_equal(it_sock_connect(&t, aux.port), 0);
-            assert_int_equal(it_sock_send_str(&t, line), 0);
+            assert_int_equal(it_sock_send_resume(&t, id, &u1), 0);
             int other = -1; /* its open, let through */
-            assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, 10000, &other), 0);
+            assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, IT_REPLY_TIMEOUT_MS, &other),
+                             0);
             assert_int_equal(it_gate_release(hold_fd, other), 0);
-            json_t *tr = NULL;
-            assert_int_equal(it_sock_read_json(&t, 10000, &tr), IT_READ_OK);
+            json_t *tr = answer_on(&t);
             it_assert_ok(tr, "resume");
-            assert_int_equal(it_json_int(tr, "offset"), 1000);
+            assert_int_equal(it_json_int(tr, "offset"), HELD_SENT);
             json_decref(tr);
-            it_sock_chunk_ok(&t, id, 1000, data + 1000, 1000);
+            it_sock_chunk_ok(&t, id, HELD_SENT, data + HELD_SENT, 1000);
             it_sock_close(&t);
-            for (int i = 0; i < 300 && it_redis_lease_exists(id) == 1; i++)
-                it_sleep_ms(10);
-            assert_int_equal(it_redis_lease_exists(id), 0);
+            assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
         }
-        assert_int_equal(it_gate_release(hold_fd, held), 0);
-        close(hold_fd);
-        hold_fd = -1;
-        json_t *r = NULL;
-        assert_int_equal(it_sock_read_json(&b, 10000, &r), IT_READ_OK);
-        if (meanwhile == 3) {
+        gate_end(held, true);
+        json_t *r = answer_on(&b);
+        assert_int_equal(it_stray_files(&aux, id), 0);
+        if (meanwhile == 0) {
+            it_assert_ok(r, "resume");
+            assert_int_equal(it_json_int(r, "offset"), HELD_SENT);
+            json_decref(r);
+            it_sock_chunk_ok(&b, id, HELD_SENT, data + HELD_SENT, HELD_SIZE - HELD_SENT);
+            complete_ok(&b, id, HELD_SIZE, sha);
+        } else if (meanwhile == 3) {
             it_assert_error(r, 409, "not_resumable");
             json_decref(r);
-            it_sock_close(&b);
             struct stat gone;
             assert_int_equal(stat(path, &gone), -1);
             assert_int_equal(it_redis_exists(id), 0);
             assert_int_equal(it_redis_lease_exists(id), 0);
-            continue;
-        }
-        int64_t at = 1000;
-        if (meanwhile > 0) {
+        } else {
             it_assert_error(r, 409, "lease_lost");
             json_decref(r);
-            struct stat stray;
-            assert_int_equal(stat(fence, &stray), -1);
-            if (meanwhile < 4) {
-                it_sock_close(&b);
-                assert_int_equal(it_redis_del_lease(id), 0);
-                continue;
-            }
-            /* the other writer's chunk is there for the next resume */
-            char again[512];
-            it_line(again, sizeof again, "%.*s", (int)strlen(line) - 1, line); /* no '\n' */
-            r = it_sock_req(&b, again);
         }
-        it_assert_ok(r, "resume");
-        at = it_json_int(r, "offset");
-        assert_int_equal(at, meanwhile == 4 ? 2000 : 1000);
-        /* (5: the retry fences again, and this copy takes the path) */
-        json_decref(r);
-        it_sock_chunk_ok(&b, id, at, data + at, sizeof data - (size_t)at);
-        r = it_sock_complete(&b, id);
-        assert_string_equal(it_json_str(r, "status"), "SUCCESS");
-        assert_string_equal(it_json_str(r, "sha256"), sha);
-        json_decref(r);
+        if (meanwhile == 1) { /* the holder's lease and the saved offset stay */
+            assert_int_equal(it_redis_lease_exists(id), 1);
+            it_rkey k;
+            assert_int_equal(it_redis_upload(id, &k), 0);
+            assert_int_equal(k.offset, HELD_SENT);
+            assert_int_equal(it_redis_del_lease(id), 0);
+        }
+        if (meanwhile == 2) { /* the other writer's file is not touched */
+            char got[65];
+            assert_int_equal(it_sha256_file(path, got), 0);
+            assert_string_equal(got, other_sha);
+        }
+        /* 4: the other writer's chunk is there; 5: the retry fences
+         * again, and this copy takes the path */
+        if (meanwhile >= 4)
+            resume_and_finish(&b, id, meanwhile == 4 ? 2000 : HELD_SENT, data, sha);
         it_sock_close(&b);
-        it_assert_stored(&aux, id, (int64_t)sizeof data, sha);
     }
+    free(data);
     it_assert_server_stops_cleanly(&aux);
     it_pass();
 }
@@ -427,75 +461,29 @@ static void test_storage_refuses_an_open(void **state)
     it_server_opts o = {.args = args};
     assert_int_equal(it_server_start(&aux, &o), 0);
     it_test_begin(&aux);
-    unsigned char data[3000];
-    it_random_bytes(data, sizeof data);
     char sha[65];
-    it_sha256_hex(data, sizeof data, sha);
-    for (int copy = 0; copy < 2; copy++) {
-        it_sock a;
-        assert_int_equal(it_sock_connect(&a, aux.port), 0);
-        it_sock_auth(&a, &u1);
-        int64_t id = it_sock_upload(&a, "refused.bin", (int64_t)sizeof data);
-        it_sock_chunk_ok(&a, id, 0, data, 1000);
-        it_sock_close(&a);
-        for (int i = 0; i < 300 && it_redis_lease_exists(id) == 1; i++)
-            it_sleep_ms(10);
-        assert_int_equal(it_redis_lease_exists(id), 0);
-        if (copy) /* a writer that died without letting go: the resume copies */
-            assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
-
-        char path[IT_PATH_MAX + 64], bucket[IT_PATH_MAX + 64], fence[IT_PATH_MAX + 80];
-        it_upload_path(&aux, id, path, sizeof path);
-        snprintf(bucket, sizeof bucket, "%s", path);
-        *strrchr(bucket, '/') = '\0';
-        snprintf(fence, sizeof fence, "%s.fence", path);
-        hold_fd = it_gate_open_or_skip(path);
-        if (copy)
-            assert_int_equal(it_gate_mark(hold_fd, bucket, true), 0);
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    for (int fenced = 0; fenced < 2; fenced++) {
+        int64_t id = closed_partial_upload(data);
         it_sock b;
-        assert_int_equal(it_sock_connect(&b, aux.port), 0);
-        it_sock_auth(&b, &u1);
-        char line[160];
-        it_line(line, sizeof line, "{\"action\":\"resume\",\"document_id\":%lld}",
-                (long long)id);
-        assert_int_equal(it_sock_send_str(&b, line), 0);
-        assert_int_equal(it_sock_send_str(&b, "\n"), 0);
-        int held = -1;
-        assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, 10000, &held), 0);
-        if (copy) { /* the file opens; its copy's create is refused */
-            assert_int_equal(it_gate_release(hold_fd, held), 0);
-            assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, fence, 10000, &held), 0);
-        }
-        assert_int_equal(it_gate_deny(hold_fd, held), 0);
-        close(hold_fd);
-        hold_fd = -1;
-        json_t *r = NULL;
-        assert_int_equal(it_sock_read_json(&b, 10000, &r), IT_READ_OK);
+        gate_end(resume_held(id, fenced, &b), false);
+        json_t *r = answer_on(&b);
         it_assert_error(r, 500, "internal");
         const char *msg = it_json_str(r, "message");
-        assert_non_null(strstr(msg, copy ? "during reconcile" : "during open"));
+        assert_non_null(strstr(msg, fenced ? "during reconcile" : "during open"));
         assert_non_null(strstr(msg, "Operation not permitted"));
         json_decref(r);
-        struct stat st;
-        assert_int_equal(stat(fence, &st), -1); /* no stray copy */
+        assert_int_equal(it_stray_files(&aux, id), 0);
         it_doc d;
         it_assert_doc_status(id, "uploading", &d);
         assert_int_equal(it_redis_lease_exists(id), 0);
-
-        r = it_sock_req(&b, line);
-        it_assert_ok(r, "resume");
-        assert_int_equal(it_json_int(r, "offset"), 1000);
-        json_decref(r);
-        it_sock_chunk_ok(&b, id, 1000, data + 1000, sizeof data - 1000);
-        r = it_sock_complete(&b, id);
-        assert_string_equal(it_json_str(r, "status"), "SUCCESS");
-        json_decref(r);
+        resume_and_finish(&b, id, HELD_SENT, data, sha);
         it_sock_close(&b);
-        it_assert_stored(&aux, id, (int64_t)sizeof data, sha);
     }
+    free(data);
 
     /* every bucket made and watched: the next id's is among them */
-    hold_fd = it_gate_open_or_skip(aux.storage_dir);
+    hold_fd = it_gate_open_or_skip(NULL);
     for (int i = 0; i < 256; i++) {
         char bucket[IT_PATH_MAX + 8];
         snprintf(bucket, sizeof bucket, "%s/%02x", aux.storage_dir, i);
@@ -509,12 +497,9 @@ static void test_storage_refuses_an_open(void **state)
         it_sock_send_str(&c, "{\"action\":\"upload\",\"filename\":\"new.bin\",\"filesize\":10}\n"),
         0);
     int held = -1;
-    assert_int_equal(it_gate_wait(hold_fd, aux.pid, 10000, &held), 0);
-    assert_int_equal(it_gate_deny(hold_fd, held), 0);
-    close(hold_fd);
-    hold_fd = -1;
-    json_t *r = NULL;
-    assert_int_equal(it_sock_read_json(&c, 10000, &r), IT_READ_OK);
+    assert_int_equal(it_gate_wait(hold_fd, aux.pid, IT_REPLY_TIMEOUT_MS, &held), 0);
+    gate_end(held, false);
+    json_t *r = answer_on(&c);
     it_assert_error(r, 500, "internal");
     assert_non_null(strstr(it_json_str(r, "message"), "during create"));
     json_decref(r);
@@ -527,6 +512,7 @@ static void test_storage_refuses_an_open(void **state)
     struct stat st;
     assert_int_equal(stat(path, &st), -1);
     assert_int_equal(errno, ENOENT);
+    assert_int_equal(it_stray_files(&aux, refused), 0);
     it_sock_close(&c);
     it_assert_server_stops_cleanly(&aux);
     it_pass();
@@ -557,7 +543,7 @@ static void test_stale_completion_checks_the_lease(void **state)
     it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}",
             (long long)id);
     it_expect_error_open(&a, line, 409, "lease_lost");
-    complete_ok(&b, id, sha);
+    complete_ok(&b, id, 1000, sha);
     it_sock_close(&a);
     it_sock_close(&b);
     it_assert_server_stops_cleanly(&aux);
@@ -577,7 +563,7 @@ static void test_fresh_completion_trusts_its_lease(void **state)
     char sha[65];
     int64_t id = upload_one_chunk(args, &a, "fresh.bin", sha);
     assert_int_equal(it_redis_set_lease(id, "someone-else", 20000), 0);
-    complete_ok(&a, id, sha);
+    complete_ok(&a, id, 1000, sha);
     /* the lease is not ours, so the completion leaves it to lapse */
     assert_int_equal(it_redis_lease_exists(id), 1);
     it_sock_close(&a);

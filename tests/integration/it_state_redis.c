@@ -68,24 +68,36 @@ static void take(const upload_state *st, const char *token)
     assert_true(acquired);
 }
 
+/* rstate_put and rstate_save_offset: both write only under the lease. */
+typedef int (*state_write)(redis_state *, const upload_state *, const char *, bool *);
+
+/* w, with no hash there: refused and nothing written while nobody holds
+ * the lease; once token takes it, the whole state is written (with its
+ * TTL: never a hash without one). */
+static void assert_write_needs_lease(state_write w, const upload_state *st, const char *token)
+{
+    bool lost = false;
+    assert_int_equal(w(rs, st, token, &lost), 0);
+    assert_true(lost);
+    assert_int_equal(it_redis_exists((int64_t)st->document_id), 0);
+    take(st, token);
+    assert_int_equal(w(rs, st, token, &lost), 0);
+    assert_false(lost);
+    it_rkey k;
+    assert_int_equal(it_redis_upload((int64_t)st->document_id, &k), 0);
+    assert_true(k.exists);
+    assert_int_equal(k.offset, st->offset);
+    assert_int_equal(k.filesize, st->filesize); /* the whole state, not the offset alone */
+    assert_true(k.ttl > 0);
+}
+
 static void test_put_needs_the_lease(void **state)
 {
     (void)state;
     upload_state st = new_state("it-node/a");
+    assert_write_needs_lease(rstate_put, &st, "it-node/a");
     bool lost = false;
-    /* nobody's lease: nothing written */
-    assert_int_equal(rstate_put(rs, &st, "it-node/a", &lost), 0);
-    assert_true(lost);
-    assert_int_equal(it_redis_exists((int64_t)st.document_id), 0);
-
-    take(&st, "it-node/a");
-    assert_int_equal(rstate_put(rs, &st, "it-node/a", &lost), 0);
-    assert_false(lost);
     it_rkey k;
-    assert_int_equal(it_redis_upload((int64_t)st.document_id, &k), 0);
-    assert_true(k.exists);
-    assert_int_equal(k.offset, 1024);
-    assert_true(k.ttl > 0); /* never without its TTL */
 
     /* someone else's lease: the state is left as it was */
     st.offset = 2048;
@@ -98,17 +110,7 @@ static void test_put_needs_the_lease(void **state)
      * lease */
     assert_int_equal(rstate_del(rs, st.document_id), 0);
     assert_int_equal(rstate_lease_release(rs, st.document_id, "it-node/a"), 0);
-    bool lease_lost = false;
-    assert_int_equal(rstate_save_offset(rs, &st, "it-node/a", &lease_lost), 0);
-    assert_true(lease_lost);
-    assert_int_equal(it_redis_exists((int64_t)st.document_id), 0);
-    take(&st, "it-node/a");
-    assert_int_equal(rstate_save_offset(rs, &st, "it-node/a", &lease_lost), 0);
-    assert_false(lease_lost);
-    assert_int_equal(it_redis_upload((int64_t)st.document_id, &k), 0);
-    assert_true(k.exists);
-    assert_int_equal(k.offset, 2048);
-    assert_int_equal(k.filesize, 4096); /* the whole state, not the offset alone */
+    assert_write_needs_lease(rstate_save_offset, &st, "it-node/a");
     assert_int_equal(rstate_end(rs, st.document_id), 0);
     it_pass();
 }
@@ -133,10 +135,7 @@ static void test_end_shuts_every_writer_out(void **state)
     assert_int_equal(it_redis_exists(id), 0);
     assert_int_equal(it_redis_reserved(id), 0);
     assert_int_equal(it_redis_lease_ended(id), 1);
-    char key[128];
-    snprintf(key, sizeof key, "%slease:%lld", it_env("CHUNKD_REDIS_PREFIX", "chunkd:"),
-             (long long)id);
-    long long left = it_redis_pttl(key);
+    long long left = it_redis_lease_pttl(id);
     /* it lapses, after longer than any lease */
     assert_true(left > cfg.lease_ttl_ms && left <= RSTATE_LEASE_ENDED_MS);
 
@@ -167,6 +166,27 @@ static void test_end_shuts_every_writer_out(void **state)
     it_pass();
 }
 
+/* rstate_lease_keep tells a lease held all along (RENEWED) from one that
+ * had lapsed and was free (RETAKEN), and both from one that is another's
+ * or marks an end (GONE). */
+static void test_lease_keep(void **state)
+{
+    (void)state;
+    upload_state st = new_state("it-node/h");
+    rstate_lease_kept kept = RSTATE_LEASE_GONE;
+    assert_int_equal(rstate_lease_keep(rs, st.document_id, "it-node/h", &kept), 0);
+    assert_int_equal(kept, RSTATE_LEASE_RETAKEN); /* free: taken */
+    assert_int_equal(rstate_lease_keep(rs, st.document_id, "it-node/h", &kept), 0);
+    assert_int_equal(kept, RSTATE_LEASE_RENEWED);
+    assert_int_equal(rstate_lease_keep(rs, st.document_id, "it-node/i", &kept), 0);
+    assert_int_equal(kept, RSTATE_LEASE_GONE); /* another's */
+    assert_int_equal(rstate_end(rs, st.document_id), 0);
+    assert_int_equal(rstate_lease_keep(rs, st.document_id, "it-node/h", &kept), 0);
+    assert_int_equal(kept, RSTATE_LEASE_GONE); /* ended */
+    assert_int_equal(it_redis_lease_ended((int64_t)st.document_id), 1);
+    it_pass();
+}
+
 /* A new upload whose lease someone else holds (chunkctl ending it a moment
  * after its row was made): nothing is written for it and the room reserved
  * for it is let go, while the upload beside it opens as usual. */
@@ -174,12 +194,7 @@ static void test_open_with_a_lease_held_elsewhere(void **state)
 {
     (void)state;
     upload_state sts[2] = {new_state("it-node/c"), new_state("it-node/d")};
-    bool acquired = false;
-    int64_t retry = 0;
-    assert_int_equal(rstate_lease_acquire(rs, sts[0].document_id, "chunkctl-it/1", &acquired,
-                                          &retry),
-                     0);
-    assert_true(acquired);
+    take(&sts[0], "chunkctl-it/1");
     int8_t fits[2], opened[2];
     int64_t promised[2];
     assert_int_equal(rstate_admit_open_many(rs, 2, sts, (int64_t)1 << 40, fits, promised, opened),
@@ -195,9 +210,7 @@ static void test_open_with_a_lease_held_elsewhere(void **state)
 
     /* and without admission */
     upload_state late = new_state("it-node/e");
-    assert_int_equal(rstate_lease_acquire(rs, late.document_id, "chunkctl-it/2", &acquired,
-                                          &retry),
-                     0);
+    take(&late, "chunkctl-it/2");
     assert_int_equal(rstate_admit_open_many(rs, 1, &late, -1, fits, promised, opened), 0);
     assert_int_equal(opened[0], 0);
     assert_int_equal(it_redis_exists((int64_t)late.document_id), 0);
@@ -215,6 +228,7 @@ int main(void)
         cmocka_unit_test(test_put_needs_the_lease),
         cmocka_unit_test(test_open_with_a_lease_held_elsewhere),
         cmocka_unit_test(test_end_shuts_every_writer_out),
+        cmocka_unit_test(test_lease_keep),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
