@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -244,35 +245,93 @@ static int copy_range(int in, int out, int64_t len)
     return 0;
 }
 
-int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len,
-                              int (*may_rename)(void *arg), void *arg)
+/* A name for a copy on its way to the path: the pid and a count keep
+ * this host's copies apart; a host sharing the directory may meet one, so
+ * the name is taken exclusively and the next one tried on EEXIST. */
+static int next_copy_name(const char *path, char *out, size_t size)
 {
-    char path[PATH_MAX], tmp[PATH_MAX + 16];
-    if (full_path(root, document_id, path, sizeof path) != 0)
-        return -1;
-    int n = snprintf(tmp, sizeof tmp, "%s.fence", path);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
+    static _Atomic unsigned long copies;
+    unsigned long n = atomic_fetch_add(&copies, 1);
+    int k = snprintf(out, size, "%s.fence.%ld.%lu", path, (long)getpid(), n);
+    if (k < 0 || (size_t)k >= size) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
-    if (fd < 0) {
-        /* An open refused after the create (a security module, a scanner's
-         * fanotify verdict) leaves the name behind. Other failures made
-         * nothing, and the name may be another copy's. */
+    return 0;
+}
+
+enum { COPY_NAME_TRIES = 16 };
+
+/* Gives the unnamed file fd a name of its own next to path (into tmp):
+ * linkat through /proc, which needs no privilege (open(2), O_TMPFILE). */
+static int name_unnamed_copy(int fd, const char *path, char *tmp, size_t size)
+{
+    char proc[48];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    for (int i = 0; i < COPY_NAME_TRIES; i++) {
+        if (next_copy_name(path, tmp, size) != 0)
+            return -1;
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
+            return 0;
+        if (errno != EEXIST)
+            break;
+    }
+    tmp[0] = '\0';
+    return -1;
+}
+
+/* A named copy, where the filesystem has no unnamed files (NFS): made
+ * exclusively, so the name is this copy's alone. tmp is set once it
+ * exists, for the caller to remove. */
+static int create_named_copy(const char *path, char *tmp, size_t size)
+{
+    for (int i = 0; i < COPY_NAME_TRIES; i++) {
+        if (next_copy_name(path, tmp, size) != 0)
+            break;
+        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, STORAGE_FILE_MODE);
+        if (fd >= 0)
+            return fd;
         int e = errno;
+        /* An open refused after the create (a security module, a
+         * scanner's fanotify verdict) leaves the name behind. */
         if (e == EPERM || e == EACCES)
             unlink(tmp);
         errno = e;
-        return -1;
+        if (e != EEXIST)
+            break;
     }
-    if (fchmod(fd, STORAGE_FILE_MODE) != 0 || copy_range(old_fd, fd, len) != 0 ||
-        fdatasync(fd) != 0 ||
+    tmp[0] = '\0';
+    return -1;
+}
+
+int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len,
+                              int (*may_rename)(void *arg), void *arg)
+{
+    char dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX + 48] = "";
+    if (bucket_path(root, document_id, dir, sizeof dir) != 0 ||
+        full_path(root, document_id, path, sizeof path) != 0)
+        return -1;
+    /* Unnamed until it is whole and may take the path: a copy that is
+     * given up, or a crash in the middle, leaves nothing behind, and two
+     * copies of one document at once (a resume slower than its lease, and
+     * the one that took the lease over) never share a file. */
+    bool unnamed = true;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, STORAGE_FILE_MODE);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        unnamed = false;
+        fd = create_named_copy(path, tmp, sizeof tmp);
+    }
+    if (fd < 0)
+        return -1;
+    if ((!umask_keeps_mode && fchmod(fd, STORAGE_FILE_MODE) != 0) ||
+        copy_range(old_fd, fd, len) != 0 || fdatasync(fd) != 0 ||
         (may_rename(arg) != 0 && (errno = ECANCELED)) ||
-        rename(tmp, path) != 0 || storage_sync_dir(root, document_id) != 0) {
+        (unnamed && name_unnamed_copy(fd, path, tmp, sizeof tmp) != 0) ||
+        rename(tmp, path) != 0 || storage_sync_dir_path(dir) != 0) {
         int e = errno;
         close(fd);
-        unlink(tmp);
+        if (tmp[0])
+            unlink(tmp); /* after the rename: a name nobody has any more */
         errno = e;
         return -1;
     }

@@ -958,9 +958,9 @@ static bool keep_resume_lease(resume_check *c, bool retake_ok)
 }
 
 /* storage_replace_with_copy's last word before the copy takes the path.
- * Only a lease held all along will do: in a gap another resume may have
- * begun a copy of its own under the same temporary name, whose O_TRUNC
- * then spoilt this one. */
+ * Only a lease held all along will do: in a gap another writer may have
+ * written to the file this copy was taken from, or taken the path with a
+ * copy of its own. */
 static int may_rename_fenced_copy(void *arg)
 {
     return keep_resume_lease(arg, false) ? 0 : -1;

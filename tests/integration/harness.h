@@ -489,7 +489,8 @@ int it_gate_mark(int gate, const char *path, bool children);
  * or -1. */
 int it_gate_wait(int gate, pid_t pid, int timeout_ms, int *held_fd);
 /* The same for an open() of the file at path only (as the kernel names
- * it); the opens of other marked files go through. */
+ * it; a path that ends in `*`: any name it begins); the opens of other
+ * marked files go through. */
 int it_gate_wait_for(int gate, pid_t pid, const char *path, int timeout_ms, int *held_fd);
 /* Lets the held open() go on. */
 int it_gate_release(int gate, int held_fd);

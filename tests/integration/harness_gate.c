@@ -56,7 +56,8 @@ static int answer(int gate, int event_fd)
     return answer_as(gate, event_fd, FAN_ALLOW);
 }
 
-/* Whether the event's file is at want (NULL: any file). */
+/* Whether the event's file is at want (NULL: any file; `*` at the end:
+ * any name that begins so). */
 static bool event_is(int event_fd, const char *want)
 {
     if (!want)
@@ -67,6 +68,9 @@ static bool event_is(int event_fd, const char *want)
     if (n < 0)
         return false;
     at[n] = '\0';
+    size_t wl = strlen(want);
+    if (wl > 0 && want[wl - 1] == '*')
+        return strncmp(at, want, wl - 1) == 0;
     return strcmp(at, want) == 0;
 }
 

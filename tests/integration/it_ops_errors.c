@@ -284,15 +284,35 @@ static int64_t closed_partial_upload(const unsigned char *data)
     return id;
 }
 
+/* Waits until the resume sent a moment ago of the document at path is
+ * held in its open() of the file (an open gate, hold_fd). fenced: the
+ * resume fences, and its bucket is marked: that open is let through, and
+ * its copy's create is held instead. The held event's fd. */
+static int resume_held_at(const char *path, bool fenced)
+{
+    int held = -1;
+    assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, IT_REPLY_TIMEOUT_MS, &held), 0);
+    if (fenced) {
+        /* the copy is unnamed till it is whole: the kernel calls it
+         * `#<inode> (deleted)` in the bucket */
+        char copy[IT_PATH_MAX + 64];
+        snprintf(copy, sizeof copy, "%s", path);
+        snprintf(strrchr(copy, '/'), sizeof copy - (size_t)(strrchr(copy, '/') - copy), "/#*");
+        assert_int_equal(it_gate_release(hold_fd, held), 0);
+        assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, copy, IT_REPLY_TIMEOUT_MS, &held),
+                         0);
+    }
+    return held;
+}
+
 /* Sends a resume of id on a new connection *b and waits until chunkd is
- * held in its open() of the file (an open gate, hold_fd). fenced: the last
- * writer died holding the upload, so the resume fences: that open is let
- * through, and its copy's create is held instead. The held event's fd. */
+ * held in its open() of the file, or with fenced (the last writer died
+ * holding the upload, so the resume fences) in its copy's create. The held
+ * event's fd. */
 static int resume_held(int64_t id, bool fenced, it_sock *b)
 {
-    char path[IT_PATH_MAX + 64], fence[IT_PATH_MAX + 80];
+    char path[IT_PATH_MAX + 64];
     it_upload_path(&aux, id, path, sizeof path);
-    snprintf(fence, sizeof fence, "%s.fence", path);
     hold_fd = it_gate_open_or_skip(path);
     if (fenced) {
         assert_int_equal(it_redis_set_upload_field(id, "writer", "gone-node/0"), 0);
@@ -303,14 +323,7 @@ static int resume_held(int64_t id, bool fenced, it_sock *b)
     }
     assert_int_equal(it_sock_connect(b, aux.port), 0);
     assert_int_equal(it_sock_send_resume(b, id, &u1), 0);
-    int held = -1;
-    assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, path, IT_REPLY_TIMEOUT_MS, &held), 0);
-    if (fenced) {
-        assert_int_equal(it_gate_release(hold_fd, held), 0);
-        assert_int_equal(it_gate_wait_for(hold_fd, aux.pid, fence, IT_REPLY_TIMEOUT_MS, &held),
-                         0);
-    }
-    return held;
+    return resume_held_at(path, fenced);
 }
 
 /* Ends the gate; the open it held goes on (allow) or fails (deny). */
@@ -442,6 +455,51 @@ static void test_slow_resume_outlives_its_lease(void **state)
             resume_and_finish(&b, id, meanwhile == 4 ? 2000 : HELD_SENT, data, sha);
         it_sock_close(&b);
     }
+    free(data);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
+/* Two resumes that fence one upload at once: the first, slower than its
+ * lease, is held inside the create of its copy while the second takes the
+ * lease and makes a copy of its own. Each copy is a file of its own, so the
+ * first gives up only its own (lease_lost) and the second's takes the path
+ * and goes on to SUCCESS; no copy is left behind. */
+static void test_two_fenced_copies_at_once(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    int64_t id = closed_partial_upload(data);
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&aux, id, path, sizeof path);
+    it_sock a, b;
+    int held_a = resume_held(id, true, &a);
+    assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
+    /* on the other worker (the listener hands connections out in turn) */
+    assert_int_equal(it_sock_connect(&b, aux.port), 0);
+    assert_int_equal(it_sock_send_resume(&b, id, &u1), 0);
+    int held_b = resume_held_at(path, true);
+
+    assert_int_equal(it_gate_release(hold_fd, held_a), 0);
+    json_t *r = answer_on(&a);
+    it_assert_error(r, 409, "lease_lost");
+    json_decref(r);
+    it_sock_close(&a);
+
+    gate_end(held_b, true);
+    r = answer_on(&b);
+    it_assert_ok(r, "resume");
+    assert_int_equal(it_json_int(r, "offset"), HELD_SENT);
+    json_decref(r);
+    assert_int_equal(it_stray_files(&aux, id), 0);
+    it_sock_chunk_ok(&b, id, HELD_SENT, data + HELD_SENT, HELD_SIZE - HELD_SENT);
+    complete_ok(&b, id, HELD_SIZE, sha);
+    it_sock_close(&b);
     free(data);
     it_assert_server_stops_cleanly(&aux);
     it_pass();
@@ -940,6 +998,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shutting_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_slow_resume_outlives_its_lease, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_two_fenced_copies_at_once, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_storage_refuses_an_open, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_stale_completion_checks_the_lease, test_setup,

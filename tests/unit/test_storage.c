@@ -6,12 +6,19 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -225,6 +232,138 @@ static void test_remove_idempotent(void **state)
     assert_int_equal(e, ENOENT);
 }
 
+/* ---- fencing: storage_replace_with_copy ---------------------------------- */
+
+enum { COPY_DOC = 7, COPY_SIZE = 10000, COPY_LEN = 6000 };
+
+static int say_yes(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static int say_no(void *arg)
+{
+    int *asked = arg;
+    (*asked)++;
+    return -1;
+}
+
+/* The names in document COPY_DOC's bucket, as one string ("7.data "). */
+static int bucket_names(char *out, size_t size)
+{
+    char dir[256];
+    file_path(dir, sizeof dir, "00");
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    out[0] = '\0';
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        size_t n = strlen(out);
+        snprintf(out + n, size - n, "%s ", e->d_name);
+    }
+    return closedir(d);
+}
+
+/* Not cmocka's asserts: this also runs in a forked child, where a failed
+ * assert would go on with the rest of the tests. The failed line, or 0. */
+#define CHECK(cond)                                                                    \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "test_storage.c:%d: %s (errno %s)\n", __LINE__, #cond,     \
+                    strerror(errno));                                                  \
+            return __LINE__;                                                           \
+        }                                                                              \
+    } while (0)
+
+/* Copies COPY_DOC's file, refused first and then allowed. Leaks its
+ * buffers and descriptors on failure, which ends the test. */
+static int copy_refused_then_taken(void)
+{
+    static unsigned char data[COPY_SIZE], got[COPY_LEN];
+    for (int i = 0; i < COPY_SIZE; i++)
+        data[i] = (unsigned char)(i * 7 + 3);
+    int old_fd = storage_create(root, COPY_DOC);
+    CHECK(old_fd >= 0);
+    CHECK(storage_pwrite_all(old_fd, data, COPY_SIZE, 0) == STORAGE_OK);
+    struct stat before, after;
+    CHECK(fstat(old_fd, &before) == 0);
+    char names[512];
+
+    /* refused at the last moment: the path keeps the old file, no copy */
+    int asked = 0;
+    errno = 0;
+    CHECK(storage_replace_with_copy(root, COPY_DOC, old_fd, COPY_LEN, say_no, &asked) == -1);
+    CHECK(errno == ECANCELED);
+    CHECK(asked == 1);
+    CHECK(storage_is_current(root, COPY_DOC, &before) == 1);
+    CHECK(bucket_names(names, sizeof names) == 0);
+    CHECK(strcmp(names, "7.data ") == 0);
+
+    /* taken: the path has a fresh file with the first COPY_LEN bytes, and
+     * the old descriptor writes where nobody reads */
+    int fd = storage_replace_with_copy(root, COPY_DOC, old_fd, COPY_LEN, say_yes, NULL);
+    CHECK(fd >= 0);
+    CHECK(fstat(fd, &after) == 0);
+    CHECK(after.st_ino != before.st_ino);
+    CHECK(after.st_size == COPY_LEN);
+    CHECK((after.st_mode & 07777) == STORAGE_FILE_MODE);
+    CHECK(storage_is_current(root, COPY_DOC, &before) == 0);
+    CHECK(storage_is_current(root, COPY_DOC, &after) == 1);
+    CHECK(storage_pwrite_all(old_fd, "late", 4, 0) == STORAGE_OK);
+    CHECK(pread(fd, got, COPY_LEN, 0) == COPY_LEN);
+    CHECK(memcmp(got, data, COPY_LEN) == 0);
+    CHECK(bucket_names(names, sizeof names) == 0);
+    CHECK(strcmp(names, "7.data ") == 0);
+    CHECK(close(fd) == 0);
+    CHECK(close(old_fd) == 0);
+    return 0;
+}
+
+static void test_replace_with_copy(void **state)
+{
+    (void)state;
+    assert_int_equal(copy_refused_then_taken(), 0);
+}
+
+/* A filesystem without unnamed files (NFS): open(O_TMPFILE) answers
+ * EOPNOTSUPP there, here by a seccomp filter in a child. The copy is then
+ * a named file of its own, and neither a refused nor a taken copy leaves
+ * one behind. */
+static void test_replace_with_copy_without_tmpfile(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct sock_filter prog[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 0, 3),
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+            BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, __O_TMPFILE & ~O_DIRECTORY, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0)
+            _exit(2);
+        char dir[256];
+        file_path(dir, sizeof dir, "");
+        errno = 0;
+        if (open(dir, O_TMPFILE | O_RDWR, 0600) != -1 || errno != EOPNOTSUPP)
+            _exit(3); /* the filter does not work: the test would prove nothing */
+        _exit(copy_refused_then_taken() == 0 ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_errors_classified(void **state)
 {
     (void)state;
@@ -320,6 +459,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hash_large_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_with_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_with_copy_without_tmpfile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_classified, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_follows_rel_path, setup, teardown),
