@@ -45,7 +45,8 @@ static const char usage[] =
     "  4  refused by the server (4xx other than 401)\n"
     "  5  server unavailable: network error, 5xx, retries used up\n"
     "  6  server out of storage (507); run again later to resume\n"
-    "  7  checksum mismatch\n";
+    "  7  checksum mismatch\n"
+    "  8  the server's answers do not follow the protocol (not chunkd?)\n";
 
 cu_conn *cmd_connect(const cu_options *o, cu_error *err)
 {

@@ -110,8 +110,12 @@ int cu_parse_server(const char *s, char *host, size_t hcap, char *port, size_t p
 
 int cu_exit_status(const cu_error *err)
 {
+    if (err->code == 0 && strcmp(err->reason, "file") == 0)
+        return CU_EXIT_FILE;
+    if (err->code == 0 && strcmp(err->reason, "protocol") == 0)
+        return CU_EXIT_PROTOCOL;
     if (err->code == 0)
-        return strcmp(err->reason, "file") == 0 ? CU_EXIT_FILE : CU_EXIT_UNAVAILABLE;
+        return CU_EXIT_UNAVAILABLE;
     if (err->code == 401)
         return CU_EXIT_AUTH;
     if (err->code == 507)

@@ -17,7 +17,8 @@ enum {
     CU_EXIT_REFUSED = 4,      /* other 4xx */
     CU_EXIT_UNAVAILABLE = 5,  /* network, 5xx, retries used up */
     CU_EXIT_STORAGE = 6,      /* 507 */
-    CU_EXIT_CHECKSUM = 7      /* the server's SHA-256 differs from ours */
+    CU_EXIT_CHECKSUM = 7,     /* the server's SHA-256 differs from ours */
+    CU_EXIT_PROTOCOL = 8      /* answers that do not follow the protocol */
 };
 
 #define CU_DEFAULT_SERVER "127.0.0.1:9400"

@@ -72,7 +72,7 @@ int cmd_status(const cu_options *o)
     doc = json_object_get(reply, "document");
     if (!json_is_object(doc)) {
         json_decref(reply);
-        return cmd_fail(o, "status", CU_EXIT_UNAVAILABLE, "answer carries no document", NULL);
+        return cmd_fail(o, "status", CU_EXIT_PROTOCOL, "answer carries no document", NULL);
     }
     if (o->json) {
         rc = print_json(o, doc);
@@ -157,7 +157,7 @@ int cmd_list(const cu_options *o)
     docs = json_object_get(reply, "documents");
     if (!json_is_array(docs)) {
         json_decref(reply);
-        return cmd_fail(o, "list", CU_EXIT_UNAVAILABLE, "answer carries no document list", NULL);
+        return cmd_fail(o, "list", CU_EXIT_PROTOCOL, "answer carries no document list", NULL);
     }
     if (o->json)
         rc = print_json(o, docs);

@@ -236,8 +236,13 @@ static step classify(job *j)
     j->why[0] = '\0';
     switch (e->code) {
     case 0:
-        if (strcmp(e->reason, "file") == 0) {
-            j->status = CU_EXIT_FILE;
+        /* A local file that cannot be read will not read better later,
+         * and a peer that does not follow the protocol (not chunkd, or a
+         * chunkd that disagrees with this client) will not either: each
+         * retry of a refused upload answer could leave one more document
+         * behind. The state file stays, for a run against a fixed server. */
+        if (strcmp(e->reason, "file") == 0 || strcmp(e->reason, "protocol") == 0) {
+            j->status = cu_exit_status(e);
             return STEP_FAIL;
         }
         return STEP_RETRY;
@@ -491,8 +496,9 @@ int cmd_upload(const cu_options *o)
 
         if (r != CU_EXIT_OK && rc == CU_EXIT_OK)
             rc = r;
-        /* The next file would meet the same bad credential or dead server. */
-        if (r == CU_EXIT_AUTH || r == CU_EXIT_UNAVAILABLE)
+        /* The next file would meet the same bad credential, dead server
+         * or peer that does not speak the protocol. */
+        if (r == CU_EXIT_AUTH || r == CU_EXIT_UNAVAILABLE || r == CU_EXIT_PROTOCOL)
             break;
     }
     return rc;

@@ -496,6 +496,46 @@ static void test_server_unavailable(void **state)
     expect_stderr(x, "giving up after 2 retries");
 }
 
+/* Answers that break the protocol are not retried (exit status 8): an
+ * upload answer for another size made one document, and a retry would
+ * make another each time. A resume answered for another document keeps
+ * the state file's entry for a run against a server that answers right. */
+static void test_protocol_errors_are_not_retried(void **state)
+{
+    fixture *x = *state;
+    int64_t id = 0;
+
+    x->f.misanswer_upload = true;
+    restart(x);
+    assert_int_equal(upload(x, NULL), 8);
+    expect_stderr(x, "not 307205 bytes from 0");
+    assert_true(strstr(x->err, "retrying") == NULL);
+    assert_int_equal(state_entries(x, NULL), 0);
+    fake_stop(&x->f);
+    assert_int_equal(x->f.uploads, 1);
+
+    x->f.misanswer_upload = false;
+    x->f.fail_507_at_chunk = 2;
+    restart(x);
+    assert_int_equal(upload(x, NULL), 6);
+    x->f.misanswer_resume = true;
+    restart(x);
+    assert_int_equal(upload(x, NULL), 8);
+    expect_stderr(x, "the server resumed document_id=102, not 2");
+    assert_true(strstr(x->err, "retrying") == NULL);
+    assert_int_equal(state_entries(x, &id), 1);
+    assert_int_equal(id, 2);
+    fake_stop(&x->f);
+    assert_int_equal(x->f.resumes, 1);
+
+    x->f.misanswer_resume = false;
+    restart(x);
+    assert_int_equal(upload(x, NULL), 0);
+    expect_success_line(x, 2);
+    fake_stop(&x->f);
+    expect_stored(x, 2, DOC_COMPLETED);
+}
+
 static void test_empty_file(void **state)
 {
     fixture *x = *state;
@@ -586,6 +626,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_credential, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_and_local_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_unavailable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_protocol_errors_are_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_list_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_slows_upload, setup, teardown),

@@ -86,6 +86,19 @@ static json_t *open_answer(const fake_chunkd *f, const char *action, const fake_
                      "max_chunk_size", 1048576);
 }
 
+/* open_answer, unless the switches say to break the protocol. */
+static json_t *open_answer_as_told(const fake_chunkd *f, const char *action, const fake_doc *d)
+{
+    json_t *a = open_answer(f, action, d);
+    bool upload = strcmp(action, "upload") == 0;
+
+    if (a != NULL && upload && f->misanswer_upload)
+        json_object_set_new(a, "filesize", json_integer((json_int_t)d->size + 1));
+    if (a != NULL && !upload && f->misanswer_resume)
+        json_object_set_new(a, "document_id", json_integer((json_int_t)d->id + 100));
+    return a;
+}
+
 /* false: the connection is to be closed. */
 static bool authenticate(fake_chunkd *f, int fd, const json_t *req, bool *authed)
 {
@@ -128,7 +141,7 @@ static bool do_upload(fake_chunkd *f, int fd, const json_t *req, fake_doc **open
     d->status = DOC_UPLOADING;
     f->uploads++;
     *open = d;
-    return peer_send_json(fd, open_answer(f, "upload", d)) == 0;
+    return peer_send_json(fd, open_answer_as_told(f, "upload", d)) == 0;
 }
 
 static bool do_resume(fake_chunkd *f, int fd, const json_t *req, fake_doc **open)
@@ -142,7 +155,7 @@ static bool do_resume(fake_chunkd *f, int fd, const json_t *req, fake_doc **open
                           json_pack("{s:s}", "document_status", status_name(d->status))) == 0;
     f->resumes++;
     *open = d;
-    return peer_send_json(fd, open_answer(f, "resume", d)) == 0;
+    return peer_send_json(fd, open_answer_as_told(f, "resume", d)) == 0;
 }
 
 static bool do_chunk(fake_chunkd *f, int fd, const json_t *req, fake_doc *open)

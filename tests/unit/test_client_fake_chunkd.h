@@ -44,6 +44,10 @@ typedef struct fake_chunkd {
     int64_t fail_retry_after_ms; /* > 0: sent as retry_after_ms with it */
     bool lose_complete_answer;   /* complete the upload, then hang up */
     bool corrupt_bytes;          /* flip a stored byte before complete */
+    /* Answers that break the protocol, every time: an upload answer with
+     * another size, a resume answer for another document. */
+    bool misanswer_upload;
+    bool misanswer_resume;
 
     /* What happened. */
     int chunks;
