@@ -223,6 +223,7 @@ typedef struct migration_run {
     const char *root;
     storage_migration *count;
     bool dirty[NBUCKETS]; /* bucket directories whose entries changed */
+    bool owned[NBUCKETS]; /* buckets made or checked to be the root owner's */
     /* Files moved into a bucket not read yet: found there in place later,
      * and not to be counted as in place then. */
     long moved_ahead[NBUCKETS];
@@ -232,8 +233,35 @@ typedef struct migration_run {
     size_t errlen;
 } migration_run;
 
-/* Renames one file into its layout-2 bucket, creating that bucket (its name
- * synced in the root) when needed. */
+/* Makes the layout-2 bucket dir (its name synced in the root) unless it is
+ * there, and sees that it belongs to the storage root's owner. */
+static int own_bucket(migration_run *m, const char *dir)
+{
+    if (mkdir(dir, STORAGE_DIR_MODE) == 0) {
+        /* Run as root, the new bucket must still be the server's: it
+         * belongs to whoever owns the storage root. */
+        if ((geteuid() == 0 && chown(dir, m->owner, m->group) != 0) ||
+            storage_sync_dir_path(m->root) != 0) {
+            snprintf(m->err, m->errlen, "making %s: %s", dir, strerror(errno));
+            return -1;
+        }
+    } else if (errno != EEXIST) {
+        snprintf(m->err, m->errlen, "mkdir %s: %s", dir, strerror(errno));
+        return -1;
+    } else if (geteuid() == 0 && m->owner != 0) {
+        /* Made by a run (as root) that stopped before its chown: root's,
+         * where the root's owner should own it. A bucket chunkd made
+         * itself is left as it is. */
+        struct stat st;
+        if (stat(dir, &st) != 0 || (st.st_uid == 0 && chown(dir, m->owner, m->group) != 0)) {
+            snprintf(m->err, m->errlen, "making %s: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Renames one file into its layout-2 bucket. */
 static int move_file(migration_run *m, unsigned from, const char *name, uint64_t id)
 {
     unsigned to = storage_bucket(id);
@@ -244,28 +272,9 @@ static int move_file(migration_run *m, unsigned from, const char *name, uint64_t
         snprintf(m->err, m->errlen, "storage_dir %s: %s", m->root, strerror(errno));
         return -1;
     }
-    if (mkdir(dst_dir, STORAGE_DIR_MODE) == 0) {
-        /* Run as root, the new bucket must still be the server's: it
-         * belongs to whoever owns the storage root. */
-        if ((geteuid() == 0 && chown(dst_dir, m->owner, m->group) != 0) ||
-            storage_sync_dir_path(m->root) != 0) {
-            snprintf(m->err, m->errlen, "making %s: %s", dst_dir, strerror(errno));
-            return -1;
-        }
-    } else if (errno != EEXIST) {
-        snprintf(m->err, m->errlen, "mkdir %s: %s", dst_dir, strerror(errno));
+    if (!m->owned[to] && own_bucket(m, dst_dir) != 0)
         return -1;
-    } else if (geteuid() == 0 && m->owner != 0) {
-        /* Made by a run (as root) that stopped before its chown: root's,
-         * where the root's owner should own it. A bucket chunkd made
-         * itself is left as it is. */
-        struct stat dst_st;
-        if (stat(dst_dir, &dst_st) != 0 ||
-            (dst_st.st_uid == 0 && chown(dst_dir, m->owner, m->group) != 0)) {
-            snprintf(m->err, m->errlen, "making %s: %s", dst_dir, strerror(errno));
-            return -1;
-        }
-    }
+    m->owned[to] = true;
     /* Never over a file: two copies of one id mean something else wrote
      * here, which the operator must look at. File systems without
      * RENAME_NOREPLACE (NFS, EINVAL) get link and unlink, which refuses to
@@ -361,14 +370,16 @@ static int migrate_bucket(migration_run *m, unsigned b)
     return rc;
 }
 
-int storage_layout_can_migrate(const char *root, char *err, size_t errlen)
+/* What a migration finds at root: 1 layout 1, to migrate; 0 this layout
+ * already (a run again: its steps skip what is done); -1 with the reason.
+ * *st: the root's. */
+static int migration_source(const char *root, struct stat *st, char *err, size_t errlen)
 {
-    struct stat st;
-    if (stat(root, &st) != 0) {
+    if (stat(root, st) != 0) {
         snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
         return -1;
     }
-    if (!S_ISDIR(st.st_mode)) {
+    if (!S_ISDIR(st->st_mode)) {
         snprintf(err, errlen, "storage_dir %s is not a folder", root);
         return -1;
     }
@@ -376,12 +387,21 @@ int storage_layout_can_migrate(const char *root, char *err, size_t errlen)
     if (v < 0)
         return -1;
     if (v == STORAGE_LAYOUT_VERSION)
-        return 0; /* a run again: its steps skip what is done */
+        return 0;
     if (v != 1) {
         snprintf(err, errlen, "storage_dir %s is in layout %d; this build migrates layout 1 only",
                  root, v);
         return -1;
     }
+    return 1;
+}
+
+int storage_layout_can_migrate(const char *root, char *err, size_t errlen)
+{
+    struct stat st;
+    int from = migration_source(root, &st, err, errlen);
+    if (from <= 0)
+        return from;
     int used = has_bucket_entries(root, err, errlen);
     if (used < 0)
         return -1;
@@ -398,10 +418,11 @@ int storage_layout_can_migrate(const char *root, char *err, size_t errlen)
 int storage_layout_migrate(const char *root, storage_migration *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    int v = read_marker(root, err, errlen);
-    if (v < 0)
+    struct stat rst;
+    int from = migration_source(root, &rst, err, errlen);
+    if (from < 0)
         return -1;
-    if (v == STORAGE_LAYOUT_VERSION) {
+    if (from == 0) {
         /* Done before, but perhaps its last step, syncing the marker's
          * name, failed: do that again. */
         if (storage_sync_dir_path(root) != 0) {
@@ -409,16 +430,6 @@ int storage_layout_migrate(const char *root, storage_migration *out, char *err, 
             return -1;
         }
         return 0;
-    }
-    if (v != 1) {
-        snprintf(err, errlen, "storage_dir %s is in layout %d; this build migrates layout 1 only",
-                 root, v);
-        return -1;
-    }
-    struct stat rst;
-    if (stat(root, &rst) != 0) {
-        snprintf(err, errlen, "storage_dir %s: %s", root, strerror(errno));
-        return -1;
     }
     migration_run m = {.root = root,
                        .count = out,
