@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* the server of the current test; teardown stops it when the test fails */
-static it_server aux;
+/* the servers of the current test; teardown stops them when the test fails */
+static it_server aux, second;
 static int hold_fd = -1;
 static it_user u1;
 
@@ -51,6 +51,8 @@ static int test_teardown(void **state)
         it_test_end(&aux);
         it_server_stop(&aux);
     }
+    if (second.pid > 0)
+        it_server_stop(&second);
     return 0;
 }
 
@@ -576,6 +578,55 @@ static void test_storage_refuses_an_open(void **state)
     it_pass();
 }
 
+/* The storage volume's free space cannot be read (statvfs fails; here a
+ * seccomp filter answers EIO to every statfs of a second server): a
+ * new upload is answered 500 internal with the reason, its row failed
+ * (storage_error), its empty file removed and nothing kept in Redis. The
+ * rest goes on: an upload begun on another instance is resumed on this
+ * one to SUCCESS (only a new upload's admission reads the volume). */
+static void test_storage_volume_unreadable(void **state)
+{
+    (void)state;
+    const char *fault = getenv("IT_SYSCALL_FAULT_BIN");
+    assert_non_null(fault);
+    assert_int_equal(it_server_start(&aux, NULL), 0);
+    it_test_begin(&aux);
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    int64_t begun = closed_partial_upload(data);
+
+    const char *wrapper[] = {fault, "statfs=EIO", "--", NULL};
+    it_server_opts o = {.storage_dir = aux.storage_dir, .wrapper = wrapper};
+    assert_int_equal(it_server_start(&second, &o), 0);
+    it_test_begin(&second);
+    it_sock c;
+    assert_int_equal(it_sock_connect(&c, second.port), 0);
+    it_sock_auth(&c, &u1);
+    json_t *r = it_sock_req(&c, "{\"action\":\"upload\",\"filename\":\"new.bin\",\"filesize\":10}");
+    it_assert_error(r, 500, "internal");
+    assert_string_equal(it_json_str(r, "message"),
+                        "storage error during statvfs: Input/output error");
+    json_decref(r);
+    int64_t refused = it_doc_newest(u1.id);
+    assert_true(refused > begun);
+    it_doc d;
+    it_assert_doc_status(refused, "failed", &d);
+    assert_string_equal(d.failure_reason, "storage_error");
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&second, refused, path, sizeof path);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(it_stray_files(&second, refused), 0);
+    assert_int_equal(it_redis_exists(refused), 0);
+
+    resume_and_finish(&c, begun, HELD_SENT, data, sha);
+    it_sock_close(&c);
+    free(data);
+    it_assert_server_stops_cleanly(&second);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 /* A completion that comes more than half a lease after the lease was
  * last renewed asks Redis whether it still holds it: here a resume
  * elsewhere took the upload over, so the stalled writer's upload_complete
@@ -1002,6 +1053,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_fenced_copies_at_once, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_storage_refuses_an_open, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_storage_volume_unreadable, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_stale_completion_checks_the_lease, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_fresh_completion_trusts_its_lease, test_setup,
