@@ -503,4 +503,19 @@ int64_t it_now_ms(void);
 int64_t it_wall_ms(void);
 void it_sleep_ms(int ms);
 
+/* ---- a proxy whose replies can be held (harness_proxy.c) ----------------- */
+
+/* A TCP proxy on 127.0.0.1 (it_proxy_port) to 127.0.0.1:backend_port, on a
+ * thread of its own; NULL on failure (said on stderr). */
+typedef struct it_proxy it_proxy;
+it_proxy *it_proxy_start(int backend_port);
+int it_proxy_port(const it_proxy *p);
+/* hold: the backend's replies stay unread in the proxy's sockets until
+ * hold is false again; requests still go through. */
+void it_proxy_hold(it_proxy *p, bool hold);
+/* Bytes forwarded from clients to the backend so far. */
+int64_t it_proxy_sent(it_proxy *p);
+/* Closes every connection through it and frees it; NULL does nothing. */
+void it_proxy_stop(it_proxy *p);
+
 #endif

@@ -51,9 +51,19 @@ static int test_teardown(void **state)
         it_test_end(&aux);
         it_server_stop(&aux);
     }
-    if (second.pid > 0)
+    if (second.pid > 0) {
+        it_test_end(&second);
         it_server_stop(&second);
+    }
     return 0;
+}
+
+/* The next answer on b (fails the test when none comes). */
+static json_t *answer_on(it_sock *b)
+{
+    json_t *r = NULL;
+    assert_int_equal(it_sock_read_json(b, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
+    return r;
 }
 
 /* ---- 503: a backend that is not there ------------------------------------------ */
@@ -336,14 +346,6 @@ static void gate_end(int held, bool allow)
     hold_fd = -1;
 }
 
-/* The next answer on b (fails the test when none comes). */
-static json_t *answer_on(it_sock *b)
-{
-    json_t *r = NULL;
-    assert_int_equal(it_sock_read_json(b, IT_REPLY_TIMEOUT_MS, &r), IT_READ_OK);
-    return r;
-}
-
 /* Resumes id on b (signed in) at `at` and sends the rest to SUCCESS. */
 static void resume_and_finish(it_sock *b, int64_t id, int64_t at, const unsigned char *data,
                               const char *sha)
@@ -355,6 +357,93 @@ static void resume_and_finish(it_sock *b, int64_t id, int64_t at, const unsigned
     json_decref(r);
     it_sock_chunk_ok(b, id, at, data + at, (size_t)(HELD_SIZE - at));
     complete_ok(b, id, HELD_SIZE, sha);
+}
+
+/* A shutdown while a chunk's offset save is in flight (Redis's reply held
+ * by a proxy). 0: the reply comes within the shutdown's grace period,
+ * which waits for it; 1: no grace period: the goodbye itself waits for
+ * the save. Either way the chunk is answered before 503 shutting_down, and
+ * a resume on the next instance starts after it. 2: the reply is held past
+ * backend_timeout_ms: the save counts as failed (Redis may or may not have
+ * applied it), the chunk is answered 503 unavailable, still before the
+ * goodbye, and cut from the file, so the resume starts where the last
+ * acknowledged chunk ended. The upload then finishes intact. */
+static void test_goodbye_waits_for_a_save(void **state)
+{
+    (void)state;
+    const char *redis_port = getenv("CHUNKD_REDIS_PORT");
+    assert_non_null(redis_port);
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    for (int how = 0; how < 3; how++) {
+        bool late = how == 2;
+        /* the next instance, on the same storage */
+        assert_int_equal(it_server_start(&second, NULL), 0);
+        it_proxy *px = it_proxy_start(atoi(redis_port));
+        assert_non_null(px);
+        char redis_env[48];
+        snprintf(redis_env, sizeof redis_env, "CHUNKD_REDIS_PORT=%d", it_proxy_port(px));
+        const char *env[] = {redis_env, NULL};
+        const char *args[] = {"--workers", "1", "--backend-timeout-ms", "1000",
+                              "--shutdown-grace-ms", how == 1 ? "0" : "5000", NULL};
+        it_server_opts o = {.args = args, .env = env, .storage_dir = second.storage_dir};
+        assert_int_equal(it_server_start(&aux, &o), 0);
+        it_test_begin(&aux);
+        it_sock a;
+        assert_int_equal(it_sock_connect(&a, aux.port), 0);
+        it_sock_auth(&a, &u1);
+        int64_t id = it_sock_upload(&a, "goodbye.bin", HELD_SIZE);
+        it_sock_chunk_ok(&a, id, 0, data, 1000);
+
+        it_proxy_hold(px, true);
+        int64_t before = it_proxy_sent(px);
+        char hdr[160];
+        it_line(hdr, sizeof hdr,
+                "{\"action\":\"chunk\",\"document_id\":%lld,\"offset\":1000,\"length\":1000}",
+                (long long)id);
+        assert_int_equal(it_sock_send_chunk(&a, hdr, data + 1000, 1000), 0);
+        /* the chunk is written and its save sent: the proxy saw it go */
+        int64_t until = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+        while (it_proxy_sent(px) == before && it_now_ms() < until)
+            it_sleep_ms(5);
+        assert_true(it_proxy_sent(px) > before);
+        assert_int_equal(kill(aux.pid, SIGTERM), 0);
+        it_sleep_ms(late ? 1500 : 300);
+        it_proxy_hold(px, false);
+
+        json_t *r = answer_on(&a);
+        if (late) {
+            it_assert_error(r, 503, "unavailable");
+        } else {
+            assert_string_equal(it_json_str(r, "event"), "progress");
+            assert_int_equal(it_json_int(r, "received"), 2000);
+        }
+        json_decref(r);
+        r = answer_on(&a);
+        it_assert_error(r, 503, "shutting_down");
+        json_decref(r);
+        it_assert_closed(&a);
+        it_sock_close(&a);
+        it_assert_server_stops_cleanly(&aux);
+        it_proxy_stop(px);
+
+        it_assert_doc_status(id, "uploading", NULL);
+        if (!late) {
+            it_rkey k;
+            assert_int_equal(it_redis_upload(id, &k), 0);
+            assert_int_equal(k.offset, 2000);
+        }
+        assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
+
+        it_test_begin(&second);
+        assert_int_equal(it_sock_connect(&a, second.port), 0);
+        it_sock_auth(&a, &u1);
+        resume_and_finish(&a, id, late ? 1000 : 2000, data, sha);
+        it_sock_close(&a);
+        it_assert_server_stops_cleanly(&second);
+    }
+    free(data);
+    it_pass();
 }
 
 /* A resume slower than the lease (held here inside its open() of the file
@@ -1047,6 +1136,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unavailable_mysql, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_idle_timeout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_shutting_down, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_goodbye_waits_for_a_save, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_slow_resume_outlives_its_lease, test_setup,
                                         test_teardown),
