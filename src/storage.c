@@ -270,7 +270,7 @@ static int name_unnamed_copy(int fd, const char *path, char *tmp, size_t size)
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
     for (int i = 0; i < COPY_NAME_TRIES; i++) {
         if (next_copy_name(path, tmp, size) != 0)
-            return -1;
+            break;
         if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
             return 0;
         if (errno != EEXIST)
@@ -327,11 +327,20 @@ int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd
         copy_range(old_fd, fd, len) != 0 || fdatasync(fd) != 0 ||
         (may_rename(arg) != 0 && (errno = ECANCELED)) ||
         (unnamed && name_unnamed_copy(fd, path, tmp, sizeof tmp) != 0) ||
-        rename(tmp, path) != 0 || storage_sync_dir_path(dir) != 0) {
+        rename(tmp, path) != 0) {
         int e = errno;
         close(fd);
         if (tmp[0])
-            unlink(tmp); /* after the rename: a name nobody has any more */
+            unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    /* The copy is the document's file now, but its name may not survive a
+     * crash: the caller answers an error, and the next resume finds
+     * whichever file the path holds then. */
+    if (storage_sync_dir_path(dir) != 0) {
+        int e = errno;
+        close(fd);
         errno = e;
         return -1;
     }

@@ -73,12 +73,14 @@ int storage_remove(const char *root, uint64_t document_id);
 /* Fencing: replaces the document's file by a fresh copy of its first len
  * bytes (from old_fd), synced and renamed into place. Anyone still holding
  * a descriptor of the old file writes to an inode nobody reads any more.
- * The copy is an unnamed file (O_TMPFILE) until it takes the path, or, on
- * a filesystem without them, `<file>.fence.<pid>.<n>`: copies never share
- * a file. may_rename is asked right before the rename, after the slow
- * part: non-zero stops there (the copy is removed).
+ * The copy is an unnamed file (O_TMPFILE) until it is about to take the
+ * path, then `<file>.fence.<pid>.<n>` for the rename; on a filesystem
+ * without unnamed files it has that name from the start. Copies never
+ * share a file. may_rename is asked right before the rename, after the
+ * slow part: non-zero stops there (the copy is removed).
  * Returns the new file's fd (the caller owns it and still owns old_fd), or
- * -1 with errno. */
+ * -1 with errno: nothing changed, or (the bucket's sync failed) the copy
+ * took the path but its name may not be durable. */
 int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len,
                               int (*may_rename)(void *arg), void *arg);
 

@@ -6,8 +6,10 @@
  *
  * Errors: functions return 0 on success and -1 on failure, filling the
  * caller's cu_error with the server's code/reason/message when the server
- * answered with an error, or with code 0 and a local reason ("connect",
- * "io", "timeout", "protocol", "file") when the failure happened here. */
+ * answered with an error, or with code 0 and a local reason when the
+ * failure happened here: "connect", "io", "timeout", "file", "cancelled", "protocol"
+ * (the server's answer does not follow the protocol) or "internal" (a
+ * request could not be built: out of memory). */
 #ifndef CHUNKUP_CLIENT_H
 #define CHUNKUP_CLIENT_H
 

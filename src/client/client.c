@@ -25,7 +25,7 @@ int cu_request(cu_conn *c, json_t *req, json_t **reply, cu_error *err)
      * request stays one line. */
     text = json_dumps(req, JSON_COMPACT);
     if (text == NULL) {
-        cu_err_set(err, 0, "protocol", "cannot encode the request as JSON");
+        cu_err_set(err, 0, "internal", "cannot encode the request as JSON");
         return -1;
     }
     n = strlen(text);
@@ -76,7 +76,7 @@ static json_t *new_request(const char *action, const cu_auth *auth, cu_error *er
     return req;
 fail:
     json_decref(req);
-    cu_err_set(err, 0, "protocol", "cannot build the %s request (credential not valid UTF-8?)",
+    cu_err_set(err, 0, "internal", "cannot build the %s request (credential not valid UTF-8?)",
                action);
     return NULL;
 }
@@ -173,7 +173,7 @@ int cu_start_upload(cu_conn *c, const cu_auth *auth, const char *filename, int64
     if (put(req, "filesize", json_integer(filesize)) < 0 ||
         (sha256_hex != NULL && put(req, "sha256", json_string(sha256_hex)) < 0)) {
         json_decref(req);
-        cu_err_set(err, 0, "protocol", "cannot build the upload request");
+        cu_err_set(err, 0, "internal", "cannot build the upload request");
         return -1;
     }
     return open_upload(c, req, 0, filesize, out, err);
@@ -193,7 +193,7 @@ int cu_resume(cu_conn *c, const cu_auth *auth, int64_t document_id, cu_upload_in
         return -1;
     if (put(req, "document_id", json_integer(document_id)) < 0) {
         json_decref(req);
-        cu_err_set(err, 0, "protocol", "cannot build the resume request");
+        cu_err_set(err, 0, "internal", "cannot build the resume request");
         return -1;
     }
     return open_upload(c, req, document_id, -1, out, err);
@@ -227,7 +227,7 @@ int cu_complete(cu_conn *c, int64_t document_id, cu_complete_info *out, cu_error
         return -1;
     if (put(req, "document_id", json_integer(document_id)) < 0) {
         json_decref(req);
-        cu_err_set(err, 0, "protocol", "cannot build the upload_complete request");
+        cu_err_set(err, 0, "internal", "cannot build the upload_complete request");
         return -1;
     }
     rc = cu_request(c, req, &reply, err);
@@ -274,7 +274,7 @@ static int simple_request(cu_conn *c, const char *action, const cu_auth *auth,
     if ((document_id > 0 && put(req, "document_id", json_integer(document_id)) < 0) ||
         (limit > 0 && put(req, "limit", json_integer(limit)) < 0)) {
         json_decref(req);
-        cu_err_set(err, 0, "protocol", "cannot build the %s request", action);
+        cu_err_set(err, 0, "internal", "cannot build the %s request", action);
         return -1;
     }
     rc = cu_request(c, req, &ans, err);

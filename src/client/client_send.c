@@ -110,7 +110,7 @@ static int prepare_chunk(sender *s)
                     ",\"offset\":%" PRId64 ",\"length\":%" PRId64 "}\n",
                     s->info->document_id, s->next, len);
     if (hlen < 0 || hlen >= HEADER_MAX) {
-        cu_err_set(s->err, 0, "protocol", "chunk header does not fit");
+        cu_err_set(s->err, 0, "internal", "chunk header does not fit");
         return -1;
     }
     if (read_exact(s, s->out + hlen, s->next, (size_t)len) < 0)

@@ -672,7 +672,9 @@ static void test_storage_refuses_an_open(void **state)
  * new upload is answered 500 internal with the reason, its row failed
  * (storage_error), its empty file removed and nothing kept in Redis. The
  * rest goes on: an upload begun on another instance is resumed on this
- * one to SUCCESS (only a new upload's admission reads the volume). */
+ * one to SUCCESS (a resume does not read the volume's free space; the
+ * volume's type, read at start, was not known either, so this instance
+ * syncs each file on its own, as its log says). */
 static void test_storage_volume_unreadable(void **state)
 {
     (void)state;
@@ -688,6 +690,7 @@ static void test_storage_volume_unreadable(void **state)
     it_server_opts o = {.storage_dir = aux.storage_dir, .wrapper = wrapper};
     assert_int_equal(it_server_start(&second, &o), 0);
     it_test_begin(&second);
+    assert_true(it_log_count(&second, "event=sync_batching enabled=no") == 1);
     it_sock c;
     assert_int_equal(it_sock_connect(&c, second.port), 0);
     it_sock_auth(&c, &u1);

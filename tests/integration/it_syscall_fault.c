@@ -5,7 +5,10 @@
  * seccomp filter: how an integration test makes the kernel refuse
  * something a real server must survive (statvfs of a storage volume that
  * went away, say) where no mount or permission can stage it. The filter
- * is kept across exec (no_new_privs); the program cannot remove it. */
+ * is kept across exec (no_new_privs); the program cannot remove it.
+ * NAME is the system call's, not the C library's: on x86_64 glibc's
+ * statvfs() is statfs, rename() rename, link() link, unlink() unlink, and
+ * open() openat. */
 #include <errno.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -30,9 +33,11 @@ static const struct {
     const char *name;
     long nr;
 } syscalls[] = {
-    {"statfs", SYS_statfs},       {"fstatfs", SYS_fstatfs},   {"fsync", SYS_fsync},
-    {"fdatasync", SYS_fdatasync}, {"linkat", SYS_linkat},     {"renameat2", SYS_renameat2},
-    {"ftruncate", SYS_ftruncate}, {"fallocate", SYS_fallocate},
+    {"statfs", SYS_statfs},       {"fstatfs", SYS_fstatfs},     {"fsync", SYS_fsync},
+    {"fdatasync", SYS_fdatasync}, {"link", SYS_link},           {"linkat", SYS_linkat},
+    {"unlink", SYS_unlink},       {"unlinkat", SYS_unlinkat},   {"rename", SYS_rename},
+    {"renameat", SYS_renameat},   {"renameat2", SYS_renameat2}, {"ftruncate", SYS_ftruncate},
+    {"fallocate", SYS_fallocate},
 };
 
 static const struct {

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,10 +237,13 @@ static void test_remove_idempotent(void **state)
 
 enum { COPY_DOC = 7, COPY_SIZE = 10000, COPY_LEN = 6000 };
 
+static int bucket_names(char *out, size_t size);
+
+/* Yes, after noting the bucket's names in arg (512 bytes): what the copy
+ * is called right before it takes the path. */
 static int say_yes(void *arg)
 {
-    (void)arg;
-    return 0;
+    return bucket_names(arg, 512);
 }
 
 static int say_no(void *arg)
@@ -279,9 +283,10 @@ static int bucket_names(char *out, size_t size)
         }                                                                              \
     } while (0)
 
-/* Copies COPY_DOC's file, refused first and then allowed. Leaks its
- * buffers and descriptors on failure, which ends the test. */
-static int copy_refused_then_taken(void)
+/* Copies COPY_DOC's file, refused first and then allowed. named: the
+ * copy has its name from the start (no O_TMPFILE); otherwise it has none
+ * until the rename. Leaks descriptors on failure, which ends the test. */
+static int copy_refused_then_taken(bool named)
 {
     static unsigned char data[COPY_SIZE], got[COPY_LEN];
     for (int i = 0; i < COPY_SIZE; i++)
@@ -305,8 +310,13 @@ static int copy_refused_then_taken(void)
 
     /* taken: the path has a fresh file with the first COPY_LEN bytes, and
      * the old descriptor writes where nobody reads */
-    int fd = storage_replace_with_copy(root, COPY_DOC, old_fd, COPY_LEN, say_yes, NULL);
+    char at_rename[512];
+    int fd = storage_replace_with_copy(root, COPY_DOC, old_fd, COPY_LEN, say_yes, at_rename);
     CHECK(fd >= 0);
+    if (named)
+        CHECK(strncmp(at_rename, "7.data.fence.", 13) == 0 || strstr(at_rename, " 7.data.fence."));
+    else
+        CHECK(strcmp(at_rename, "7.data ") == 0);
     CHECK(fstat(fd, &after) == 0);
     CHECK(after.st_ino != before.st_ino);
     CHECK(after.st_size == COPY_LEN);
@@ -326,7 +336,47 @@ static int copy_refused_then_taken(void)
 static void test_replace_with_copy(void **state)
 {
     (void)state;
-    assert_int_equal(copy_refused_then_taken(), 0);
+    assert_int_equal(copy_refused_then_taken(false), 0);
+}
+
+/* Names of copies another process took, for every count this one may be
+ * at (a copy names itself after its pid and a count): made, or removed. */
+static int other_copies(bool make)
+{
+    for (int n = 0; n < 64; n++) {
+        char rel[64], p[256];
+        snprintf(rel, sizeof rel, "00/7.data.fence.%ld.%d", (long)getpid(), n);
+        file_path(p, sizeof p, rel);
+        int fd = make ? open(p, O_WRONLY | O_CREAT | O_EXCL, 0600) : 0;
+        CHECK(make ? fd >= 0 && write(fd, "x", 1) == 1 && close(fd) == 0 : unlink(p) == 0);
+    }
+    return 0;
+}
+
+/* In the child: every name taken (the copy tries a few, then gives up
+ * with EEXIST, touching none of them), then the copies as usual. */
+static int copies_without_tmpfile(void)
+{
+    static unsigned char data[COPY_SIZE];
+    int old_fd = storage_create(root, COPY_DOC);
+    CHECK(old_fd >= 0);
+    CHECK(storage_pwrite_all(old_fd, data, COPY_SIZE, 0) == STORAGE_OK);
+    struct stat before;
+    CHECK(fstat(old_fd, &before) == 0);
+    CHECK(other_copies(true) == 0);
+    char at_rename[512];
+    errno = 0;
+    CHECK(storage_replace_with_copy(root, COPY_DOC, old_fd, COPY_LEN, say_yes, at_rename) == -1);
+    CHECK(errno == EEXIST);
+    CHECK(storage_is_current(root, COPY_DOC, &before) == 1);
+    char p[256];
+    snprintf(at_rename, sizeof at_rename, "00/7.data.fence.%ld.0", (long)getpid());
+    file_path(p, sizeof p, at_rename);
+    struct stat st;
+    CHECK(stat(p, &st) == 0 && st.st_size == 1); /* not truncated by the tries */
+    CHECK(other_copies(false) == 0);
+    CHECK(close(old_fd) == 0);
+    return copy_refused_then_taken(true);
 }
 
 /* A filesystem without unnamed files (NFS): open(O_TMPFILE) answers
@@ -356,7 +406,7 @@ static void test_replace_with_copy_without_tmpfile(void **state)
         errno = 0;
         if (open(dir, O_TMPFILE | O_RDWR, 0600) != -1 || errno != EOPNOTSUPP)
             _exit(3); /* the filter does not work: the test would prove nothing */
-        _exit(copy_refused_then_taken() == 0 ? 0 : 1);
+        _exit(copies_without_tmpfile() == 0 ? 0 : 1);
     }
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
