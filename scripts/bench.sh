@@ -10,9 +10,11 @@
 #
 # Baselines: bench/sink (raw bytes from loopback TCP into a file, with and
 # without a final fdatasync, and synced with every byte hashed as chunkd
-# hashes it) and the SHA-256 rate of one core (openssl speed). Peer: @tus/server + @tus/file-store on this machine's Node.js,
-# installed from npm into build-bench/tus (skipped when node or npm is
-# missing). Everything runs on loopback; servers listen on port 0.
+# hashes it) and the SHA-256 rate of one core (openssl speed). Peer:
+# @tus/server + @tus/file-store on this machine's Node.js, installed by npm
+# ci from bench/peer/package-lock.json into build-bench/tus (skipped when
+# node or npm is missing, or the peer does not start). Everything runs on
+# loopback; servers listen on port 0.
 #
 # Results: build-bench/results/bench-<time>.md and .csv (the table) and
 # .runs (every run's raw figures). The last line reads
@@ -64,12 +66,19 @@ usage() {
 # ---- servers -----------------------------------------------------------
 
 # wait_port NAME PID FILE: waits for the ready file a server writes once it
-# listens, and records the port.
+# listens, and records the port; 1 (said why) when it does not come.
 wait_port() {
     local name=$1 pid=$2 file=$3 end=$((SECONDS + 30)) port=''
     until [[ -s $file ]] && read -r port <"$file" && [[ $port =~ ^[0-9]+$ ]]; do
-        alive "$pid" || { tail -n 20 "$LOGS/$name.log" >&2 || true; die "$name exited during start-up; log $LOGS/$name.log"; }
-        ((SECONDS < end)) || die "$name does not listen after 30 s; log $LOGS/$name.log"
+        if ! alive "$pid"; then
+            tail -n 20 "$LOGS/$name.log" >&2 || true
+            log "$name exited during start-up; log $LOGS/$name.log"
+            return 1
+        fi
+        if ((SECONDS >= end)); then
+            log "$name does not listen after 30 s; log $LOGS/$name.log"
+            return 1
+        fi
         sleep 0.05
     done
     PORTS[$name]=$port
@@ -109,7 +118,7 @@ start_chunkd() {
             --max-uploads-per-user 1000 --log-level warn
     ) </dev/null >>"$LOGS/chunkd.log" 2>&1 &
     PIDS[chunkd]=$!
-    wait_port chunkd "${PIDS[chunkd]}" "$ready"
+    wait_port chunkd "${PIDS[chunkd]}" "$ready" || die "chunkd did not start"
 }
 
 start_sink() {
@@ -124,7 +133,7 @@ start_sink() {
             --ready-file "$ready" "$@"
     ) </dev/null >>"$LOGS/$name.log" 2>&1 &
     PIDS[$name]=$!
-    wait_port "$name" "${PIDS[$name]}" "$ready"
+    wait_port "$name" "${PIDS[$name]}" "$ready" || die "$name did not start"
 }
 
 start_tus() {
@@ -138,10 +147,18 @@ start_tus() {
         exec node tus_server.js --dir "$DATA/tus" --ready-file "$ready"
     ) </dev/null >>"$LOGS/tus.log" 2>&1 &
     PIDS[tus]=$!
-    wait_port tus "${PIDS[tus]}" "$ready"
+    # The peer is not ours: one that cannot start (a Node.js older than its
+    # packages want, say) leaves its columns empty, not the run failed.
+    if ! wait_port tus "${PIDS[tus]}" "$ready"; then
+        stop_server tus
+        TUS_OK=0
+        log "@tus/server did not start: the peer is skipped from here on"
+        return 1
+    fi
 }
 
-# The peer's packages go into a scratch folder; nothing of it is committed.
+# The peer's packages go into a scratch folder, at the versions of
+# bench/peer/package-lock.json; again only when that lock changed.
 setup_tus() {
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         log "node or npm not found: the @tus/server peer is skipped"
@@ -149,16 +166,18 @@ setup_tus() {
     fi
     mkdir -p -- "$TUS_DIR"
     cp -- "$CHUNKD_ROOT/bench/tus_server.js" "$TUS_DIR/tus_server.js"
-    if [[ ! -d $TUS_DIR/node_modules/@tus/server || ! -d $TUS_DIR/node_modules/@tus/file-store ]]; then
-        [[ -f $TUS_DIR/package.json ]] ||
-            printf '{"name":"chunkd-bench-peer","private":true}\n' >"$TUS_DIR/package.json"
+    local lock=$CHUNKD_ROOT/bench/peer/package-lock.json
+    if [[ ! -d $TUS_DIR/node_modules ]] || ! cmp -s "$lock" "$TUS_DIR/installed.lock"; then
+        cp -- "$CHUNKD_ROOT/bench/peer/package.json" "$lock" "$TUS_DIR/"
+        rm -f -- "$TUS_DIR/installed.lock"
         log "installing @tus/server and @tus/file-store into ${TUS_DIR#"$CHUNKD_ROOT"/}"
-        if ! (cd "$TUS_DIR" && npm install --no-audit --no-fund --loglevel=error \
-            @tus/server@2 @tus/file-store@2 >"$LOGS/npm.log" 2>&1); then
+        if ! (cd "$TUS_DIR" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error \
+            >"$LOGS/npm.log" 2>&1); then
             tail -n 20 "$LOGS/npm.log" >&2 || true
-            log "npm install failed: the @tus/server peer is skipped"
+            log "npm ci failed: the @tus/server peer is skipped"
             return 0
         fi
+        cp -- "$lock" "$TUS_DIR/installed.lock"
     fi
     TUS_OK=1
 }
