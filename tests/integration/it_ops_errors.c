@@ -446,6 +446,75 @@ static void test_goodbye_waits_for_a_save(void **state)
     it_pass();
 }
 
+/* A shutdown with no grace period while a completion's UPDATE is on its
+ * way (MySQL's reply held by a proxy): the connection is cut (503
+ * shutting_down), but the upload's lease stays taken until the statement
+ * is back, so no other instance resumes a document that is being declared
+ * complete; the server waits for it before it exits. The row is then
+ * completed, the file stored and the Redis state and lease gone, and a
+ * resume elsewhere learns that it is complete. */
+static void test_shutdown_while_completion_commits(void **state)
+{
+    (void)state;
+    const char *mysql_port = getenv("CHUNKD_MYSQL_PORT");
+    assert_non_null(mysql_port);
+    it_proxy *px = it_proxy_start(atoi(mysql_port));
+    assert_non_null(px);
+    char mysql_env[48];
+    snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
+    const char *env[] = {mysql_env, NULL};
+    static const char *const args[] = {"--workers", "1", "--shutdown-grace-ms", "0", NULL};
+    /* the next instance, on the same storage */
+    assert_int_equal(it_server_start(&second, NULL), 0);
+    it_server_opts o = {.args = args, .env = env, .storage_dir = second.storage_dir};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    it_sock a;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    it_sock_auth(&a, &u1);
+    int64_t id = it_sock_upload(&a, "commit.bin", HELD_SIZE);
+    it_sock_chunk_ok(&a, id, 0, data, HELD_SIZE);
+
+    it_proxy_hold(px, true);
+    int64_t before = it_proxy_sent(px);
+    char line[96];
+    it_line(line, sizeof line, "{\"action\":\"upload_complete\",\"document_id\":%lld}\n",
+            (long long)id);
+    assert_int_equal(it_sock_send_str(&a, line), 0);
+    /* the UPDATE went out: the proxy saw it */
+    int64_t until = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+    while (it_proxy_sent(px) == before && it_now_ms() < until)
+        it_sleep_ms(5);
+    assert_true(it_proxy_sent(px) > before);
+    assert_int_equal(kill(aux.pid, SIGTERM), 0);
+    json_t *r = answer_on(&a);
+    it_assert_error(r, 503, "shutting_down");
+    json_decref(r);
+    it_assert_closed(&a);
+    it_sock_close(&a);
+    assert_int_equal(it_redis_lease_exists(id), 1);
+
+    it_proxy_hold(px, false);
+    it_assert_server_stops_cleanly(&aux);
+    assert_int_equal(it_redis_lease_exists(id), 0);
+    it_assert_stored(&second, id, HELD_SIZE, sha);
+    it_proxy_stop(px);
+
+    it_test_begin(&second);
+    assert_int_equal(it_sock_connect(&a, second.port), 0);
+    assert_int_equal(it_sock_send_resume(&a, id, &u1), 0);
+    r = answer_on(&a);
+    it_assert_error(r, 409, "not_resumable");
+    assert_string_equal(it_json_str(r, "document_status"), "completed");
+    json_decref(r);
+    it_sock_close(&a);
+    free(data);
+    it_assert_server_stops_cleanly(&second);
+    it_pass();
+}
+
 /* A resume slower than the lease (held here inside its open() of the file
  * by an open gate, for longer than a 500 ms lease): it takes the lapsed
  * lease again and goes on, since nobody had it meanwhile. Had another
@@ -1140,6 +1209,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idle_timeout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_shutting_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_goodbye_waits_for_a_save, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_while_completion_commits, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_slow_resume_outlives_its_lease, test_setup,
