@@ -9,10 +9,11 @@ CHUNKD_JOBS=${CHUNKD_JOBS:-2}
 # command) is here because stack.sh makes the MySQL password with it; clang
 # and libclang-rt-dev (libFuzzer, only recommended by clang) for fuzz.sh;
 # chromium for the web UI's browser tests (tests/browser); docker-compose
-# and python3-yaml for the checks of deploy/ (tests/deploy, no engine needed).
+# and python3-yaml for the checks of deploy/ (tests/deploy, no engine needed);
+# valgrind for a test that only it can judge (tests/integration).
 CHUNKD_PACKAGES=(build-essential cmake pkg-config libhiredis-dev libjansson-dev
     libmariadb-dev libssl-dev libcmocka-dev redis-server mariadb-server mariadb-client
-    haproxy openssl clang libclang-rt-dev chromium docker-compose python3-yaml)
+    haproxy openssl clang libclang-rt-dev chromium docker-compose python3-yaml valgrind)
 # Node.js runs the web tests. Asked for only when the commands are missing:
 # a machine may carry a Node.js of its own (whose package brings npm), which
 # Debian's nodejs and npm packages would conflict with.

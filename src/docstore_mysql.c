@@ -150,10 +150,36 @@ static int db_fail(docstore *ds, const char *what)
     return -1;
 }
 
-static int stmt_fail(docstore *ds, MYSQL_STMT *st, const char *what)
+/* Writes the statement's error into ds->err and returns its code. A
+ * connection lost while rows are read is reported on the connection only
+ * (libmariadb leaves the statement's error empty then). */
+static unsigned int note_stmt_error(docstore *ds, MYSQL_STMT *st, const char *what)
 {
     unsigned int code = mysql_stmt_errno(st);
-    snprintf(ds->err, sizeof ds->err, "mysql %s: %s (%u)", what, mysql_stmt_error(st), code);
+    const char *msg = mysql_stmt_error(st);
+    if (code == 0 && ds->db) {
+        code = mysql_errno(ds->db);
+        msg = mysql_error(ds->db);
+    }
+    snprintf(ds->err, sizeof ds->err, "mysql %s: %s (%u)", what, msg, code);
+    return code;
+}
+
+static int stmt_fail(docstore *ds, MYSQL_STMT *st, const char *what)
+{
+    if (connection_error(note_stmt_error(ds, st, what)))
+        disconnect(ds);
+    return -1;
+}
+
+/* stmt_fail for a statement whose result is open. The result goes first:
+ * a lost connection closes the statement with it (disconnect), and one
+ * left unread would fail the connection's next command. The error is read
+ * before, since freeing the result may clear it. */
+static int result_fail(docstore *ds, MYSQL_STMT *st, const char *what)
+{
+    unsigned int code = note_stmt_error(ds, st, what);
+    mysql_stmt_free_result(st);
     if (connection_error(code))
         disconnect(ds);
     return -1;
@@ -187,10 +213,9 @@ static int read_id_allocation(docstore *ds)
     return 0;
 }
 
-static int connect_db(docstore *ds)
+/* The connection and every statement on it; ds->err says why not. */
+static int open_connection(docstore *ds)
 {
-    if (ds->db)
-        return 0;
     const chunkd_config *cfg = ds->cfg;
     ds->db = mysql_init(NULL);
     if (!ds->db) {
@@ -209,7 +234,6 @@ static int connect_db(docstore *ds)
                             (unsigned int)cfg->mysql_port, sock, 0)) {
         unsigned int code = mysql_errno(ds->db);
         snprintf(ds->err, sizeof ds->err, "mysql connect: %s (%u)", mysql_error(ds->db), code);
-        disconnect(ds);
         return -1;
     }
     /* Timestamps leave the server as UTC; make the session agree. */
@@ -221,11 +245,21 @@ static int connect_db(docstore *ds)
         ds->stmt[i] = mysql_stmt_init(ds->db);
         if (!ds->stmt[i])
             return db_fail(ds, "stmt init");
-        if (mysql_stmt_prepare(ds->stmt[i], stmt_sql[i], strlen(stmt_sql[i])) != 0) {
-            stmt_fail(ds, ds->stmt[i], "prepare");
-            disconnect(ds);
-            return -1;
-        }
+        if (mysql_stmt_prepare(ds->stmt[i], stmt_sql[i], strlen(stmt_sql[i])) != 0)
+            return stmt_fail(ds, ds->stmt[i], "prepare");
+    }
+    return 0;
+}
+
+static int connect_db(docstore *ds)
+{
+    if (ds->db)
+        return 0;
+    /* Half a connection (a statement not prepared, the session's time
+     * zone not set) is none: the next call connects again. */
+    if (open_connection(ds) != 0) {
+        disconnect(ds);
+        return -1;
     }
     return 0;
 }
@@ -469,13 +503,10 @@ static int read_user(docstore *ds, enum stmt_id id, uint64_t user_id, user_row *
     bind_i64(&r[2], &disabled);
     bind_i64(&r[3], &uploading);
     if (mysql_stmt_bind_result(st, r) != 0)
-        return stmt_fail(ds, st, "bind result");
+        return result_fail(ds, st, "bind result");
     int rc = mysql_stmt_fetch(st);
-    if (rc == 1) {
-        stmt_fail(ds, st, "fetch");
-        mysql_stmt_free_result(st);
-        return -1;
-    }
+    if (rc == 1)
+        return result_fail(ds, st, "fetch");
     if (rc == 0 || rc == MYSQL_DATA_TRUNCATED) {
         out->credential_hash[hlen < sizeof out->credential_hash ? hlen : 64] = '\0';
         out->disabled = disabled != 0;
@@ -676,16 +707,14 @@ static int fetch_docs(docstore *ds, MYSQL_STMT *st, int (*fn)(void *, const doc_
     memset(&row, 0, sizeof row);
     doc_bind_result(&db, &row);
     if (mysql_stmt_bind_result(st, db.b) != 0)
-        return stmt_fail(ds, st, "bind result");
+        return result_fail(ds, st, "bind result");
     int rc = 0;
     for (;;) {
         int f = mysql_stmt_fetch(st);
         if (f == MYSQL_NO_DATA)
             break;
-        if (f == 1) {
-            rc = stmt_fail(ds, st, "fetch");
-            break;
-        }
+        if (f == 1)
+            return result_fail(ds, st, "fetch");
         doc_finish_row(&db, &row);
         if (fn(arg, &row) != 0) {
             snprintf(ds->err, sizeof ds->err, "out of memory building the answer");
@@ -851,10 +880,10 @@ int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count)
     *count = 0;
     bind_i64(&r[0], count);
     if (mysql_stmt_bind_result(st, r) != 0)
-        return stmt_fail(ds, st, "bind result");
+        return result_fail(ds, st, "bind result");
     int rc = mysql_stmt_fetch(st);
-    mysql_stmt_free_result(st);
     if (rc == 1)
-        return stmt_fail(ds, st, "fetch");
+        return result_fail(ds, st, "fetch");
+    mysql_stmt_free_result(st);
     return 0;
 }

@@ -224,6 +224,9 @@ int it_doc_get(int64_t id, it_doc *d);
 int64_t it_doc_count(int64_t user_id, const char *status);
 /* The user's newest document id, 0 when none, -1 on error. */
 int64_t it_doc_newest(int64_t user_id);
+/* Adds n failed document rows (filler-<i>.bin, no file) to the user's
+ * list, straight in MySQL; 0, or -1. */
+int it_docs_insert_failed(int64_t user_id, int n);
 /* Marks an uploading row failed straight in MySQL, leaving its file, Redis
  * state and lease alone: what another instance's expiry sweep or an
  * operator does while this server still has the upload open. */
@@ -513,8 +516,13 @@ int it_proxy_port(const it_proxy *p);
 /* hold: the backend's replies stay unread in the proxy's sockets until
  * hold is false again; requests still go through. */
 void it_proxy_hold(it_proxy *p, bool hold);
-/* Bytes forwarded from clients to the backend so far. */
+/* Bytes forwarded from clients to the backend, and back, so far. */
 int64_t it_proxy_sent(it_proxy *p);
+int64_t it_proxy_received(it_proxy *p);
+/* After `bytes` more of the backend's (-1: never), every connection
+ * through the proxy is closed at once, as when the backend goes away;
+ * later connections are cut as soon as the backend speaks. */
+void it_proxy_cut_after(it_proxy *p, int64_t bytes);
 /* Closes every connection through it and frees it; NULL does nothing. */
 void it_proxy_stop(it_proxy *p);
 

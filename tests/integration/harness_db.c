@@ -286,6 +286,25 @@ static int end_uploading_row(const char *sql, MYSQL_BIND *p, int64_t id)
     return change_one_row(sql, p, id, "was not uploading");
 }
 
+int it_docs_insert_failed(int64_t user_id, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "filler-%d.bin", i);
+        MYSQL_BIND p[2];
+        unsigned long nlen;
+        bind_i64(&p[0], &user_id);
+        bind_str(&p[1], name, &nlen);
+        MYSQL_STMT *st = stmt_exec("INSERT INTO documents (user_id, filename, filesize, status, "
+                                   "failure_reason) VALUES (?, ?, 1000, 'failed', 'expired')",
+                                   p);
+        if (!st)
+            return -1;
+        mysql_stmt_close(st);
+    }
+    return 0;
+}
+
 int it_doc_end_behind_server(int64_t id, const char *reason)
 {
     int64_t doc = id;

@@ -25,6 +25,8 @@ struct it_proxy {
     atomic_bool hold;           /* backend-to-client bytes stay unread */
     atomic_bool stop;
     atomic_llong sent;          /* client-to-backend bytes forwarded */
+    atomic_llong received;      /* backend-to-client bytes forwarded */
+    atomic_llong budget;        /* backend-to-client bytes left before the cut; -1: no cut */
     int client[PROXY_MAX_PAIRS]; /* the thread's alone; -1 free */
     int backend[PROXY_MAX_PAIRS];
     pthread_t thread;
@@ -37,17 +39,23 @@ static void close_pair(it_proxy *p, int i)
     p->client[i] = p->backend[i] = -1;
 }
 
-/* Moves what `from` has to `to`; false when either end is done. */
-static bool forward(int from, int to, atomic_llong *count)
+/* Moves what `from` has to `to`, at most *budget bytes unless it is
+ * NULL; false when either end is done. */
+static bool forward(int from, int to, atomic_llong *count, atomic_llong *budget)
 {
     char buf[65536];
-    ssize_t n = read(from, buf, sizeof buf);
+    long long room = budget ? atomic_load(budget) : -1;
+    if (room == 0)
+        return false;
+    size_t want = room > 0 && room < (long long)sizeof buf ? (size_t)room : sizeof buf;
+    ssize_t n = read(from, buf, want);
     if (n < 0 && errno == EINTR)
         return true;
     if (n <= 0)
         return false;
-    if (count)
-        atomic_fetch_add(count, n);
+    atomic_fetch_add(count, n);
+    if (budget && room > 0)
+        atomic_fetch_sub(budget, n);
     for (ssize_t off = 0; off < n;) {
         ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
@@ -124,11 +132,16 @@ static void *proxy_main(void *arg)
             bool to_backend = where[k] < PROXY_MAX_PAIRS;
             if (p->client[i] < 0)
                 continue; /* closed by its other side this turn */
-            bool ok = to_backend ? forward(p->client[i], p->backend[i], &p->sent)
-                                 : forward(p->backend[i], p->client[i], NULL);
+            bool ok = to_backend ? forward(p->client[i], p->backend[i], &p->sent, NULL)
+                                 : forward(p->backend[i], p->client[i], &p->received, &p->budget);
             if (!ok)
                 close_pair(p, i);
         }
+        /* a cut is for every connection: like the backend going away */
+        if (atomic_load(&p->budget) == 0)
+            for (int i = 0; i < PROXY_MAX_PAIRS; i++)
+                if (p->client[i] >= 0)
+                    close_pair(p, i);
     }
     return NULL;
 }
@@ -144,6 +157,8 @@ it_proxy *it_proxy_start(int backend_port)
     atomic_init(&p->hold, false);
     atomic_init(&p->stop, false);
     atomic_init(&p->sent, 0);
+    atomic_init(&p->received, 0);
+    atomic_init(&p->budget, -1);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
     p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -187,6 +202,17 @@ void it_proxy_hold(it_proxy *p, bool hold)
 int64_t it_proxy_sent(it_proxy *p)
 {
     return atomic_load(&p->sent);
+}
+
+int64_t it_proxy_received(it_proxy *p)
+{
+    return atomic_load(&p->received);
+}
+
+void it_proxy_cut_after(it_proxy *p, int64_t bytes)
+{
+    atomic_store(&p->budget, bytes < 0 ? -1 : bytes);
+    wake(p);
 }
 
 void it_proxy_stop(it_proxy *p)

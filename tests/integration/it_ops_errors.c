@@ -515,6 +515,62 @@ static void test_shutdown_while_completion_commits(void **state)
     it_pass();
 }
 
+/* MySQL going away half-way through a result (a proxy cuts every
+ * connection in the middle of a list's rows): the request is answered 503
+ * unavailable, the server stays up, and the next request connects again
+ * and gets the whole list. The lost connection closes the statement whose
+ * rows were being read; its result used to be freed after that, inside
+ * libmariadb, where only valgrind sees it: chunkd runs under valgrind
+ * when the build is not sanitized (IT_VALGRIND). */
+static void test_mysql_gone_mid_result(void **state)
+{
+    (void)state;
+    const char *mysql_port = getenv("CHUNKD_MYSQL_PORT");
+    assert_non_null(mysql_port);
+    enum { DOCS = 100 };
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    assert_int_equal(it_docs_insert_failed(u.id, DOCS), 0);
+    it_proxy *px = it_proxy_start(atoi(mysql_port));
+    assert_non_null(px);
+    char mysql_env[48];
+    snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
+    const char *env[] = {mysql_env, NULL};
+    static const char *const args[] = {"--workers", "1", NULL};
+    const char *valgrind = getenv("IT_VALGRIND");
+    const char *vg[] = {valgrind, "--error-exitcode=99", "--quiet", NULL};
+    it_server_opts o = {.args = args, .env = env, .wrapper = valgrind ? vg : NULL};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    it_sock a;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    it_sock_auth(&a, &u);
+    const char *list = "{\"action\":\"list\",\"limit\":100}";
+    for (int cut = 0; cut < 3; cut++) {
+        /* 0: how many bytes MySQL's answer is; 1: cut half-way; 2: again */
+        static int64_t whole;
+        int64_t before = it_proxy_received(px);
+        if (cut == 1)
+            it_proxy_cut_after(px, whole / 2);
+        json_t *r = it_sock_req(&a, list);
+        if (cut == 1) {
+            it_assert_error(r, 503, "unavailable");
+            it_proxy_cut_after(px, -1);
+        } else {
+            assert_int_equal(json_array_size(json_object_get(r, "documents")), DOCS);
+        }
+        json_decref(r);
+        if (cut == 0)
+            whole = it_proxy_received(px) - before;
+    }
+    assert_true(it_log_count(&aux, "Lost connection") >= 1 ||
+                it_log_count(&aux, "server has gone away") >= 1);
+    it_sock_close(&a);
+    it_assert_server_stops_cleanly(&aux);
+    it_proxy_stop(px);
+    it_pass();
+}
+
 /* A resume slower than the lease (held here inside its open() of the file
  * by an open gate, for longer than a 500 ms lease): it takes the lapsed
  * lease again and goes on, since nobody had it meanwhile. Had another
@@ -1212,6 +1268,7 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_while_completion_commits, test_setup,
                                         test_teardown),
+        cmocka_unit_test_setup_teardown(test_mysql_gone_mid_result, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_slow_resume_outlives_its_lease, test_setup,
                                         test_teardown),
