@@ -26,6 +26,7 @@ enum {
     BODY_BUF = 256 * 1024,   /* several 64 KiB chunks per read while uploading */
     OUT_KEEP = 64 * 1024,    /* output buffers larger than this are freed when drained */
     LINGER_MS = 2000,        /* how long a closing connection drops what still arrives */
+    BORROW_CARRY_MAX = 64,   /* left-over input moved into a borrowed buffer (a frame's head: 14) */
     READS_PER_EVENT = 16,    /* bounds one connection's turn so others get theirs */
     TURN_READ_BUDGET = 8 * 1024 * 1024, /* conn_begin_turn */
 };
@@ -469,21 +470,28 @@ static bool flush_output(conn *c)
     return true;
 }
 
-/* A connection in the middle of a chunk body with nothing of its own
- * pending reads into its owner's buffer: body bytes are written to the
- * file as they arrive, so what is left once they are processed (a partial
- * line, or input behind a request that parked) is all a connection needs a
- * buffer of its own for. One BODY_BUF per worker instead of one per
- * uploading connection: 500 uploads at once used to fault in 128 MiB of
- * buffers, 15% of the server's CPU in that benchmark. False (read into its
- * own) when this does not apply. */
+/* A connection in the middle of a chunk body reads into its owner's
+ * buffer: body bytes are written to the file as they arrive, so what is
+ * left once they are processed (a partial line, a WebSocket frame's head
+ * cut short, or input behind a request that parked) is all a connection
+ * needs a buffer of its own for. One BODY_BUF per worker instead of one
+ * per uploading connection: 500 uploads at once used to fault in 128 MiB
+ * of buffers, 15% of the server's CPU in that benchmark, and on WebSocket
+ * anyone could make a connection keep 256 KiB. What the connection had
+ * left (up to BORROW_CARRY_MAX) goes in front. False (read into its own)
+ * when this does not apply. */
 static bool borrow_body_buf(conn *c)
 {
-    if (c->transport != CONN_LINES || c->in_len > 0 || !proto_in_body(&c->parser))
+    bool in_body = c->transport == CONN_LINES  ? proto_in_body(&c->parser)
+                   : c->transport == CONN_WEB ? conn_web_in_body(c)
+                                              : false;
+    if (!in_body || c->in_len > BORROW_CARRY_MAX)
         return false;
     conn_owner *o = c->owner;
     if (!o->body_buf && !(o->body_buf = malloc(BODY_BUF)))
         return false;
+    if (c->in_len > 0)
+        memcpy(o->body_buf, c->in, c->in_len);
     c->in_shared = true;
     c->in = o->body_buf;
     c->in_cap = BODY_BUF;

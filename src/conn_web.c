@@ -322,7 +322,7 @@ static bool on_text(conn *c, const ws_item *it)
         w->text_len += it->len;
         if (!it->fin)
             return false;
-        line = w->text;
+        line = w->text ? w->text : ""; /* fragments all empty: nothing was kept */
         len = w->text_len;
     }
     uint64_t body = upload_on_line(&c->owner->env, &c->sess, line, len);

@@ -240,6 +240,56 @@ test('an upload over WebSocket, with fragmented messages, ends with the right SH
   await expectClose(c, 1000);
 });
 
+// A masked client frame with a 16-bit length, as a browser sends it.
+function maskedFrame(opcode, payload) {
+  assert.ok(payload.length >= 126 && payload.length < 65536);
+  const mask = randomBytes(4);
+  const head = Buffer.from([0x80 | opcode, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  const body = Buffer.from(payload);
+  for (let i = 0; i < body.length; i++) body[i] ^= mask[i % 4];
+  return Buffer.concat([head, mask, body]);
+}
+
+const written = (sock, bytes) => new Promise((res) => sock.write(bytes, res));
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+// While a chunk's bytes stream, chunkd reads them into its worker's buffer
+// and keeps only what is left over: here the first bytes of the next
+// frame's head, which arrive apart from the rest (written under ws, with
+// pauses so that each piece is read on its own).
+test('binary frames whose heads arrive in pieces, in the middle of a chunk', async () => {
+  const part = 60000;
+  const size = 4 * part;
+  const data = randomBytes(size);
+  const sha = createHash('sha256').update(data).digest('hex');
+  const c = await signedIn();
+  const up = await req(c, { action: 'upload', filename: 'split-heads.bin', filesize: size, sha256: sha });
+  assert.equal(up.status, 'ok', JSON.stringify(up));
+  const id = up.document_id;
+  await new Promise((res, rej) => c.ws.send(
+    JSON.stringify({ action: 'chunk', document_id: id, offset: 0, length: size }),
+    (e) => (e ? rej(e) : res())));
+  const sock = c.ws._socket;
+  sock.setNoDelay(true);
+  for (let i = 0; i < 4; i++) {
+    const frame = maskedFrame(0x2, data.subarray(i * part, (i + 1) * part));
+    // the head is 8 bytes: 1, then 5, then the rest with the payload
+    await written(sock, frame.subarray(0, 1));
+    await sleep(40);
+    await written(sock, frame.subarray(1, 6));
+    await sleep(40);
+    await written(sock, frame.subarray(6));
+  }
+  const p = await next(c);
+  assert.equal(p.event, 'progress', JSON.stringify(p));
+  assert.equal(p.received, size);
+  const done = await req(c, { action: 'upload_complete', document_id: id });
+  assert.equal(done.status, 'SUCCESS', JSON.stringify(done));
+  assert.equal(done.sha256, sha);
+  c.ws.close(1000);
+  await expectClose(c, 1000);
+});
+
 test('the same validation and errors as on TCP, connection kept open', async () => {
   const c = await signedIn();
   let a = await req(c, { action: 'upload', filename: '../x', filesize: 1 });
@@ -249,6 +299,11 @@ test('the same validation and errors as on TCP, connection kept open', async () 
   assert.equal(a.code, 413);
   assert.equal(a.reason, 'file_too_large');
   c.ws.send('not json');
+  a = await next(c);
+  assert.equal(a.reason, 'malformed_json');
+  // A text message of empty fragments is an empty request.
+  c.ws.send('', { fin: false });
+  c.ws.send('', { fin: true });
   a = await next(c);
   assert.equal(a.reason, 'malformed_json');
   // A chunk for nothing open: its bytes are still taken and dropped.
