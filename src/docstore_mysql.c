@@ -47,7 +47,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                      "ORDER BY id DESC LIMIT ?",
     [ST_STALE_DOCS] = "SELECT " DOC_COLUMNS " FROM documents WHERE status = 'uploading' "
                       "AND created_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND "
-                      "ORDER BY id LIMIT ?",
+                      "AND id > ? ORDER BY id LIMIT ?",
     [ST_COUNT_UPLOADING] = "SELECT COUNT(*) FROM documents WHERE user_id = ? "
                            "AND status = 'uploading'",
 };
@@ -858,12 +858,14 @@ int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
     return fetch_docs(ds, st, fn, arg);
 }
 
-int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, int64_t limit,
-                                int (*fn)(void *arg, const doc_row *row), void *arg)
+int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, uint64_t after_id,
+                                int64_t limit, int (*fn)(void *arg, const doc_row *row),
+                                void *arg)
 {
-    MYSQL_BIND p[2];
+    MYSQL_BIND p[3];
     bind_i64(&p[0], &older_than_s);
-    bind_i64(&p[1], &limit);
+    bind_u64(&p[1], &after_id);
+    bind_i64(&p[2], &limit);
     MYSQL_STMT *st = execute(ds, ST_STALE_DOCS, p);
     if (!st)
         return -1;

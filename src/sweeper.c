@@ -53,6 +53,12 @@ static int last_activity_ms(const chunkd_config *cfg, redis_state *rs, uint64_t 
         return -1;
     int64_t act = found ? st.updated_ms : 0;
     int64_t mtime = storage_file_mtime_ms(cfg->storage_dir, id);
+    if (mtime < 0 && errno != ENOENT) {
+        /* A file that cannot be looked at (EIO, a stale NFS handle) may
+         * still be written: no verdict, as if it were active now. */
+        log_warn("event=expiry_skipped doc=%" PRIu64 " error=\"%s\"", id, strerror(errno));
+        mtime = util_wall_ms();
+    }
     if (mtime > act)
         act = mtime;
     *out = act;
@@ -71,9 +77,19 @@ static int expire_one(const chunkd_config *cfg, const char *token, redis_state *
         return 0; /* someone is writing it right now */
     int rc = 0;
     int64_t act = 0;
+    rstate_lease_kept kept = RSTATE_LEASE_RENEWED;
     if (last_activity_ms(cfg, rs, id, &act) != 0) {
         rc = -1;
-    } else if (util_wall_ms() - act >= cfg->upload_expiry_s * 1000) {
+    } else if (util_wall_ms() - act < cfg->upload_expiry_s * 1000) {
+        /* alive after all */
+    } else if (rstate_lease_keep(rs, id, token, &kept) != 0) {
+        rc = -1;
+    } else if (kept != RSTATE_LEASE_RENEWED) {
+        /* The reads above outlasted the lease (a stalled Redis or storage):
+         * a resume may have taken the upload meanwhile. The next sweep
+         * looks again. */
+        log_info("event=expiry_deferred doc=%" PRIu64 " reason=lease_gap", id);
+    } else {
         bool changed = false;
         if (lifecycle_fail_upload(ds, rs, cfg->storage_dir, id, "expired", &changed) != 0) {
             rc = -1;
@@ -93,25 +109,37 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
                      metrics *m)
 {
     static _Thread_local candidates c;
-    c.n = 0;
-    /* Rows are listed first and handled after: a MySQL connection cannot run
-     * an UPDATE while a SELECT's rows are still being fetched. */
-    if (docstore_list_stale_uploads(ds, cfg->upload_expiry_s, SWEEP_BATCH, collect, &c) != 0) {
-        log_warn("event=sweep_failed error=\"%s\"", docstore_error(ds));
-        return -1;
-    }
     int expired = 0;
-    for (size_t i = 0; i < c.n; i++) {
-        int r = expire_one(cfg, token, rs, ds, m, c.ids[i]);
-        if (r < 0) {
-            log_warn("event=sweep_failed doc=%" PRIu64 " redis=\"%s\" mysql=\"%s\"", c.ids[i],
-                     rstate_error(rs), docstore_error(ds));
+    size_t seen = 0;
+    uint64_t after = 0;
+    /* A page at a time, on from the last id: uploads older than the expiry
+     * that are still alive (slow ones, resumed over days) stay candidates,
+     * and would otherwise hide every row behind the first page. */
+    do {
+        c.n = 0;
+        /* Rows are listed first and handled after: a MySQL connection
+         * cannot run an UPDATE while a SELECT's rows are still being
+         * fetched. */
+        if (docstore_list_stale_uploads(ds, cfg->upload_expiry_s, after, SWEEP_BATCH, collect,
+                                        &c) != 0) {
+            log_warn("event=sweep_failed error=\"%s\"", docstore_error(ds));
             return -1;
         }
-        expired += r;
-    }
+        for (size_t i = 0; i < c.n; i++) {
+            int r = expire_one(cfg, token, rs, ds, m, c.ids[i]);
+            if (r < 0) {
+                log_warn("event=sweep_failed doc=%" PRIu64 " redis=\"%s\" mysql=\"%s\"",
+                         c.ids[i], rstate_error(rs), docstore_error(ds));
+                return -1;
+            }
+            expired += r;
+        }
+        seen += c.n;
+        if (c.n > 0)
+            after = c.ids[c.n - 1];
+    } while (c.n == SWEEP_BATCH);
     if (expired > 0)
-        log_info("event=sweep_done expired=%d candidates=%zu", expired, c.n);
+        log_info("event=sweep_done expired=%d candidates=%zu", expired, seen);
     return expired;
 }
 

@@ -86,9 +86,11 @@ int docstore_fail_document(docstore *ds, uint64_t document_id, const char *reaso
 int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
                             int (*fn)(void *arg, const doc_row *row), void *arg);
 /* Uploads still 'uploading' that were created more than older_than_s ago,
- * oldest first: candidates for the expiry sweep. */
-int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, int64_t limit,
-                                int (*fn)(void *arg, const doc_row *row), void *arg);
+ * with an id above after_id, oldest first, at most limit: candidates for
+ * the expiry sweep, a page at a time. */
+int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, uint64_t after_id,
+                                int64_t limit, int (*fn)(void *arg, const doc_row *row),
+                                void *arg);
 /* How many of the user's documents are 'uploading'. */
 int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count);
 const char *docstore_error(const docstore *ds);

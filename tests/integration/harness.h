@@ -224,9 +224,14 @@ int it_doc_get(int64_t id, it_doc *d);
 int64_t it_doc_count(int64_t user_id, const char *status);
 /* The user's newest document id, 0 when none, -1 on error. */
 int64_t it_doc_newest(int64_t user_id);
-/* Adds n failed document rows (filler-<i>.bin, no file) to the user's
- * list, straight in MySQL; 0, or -1. */
-int it_docs_insert_failed(int64_t user_id, int n);
+/* Adds n document rows (filler-<i>.bin, 1000 bytes, no file) to the
+ * user's list, straight in MySQL: failed (expired), or uploading; the
+ * first one's id in *first_id (the others follow it, unless rows of other
+ * programs come between). 0, or -1. */
+int it_docs_insert(int64_t user_id, int n, bool failed, int64_t *first_id);
+/* Marks every uploading row failed (test_reset): for a private stack
+ * (harness_fault.h) whose expiry sweep must see only the test's rows. */
+int it_docs_fail_uploading(void);
 /* Marks an uploading row failed straight in MySQL, leaving its file, Redis
  * state and lease alone: what another instance's expiry sweep or an
  * operator does while this server still has the upload open. */

@@ -286,7 +286,7 @@ static int end_uploading_row(const char *sql, MYSQL_BIND *p, int64_t id)
     return change_one_row(sql, p, id, "was not uploading");
 }
 
-int it_docs_insert_failed(int64_t user_id, int n)
+int it_docs_insert(int64_t user_id, int n, bool failed, int64_t *first_id)
 {
     for (int i = 0; i < n; i++) {
         char name[64];
@@ -295,12 +295,27 @@ int it_docs_insert_failed(int64_t user_id, int n)
         unsigned long nlen;
         bind_i64(&p[0], &user_id);
         bind_str(&p[1], name, &nlen);
-        MYSQL_STMT *st = stmt_exec("INSERT INTO documents (user_id, filename, filesize, status, "
-                                   "failure_reason) VALUES (?, ?, 1000, 'failed', 'expired')",
+        MYSQL_STMT *st = stmt_exec(failed ? "INSERT INTO documents (user_id, filename, filesize, "
+                                            "status, failure_reason) VALUES (?, ?, 1000, "
+                                            "'failed', 'expired')"
+                                          : "INSERT INTO documents (user_id, filename, filesize) "
+                                            "VALUES (?, ?, 1000)",
                                    p);
         if (!st)
             return -1;
+        if (i == 0 && first_id)
+            *first_id = (int64_t)mysql_stmt_insert_id(st);
         mysql_stmt_close(st);
+    }
+    return 0;
+}
+
+int it_docs_fail_uploading(void)
+{
+    if (mysql_query(db, "UPDATE documents SET status = 'failed', failure_reason = 'test_reset' "
+                        "WHERE status = 'uploading'") != 0) {
+        fprintf(stderr, "it: ending the uploading rows: %s\n", mysql_error(db));
+        return -1;
     }
     return 0;
 }

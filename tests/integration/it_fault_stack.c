@@ -501,6 +501,117 @@ static void test_expiry_two_instances(void **state)
     it_pass();
 }
 
+/* A proxy to the private Redis whose replies a test holds; the env line
+ * that points chunkd at it goes in env_line. */
+static it_proxy *redis_proxy(char *env_line, size_t size)
+{
+    const char *port = getenv("CHUNKD_REDIS_PORT");
+    assert_non_null(port);
+    it_proxy *px = it_proxy_start(atoi(port));
+    assert_non_null(px);
+    snprintf(env_line, size, "CHUNKD_REDIS_PORT=%d", it_proxy_port(px));
+    return px;
+}
+
+/* Waits up to timeout_ms for the row to be failed with reason `expired`. */
+static void wait_expired(int64_t id, int timeout_ms)
+{
+    it_doc d;
+    int64_t deadline = it_now_ms() + timeout_ms;
+    while (it_doc_get(id, &d) == 1 && strcmp(d.status, "uploading") == 0 &&
+           it_now_ms() < deadline)
+        it_sleep_ms(50);
+    it_assert_doc_status(id, "failed", &d);
+    assert_string_equal(d.failure_reason, "expired");
+}
+
+/* A sweep whose reads outlast the lease it took (Redis's reply to the
+ * lease held by a proxy past the lease's 500 ms): a resume may have taken
+ * the upload meanwhile (here another writer's lease), so the sweep leaves
+ * it, file and lease untouched; once nobody holds it, a later sweep
+ * expires it. */
+static void test_expiry_after_a_lease_gap(void **state)
+{
+    (void)state;
+    assert_int_equal(it_docs_fail_uploading(), 0); /* the sweep sees this test's rows only */
+    char redis_env[48];
+    it_proxy *px = redis_proxy(redis_env, sizeof redis_env);
+    const char *env[] = {redis_env, NULL};
+    static const char *const args[] = {"--workers", "1", "--upload-expiry-s", "1",
+                                       "--sweep-interval-s", "1", "--lease-ttl-ms", "500", NULL};
+    it_server_opts o = {.args = args, .env = env};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    assert_int_equal(it_sock_connect(&sock_a, srv.port), 0);
+    it_sock_auth(&sock_a, &user);
+    int64_t id = it_sock_upload(&sock_a, "gap.bin", 4 * CHUNK);
+    it_sock_chunk_ok(&sock_a, id, 0, NULL, CHUNK);
+    it_sock_close(&sock_a);
+    assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
+
+    it_proxy_hold(px, true);
+    /* the sweep takes the lease; the answer it waits for is held */
+    int64_t deadline = it_now_ms() + 10000;
+    while (it_redis_lease_exists(id) != 1 && it_now_ms() < deadline)
+        it_sleep_ms(10);
+    assert_int_equal(it_redis_lease_exists(id), 1);
+    assert_int_equal(it_redis_wait_lease_free(id, IT_REPLY_TIMEOUT_MS), 0);
+    assert_int_equal(it_redis_set_lease(id, "resumer/1", 60000), 0);
+    off_t mark = it_log_size(&srv);
+    it_proxy_hold(px, false);
+    char needle[96];
+    it_line(needle, sizeof needle, "event=expiry_deferred doc=%lld reason=lease_gap",
+            (long long)id);
+    assert_int_equal(it_log_wait(&srv, mark, needle, 10000), 0);
+    it_assert_doc_status(id, "uploading", NULL);
+    assert_int_equal(it_redis_lease_exists(id), 1);
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&srv, id, path, sizeof path);
+    assert_int_equal(it_file_size(path), CHUNK);
+
+    assert_int_equal(it_redis_del_lease(id), 0);
+    wait_expired(id, 10000);
+    assert_int_equal(it_file_size(path), -1);
+    it_assert_server_stops_cleanly(&srv);
+    it_proxy_stop(px);
+}
+
+/* More uploads older than the expiry that are still alive (leases held)
+ * than one page of the sweep (500): the sweep pages on past them and
+ * expires the idle upload behind them, and leaves them alone. */
+static void test_expiry_pages_past_live_uploads(void **state)
+{
+    (void)state;
+    enum { LIVE = 500 };
+    assert_int_equal(it_docs_fail_uploading(), 0);
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    int64_t first = 0;
+    assert_int_equal(it_docs_insert(u.id, LIVE, false, &first), 0);
+    for (int64_t id = first; id < first + LIVE; id++)
+        assert_int_equal(it_redis_set_lease(id, "alive/1", 120000), 0);
+    static const char *const args[] = {"--workers", "1", "--upload-expiry-s", "1",
+                                       "--sweep-interval-s", "1", NULL};
+    it_server_opts o = {.args = args};
+    assert_int_equal(it_server_start(&srv, &o), 0);
+    it_test_begin(&srv);
+    /* another user's: u has as many uploads in progress as a user may */
+    assert_int_equal(it_sock_connect(&sock_a, srv.port), 0);
+    it_sock_auth(&sock_a, &user);
+    int64_t idle = it_sock_upload(&sock_a, "behind.bin", 4 * CHUNK);
+    assert_true(idle > first + LIVE - 1);
+    it_sock_chunk_ok(&sock_a, idle, 0, NULL, CHUNK);
+    it_sock_close(&sock_a);
+
+    wait_expired(idle, 15000);
+    it_assert_doc_status(first, "uploading", NULL);
+    it_assert_doc_status(first + LIVE - 1, "uploading", NULL);
+    it_assert_server_stops_cleanly(&srv);
+    for (int64_t id = first; id < first + LIVE; id++)
+        assert_int_equal(it_redis_del_lease(id), 0);
+    assert_int_equal(it_docs_fail_uploading(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +625,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mysql_restart_while_idle, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_two_instances, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_after_a_lease_gap, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_pages_past_live_uploads, test_setup,
+                                        test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

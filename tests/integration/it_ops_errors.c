@@ -530,7 +530,7 @@ static void test_mysql_gone_mid_result(void **state)
     enum { DOCS = 100 };
     it_user u;
     assert_int_equal(it_user_create(&u), 0);
-    assert_int_equal(it_docs_insert_failed(u.id, DOCS), 0);
+    assert_int_equal(it_docs_insert(u.id, DOCS, true, NULL), 0);
     it_proxy *px = it_proxy_start(atoi(mysql_port));
     assert_non_null(px);
     char mysql_env[48];
