@@ -138,19 +138,30 @@ export class Session {
     this.credential = credential;
     this.url = url;
     this.sock = null;
+    this.opening = null; // the promise of a connection being opened
   }
 
   auth() {
     return { user_id: this.userId, credential: this.credential };
   }
 
-  async connection() {
-    if (this.sock && this.sock.isOpen) return this.sock;
+  connection() {
+    if (this.sock && this.sock.isOpen) return Promise.resolve(this.sock);
     this.sock = null;
-    const s = new ChunkdSocket(this.url);
-    await s.open();
-    this.sock = s;
-    return s;
+    // One connection at a time: callers that come while it opens (the
+    // upload and the documents list, say) share it.
+    if (!this.opening) {
+      const s = new ChunkdSocket(this.url);
+      this.opening = s.open()
+        .then(() => {
+          this.sock = s;
+          return s;
+        })
+        .finally(() => {
+          this.opening = null;
+        });
+    }
+    return this.opening;
   }
 
   // A request on the current connection; throws ServerError for an error

@@ -10,6 +10,10 @@ const WINDOW = 4;                // chunks sent ahead of their answers
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const RATE_WINDOW_MS = 3000;
 
+// Errors of a new upload that the next try may not meet (the server or a
+// backend was away for a moment).
+const TRANSIENT = new Set(['unavailable', 'shutting_down', 'idle_timeout', 'request_timeout']);
+
 // Errors after which resuming is the cure: the server's offset is the truth.
 const RESUMABLE = new Set([
   'offset_mismatch', 'upload_not_open', 'lease_lost', 'incomplete', 'unavailable',
@@ -191,19 +195,25 @@ export class UploadJob {
     if (this.state === 'offer') this.chooseResume(); // Upload pressed without choosing
     if (this.state !== 'ready') return;
     let attempt = 0;
+    let receivedAtFailure = this.received;
     this.set('uploading', 'Uploading');
     for (;;) {
       if (this.cancelled) return;
       try {
         const sock = await this.session.connection();
         await this.open(sock);
-        attempt = 0;
         if (this.state !== 'uploading') this.set('uploading', 'Uploading');
         await this.sendChunks(sock);
-        if (await this.complete(sock)) return;
+        await this.complete(sock);
+        return;
       } catch (e) {
         if (this.cancelled || e instanceof Cancelled) return;
         if (e instanceof ConnectionLost || e instanceof Retry) {
+          // The waits grow while nothing moves (a full disk refuses every
+          // chunk, yet each resume succeeds); bytes the server acknowledged
+          // since the last failure start them over.
+          if (this.received > receivedAtFailure) attempt = 0;
+          receivedAtFailure = this.received;
           const delay = e instanceof Retry && e.afterMs !== undefined ? e.afterMs
             : BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)] * (0.75 + Math.random() / 2);
           attempt++;
@@ -229,7 +239,10 @@ export class UploadJob {
         action: 'upload', filename: this.file.name, filesize: this.file.size,
         sha256: this.sha256, ...auth,
       });
-      if (a.status === 'error') throw new ServerError(a);
+      if (a.status === 'error') {
+        if (TRANSIENT.has(a.reason)) throw new Retry(a.message);
+        throw new ServerError(a);
+      }
       this.documentId = a.document_id;
       this.maxChunk = a.max_chunk_size;
       saveEntry(this.fp, {
@@ -289,7 +302,7 @@ export class UploadJob {
       else if (!failed) failed = a;
       if (failed && inflight.length === 0) {
         // The chunks sent after it were refused too: resume from the truth.
-        if (RESUMABLE.has(failed.reason)) throw new Retry(failed.message, 0);
+        if (RESUMABLE.has(failed.reason)) throw new Retry(failed.message);
         throw new ServerError(failed);
       }
     }
@@ -303,11 +316,11 @@ export class UploadJob {
           message: `the server stored SHA-256 ${a.sha256}, this file has ${this.sha256}` });
       }
       this.finish(a.sha256);
-      return true;
+      return;
     }
     if (RESUMABLE.has(a.reason)) {
       if (a.expected_offset !== undefined) this.noteProgress(a.expected_offset);
-      return false; // resume and send the rest
+      throw new Retry(a.message); // resume and send the rest, after a wait
     }
     removeEntry(this.fp);
     throw new ServerError(a);
