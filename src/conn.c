@@ -317,7 +317,17 @@ static bool sniff(conn *c)
     return true;
 }
 
-/* Runs every complete item in the input buffer through the session. */
+bool conn_output_full(const conn *c)
+{
+    return pending_out(c) > (size_t)c->owner->cfg->max_output_buffer;
+}
+
+/* Runs every complete item in the input buffer through the session, or
+ * those before the answers pass max_output_buffer: a client that sends
+ * requests faster than it reads their answers would otherwise have the
+ * server queue them all (a list of 1000 documents answers with 300 KB,
+ * a line of two bytes with an error of 100). The rest waits in `in`
+ * (input_waits) until flush_output has sent enough. */
 static void process_input(conn *c)
 {
     if (c->transport == CONN_SNIFF && !sniff(c)) {
@@ -326,13 +336,15 @@ static void process_input(conn *c)
     }
     if (c->web) {
         bool finished = conn_web_input(c);
+        c->input_waits = c->in_len > 0 && conn_output_full(c);
         after_input(c, finished, c->in_len > 0 || conn_web_unfinished(c));
         park_if_waiting(c);
         return;
     }
     size_t pos = 0;
     bool finished_item = false;
-    while (!c->sess.close && !session_parked(&c->sess)) {
+    while (!c->sess.close && !session_parked(&c->sess) &&
+           (proto_in_body(&c->parser) || !conn_output_full(c))) {
         /* Until it has authenticated, a connection gets the short limit. */
         c->parser.max_line = (size_t)(c->sess.user_id ? c->owner->cfg->max_line
                                                       : c->owner->cfg->max_line_unauth);
@@ -363,6 +375,7 @@ static void process_input(conn *c)
         memmove(c->in, c->in + pos, c->in_len - pos);
         c->in_len -= pos;
     }
+    c->input_waits = c->in_len > 0 && conn_output_full(c);
     after_input(c, finished_item, c->in_len > 0 || proto_in_body(&c->parser));
     park_if_waiting(c);
 }
@@ -426,18 +439,27 @@ static void linger_read(conn *c)
 static bool flush_output(conn *c)
 {
     bool hold = holds_output(c);
-    while (!hold && pending_out(c) > 0) {
-        ssize_t n = send(c->fd, c->out + c->out_off, pending_out(c), MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            conn_close(c, "write_error", 0, NULL);
-            return false;
+    for (;;) {
+        while (!hold && pending_out(c) > 0) {
+            ssize_t n = send(c->fd, c->out + c->out_off, pending_out(c), MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    break;
+                conn_close(c, "write_error", 0, NULL);
+                return false;
+            }
+            c->out_off += (size_t)n;
+            c->last_active_ms = util_mono_ms();
         }
-        c->out_off += (size_t)n;
-        c->last_active_ms = util_mono_ms();
+        /* The client read enough: the requests that waited for it go on
+         * (no read will come for bytes already received). */
+        if (!c->input_waits || conn_output_full(c) || c->sess.close || c->lingering)
+            break;
+        process_input(c);
+        upload_flush(&c->owner->env, &c->sess);
+        hold = holds_output(c);
     }
     if (pending_out(c) == 0) {
         c->out_off = c->out_len = 0;

@@ -377,7 +377,8 @@ static size_t ws_input(conn *c, size_t pos, bool *finished)
      * may have ended the session since the last call. */
     if (close_if_session_ended(c))
         return pos;
-    while (!c->sess.close && !session_parked(&c->sess) && w->state == WEB_WS_OPEN) {
+    while (!c->sess.close && !session_parked(&c->sess) && w->state == WEB_WS_OPEN &&
+           (conn_web_in_body(c) || !conn_output_full(c))) {
         /* Until it has authenticated, a connection gets the short limit. */
         w->ws.max_text = (uint64_t)(c->sess.user_id ? cfg->max_line : cfg->max_line_unauth);
         ws_item it;

@@ -63,9 +63,16 @@ struct conn {
     bool peer_done;             /* end of stream, a read error or a WebSocket close
                                  * frame: nothing more comes */
     bool lingering;             /* answered and shut for writing; reading to drop */
+    bool input_waits;           /* requests left in `in` until the client reads its
+                                 * answers (conn_output_full) */
     int64_t linger_until_ms;
     conn *prev, *next;
 };
+
+/* Whether the answers not yet sent passed max_output_buffer: the next
+ * request waits until the client reads them (each transport's request
+ * loop asks before it takes one). */
+bool conn_output_full(const conn *c);
 
 /* Takes ownership of fd and of the connection's count in owner->limits
  * (both given back on failure). Registers with owner->epfd. */

@@ -571,6 +571,82 @@ static void test_mysql_gone_mid_result(void **state)
     it_pass();
 }
 
+/* A client that sends requests and does not read the answers: chunkd
+ * stops taking its requests once the answers waiting for it pass
+ * max_output_buffer, instead of running them all and queueing what they
+ * answer (here 600 lists of 1000 documents, about 180 MB; one read of
+ * 16 KiB holds 528 of them), and goes on when the client reads. The
+ * requests it ran are counted on the way to MySQL (a proxy), one
+ * statement each; every answer arrives, in order. */
+static void test_requests_wait_for_a_reader(void **state)
+{
+    (void)state;
+    const char *mysql_port = getenv("CHUNKD_MYSQL_PORT");
+    assert_non_null(mysql_port);
+    enum { DOCS = 1000, REQUESTS = 600 };
+    it_user u;
+    assert_int_equal(it_user_create(&u), 0);
+    assert_int_equal(it_docs_insert(u.id, DOCS, true, NULL), 0);
+    it_proxy *px = it_proxy_start(atoi(mysql_port));
+    assert_non_null(px);
+    char mysql_env[48];
+    snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
+    const char *env[] = {mysql_env, NULL};
+    static const char *const args[] = {"--workers", "1", "--max-output-buffer", "1048576",
+                                       NULL};
+    it_server_opts o = {.args = args, .env = env};
+    assert_int_equal(it_server_start(&aux, &o), 0);
+    it_test_begin(&aux);
+    it_sock a;
+    assert_int_equal(it_sock_connect(&a, aux.port), 0);
+    it_sock_auth(&a, &u);
+    const char *list = "{\"action\":\"list\",\"limit\":1000}";
+    /* what one list sends to MySQL */
+    int64_t before = it_proxy_sent(px);
+    json_t *r = it_sock_req(&a, list);
+    assert_int_equal(json_array_size(json_object_get(r, "documents")), DOCS);
+    json_decref(r);
+    int64_t per_request = it_proxy_sent(px) - before;
+    assert_true(per_request > 0);
+
+    size_t line_len = strlen(list) + 1;
+    char *all = malloc(line_len * REQUESTS);
+    assert_non_null(all);
+    for (int i = 0; i < REQUESTS; i++) {
+        memcpy(all + (size_t)i * line_len, list, line_len - 1);
+        all[(size_t)i * line_len + line_len - 1] = '\n';
+    }
+    before = it_proxy_sent(px);
+    assert_int_equal(it_sock_send(&a, all, line_len * REQUESTS), 0);
+    free(all);
+    /* until chunkd stops taking requests: nothing sent to MySQL for 500 ms */
+    int64_t seen = -1, quiet_since = it_now_ms(), deadline = it_now_ms() + 30000;
+    while (it_now_ms() - quiet_since < 500 && it_now_ms() < deadline) {
+        int64_t now = it_proxy_sent(px);
+        if (now != seen) {
+            seen = now;
+            quiet_since = it_now_ms();
+        }
+        it_sleep_ms(20);
+    }
+    int64_t ran = (it_proxy_sent(px) - before) / per_request;
+    fprintf(stderr, "it: %lld of %d requests ran while the client read nothing\n",
+            (long long)ran, REQUESTS);
+    /* the answers the kernel's socket buffers hold (a few MiB), plus 1 MiB */
+    assert_true(ran < 100);
+    for (int i = 0; i < REQUESTS; i++) {
+        r = answer_on(&a);
+        if (json_array_size(json_object_get(r, "documents")) != DOCS)
+            fail_msg("answer %d is not the list", i);
+        json_decref(r);
+    }
+    it_assert_open(&a);
+    it_sock_close(&a);
+    it_assert_server_stops_cleanly(&aux);
+    it_proxy_stop(px);
+    it_pass();
+}
+
 /* A resume slower than the lease (held here inside its open() of the file
  * by an open gate, for longer than a 500 ms lease): it takes the lapsed
  * lease again and goes on, since nobody had it meanwhile. Had another
@@ -1269,6 +1345,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shutdown_while_completion_commits, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_mysql_gone_mid_result, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_requests_wait_for_a_reader, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_slow_resume_outlives_its_lease, test_setup,
                                         test_teardown),
