@@ -2354,7 +2354,10 @@ static void handle_abort(upload_env *env, session *s, const msg_request *req)
         return;
     }
     if (!changed) {
-        send_not_resumable(env, s, &d);
+        /* Someone ended it first (a completion, the sweep, chunkctl): the
+         * answer says how it ended, not what was read before. */
+        if (still_uploading(env, s, d.id, &d))
+            send_not_resumable(env, s, &d);
         return;
     }
     metrics_failed(env->metrics, "aborted");

@@ -648,6 +648,45 @@ static void test_requests_wait_for_a_reader(void **state)
     it_pass();
 }
 
+/* An abort that loses to another ending of the upload (the row locked,
+ * then failed elsewhere while the abort's UPDATE waits for it): the
+ * answer is not_resumable with the status the row has now, and what the
+ * other ending left (the file, the Redis state) is removed. */
+static void test_abort_loses_to_another_ending(void **state)
+{
+    (void)state;
+    assert_int_equal(it_server_start(&aux, NULL), 0);
+    it_test_begin(&aux);
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    int64_t id = closed_partial_upload(data);
+    free(data);
+    assert_int_equal(it_doc_lock(id), 0);
+    it_sock b;
+    assert_int_equal(it_sock_connect(&b, aux.port), 0);
+    it_sock_auth(&b, &u1);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
+    assert_int_equal(it_sock_send_str(&b, line), 0);
+    it_sleep_ms(300); /* its UPDATE waits for the lock */
+    assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
+    json_t *r = answer_on(&b);
+    it_assert_error(r, 409, "not_resumable");
+    assert_string_equal(it_json_str(r, "document_status"), "failed");
+    json_decref(r);
+    it_doc d;
+    it_assert_doc_status(id, "failed", &d);
+    assert_string_equal(d.failure_reason, "ended elsewhere");
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&aux, id, path, sizeof path);
+    assert_int_equal(it_file_size(path), -1);
+    assert_int_equal(it_redis_exists(id), 0);
+    it_assert_open(&b);
+    it_sock_close(&b);
+    it_assert_server_stops_cleanly(&aux);
+    it_pass();
+}
+
 /* A resume slower than the lease (held here inside its open() of the file
  * by an open gate, for longer than a 500 ms lease): it takes the lapsed
  * lease again and goes on, since nobody had it meanwhile. Had another
@@ -1354,6 +1393,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_fenced_copies_at_once, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_storage_refuses_an_open, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_abort_loses_to_another_ending, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_storage_volume_unreadable, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_stale_completion_checks_the_lease, test_setup,
