@@ -53,13 +53,18 @@ static const char *const stmt_sql[ST_COUNT] = {
 };
 
 /* Not prepared at connect: statements for a given number of rows,
- * prepared the first time that number is needed (rows_stmt). */
+ * prepared the first time that number is needed (rows_stmt). A server
+ * holds at most max_prepared_stmt_count (16382 by default) for all its
+ * clients, so a connection keeps few: an UPDATE of n rows runs as one of
+ * the next power of two (the last row repeated: 7 sizes in all), and of
+ * the INSERTs, which cannot be padded, the ROWS_KEPT used last. */
 enum rows_stmt_id {
     ST_INSERT_ROWS = ST_COUNT, /* INSERT of n new rows */
     ST_COMPLETE_ROWS,          /* UPDATE of n rows to 'completed' */
     ST_ROWS_END
 };
 #define ROWS_KINDS (ST_ROWS_END - ST_COUNT)
+enum { ROWS_KEPT = 16 };
 
 struct docstore {
     const chunkd_config *cfg;
@@ -67,6 +72,8 @@ struct docstore {
     MYSQL *db;
     MYSQL_STMT *stmt[ST_COUNT];
     MYSQL_STMT *rows[ROWS_KINDS][DOCSTORE_BULK_MAX + 1]; /* [kind][n] */
+    uint64_t rows_used[ROWS_KINDS][DOCSTORE_BULK_MAX + 1]; /* when last used (rows_clock) */
+    uint64_t rows_clock;
     /* Read at connect: a multi-row INSERT gets ids first, first + id_step,
      * ... (innodb_autoinc_lock_mode 0 or 1), so it can report each row's. */
     bool consecutive_ids;
@@ -127,6 +134,17 @@ void docstore_free(docstore *ds)
         return;
     disconnect(ds);
     free(ds);
+}
+
+size_t docstore_statements(const docstore *ds)
+{
+    size_t n = 0;
+    for (int i = 0; i < ST_COUNT; i++)
+        n += ds->stmt[i] != NULL;
+    for (int k = 0; k < ROWS_KINDS; k++)
+        for (size_t r = 0; r <= DOCSTORE_BULK_MAX; r++)
+            n += ds->rows[k][r] != NULL;
+    return n;
 }
 
 const char *docstore_error(const docstore *ds)
@@ -356,9 +374,24 @@ static char *rows_sql(enum rows_stmt_id id, size_t n, size_t *len_out)
  * reconnect), then kept. */
 static MYSQL_STMT *rows_stmt(docstore *ds, enum rows_stmt_id id, size_t n)
 {
-    MYSQL_STMT **slot = &ds->rows[id - ST_COUNT][n];
+    int kind = id - ST_COUNT;
+    MYSQL_STMT **slot = &ds->rows[kind][n];
+    ds->rows_used[kind][n] = ++ds->rows_clock;
     if (*slot)
         return *slot;
+    /* Room first: the statement of this kind used longest ago goes. */
+    size_t kept = 0, oldest = 0;
+    for (size_t k = 1; k <= DOCSTORE_BULK_MAX; k++) {
+        if (!ds->rows[kind][k])
+            continue;
+        kept++;
+        if (!oldest || ds->rows_used[kind][k] < ds->rows_used[kind][oldest])
+            oldest = k;
+    }
+    if (kept >= ROWS_KEPT) {
+        mysql_stmt_close(ds->rows[kind][oldest]);
+        ds->rows[kind][oldest] = NULL;
+    }
     size_t len = 0;
     char *sql = rows_sql(id, n, &len);
     if (!sql) {
@@ -767,20 +800,28 @@ static int complete_one(docstore *ds, uint64_t document_id, const char *sha256,
     return st ? affected(ds, st, changed) : -1;
 }
 
-/* ST_COMPLETE_ROWS for n rows; *rows is how many it changed. */
+/* ST_COMPLETE_ROWS for n rows; *rows is how many it changed. Run as the
+ * statement of the next power of two rows, the last one repeated: a row
+ * named twice is changed once, and its CASE takes the first match. */
 static int complete_rows(docstore *ds, size_t n, const uint64_t *ids, const char *const *shas,
                          const char *const *paths, uint64_t *rows)
 {
     MYSQL_BIND p[5 * DOCSTORE_BULK_MAX];
     unsigned long len[2 * DOCSTORE_BULK_MAX];
-    for (size_t i = 0; i < n; i++) {
-        bind_u64(&p[2 * i], (uint64_t *)&ids[i]);
-        bind_in_str(&p[2 * i + 1], shas[i], &len[2 * i]);
-        bind_u64(&p[2 * n + 2 * i], (uint64_t *)&ids[i]);
-        bind_in_str(&p[2 * n + 2 * i + 1], paths[i], &len[2 * i + 1]);
-        bind_u64(&p[4 * n + i], (uint64_t *)&ids[i]);
+    size_t m = 2;
+    while (m < n)
+        m *= 2;
+    if (m > DOCSTORE_BULK_MAX)
+        m = DOCSTORE_BULK_MAX;
+    for (size_t i = 0; i < m; i++) {
+        size_t r = i < n ? i : n - 1;
+        bind_u64(&p[2 * i], (uint64_t *)&ids[r]);
+        bind_in_str(&p[2 * i + 1], shas[r], &len[2 * i]);
+        bind_u64(&p[2 * m + 2 * i], (uint64_t *)&ids[r]);
+        bind_in_str(&p[2 * m + 2 * i + 1], paths[r], &len[2 * i + 1]);
+        bind_u64(&p[4 * m + i], (uint64_t *)&ids[r]);
     }
-    MYSQL_STMT *st = execute_rows(ds, ST_COMPLETE_ROWS, n, p);
+    MYSQL_STMT *st = execute_rows(ds, ST_COMPLETE_ROWS, m, p);
     if (!st)
         return -1;
     my_ulonglong r = mysql_stmt_affected_rows(st);
