@@ -161,8 +161,13 @@ static void *sweeper_main(void *arg)
         int n = poll(&pfd, 1, interval_ms);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0) {
+            /* Nothing sane to do but end; the server runs on, unswept. */
+            log_error("event=sweeper_stopped error=\"%s\"", strerror(errno));
+            break;
+        }
         if (n != 0)
-            break; /* stop requested (or poll failed: nothing sane to do but end) */
+            break; /* stop requested */
         if (rs && ds)
             sweeper_run_once(sw->cfg, sw->token, rs, ds, &sw->metrics);
     }
