@@ -26,7 +26,8 @@ enum {
     BODY_BUF = 256 * 1024,   /* several 64 KiB chunks per read while uploading */
     OUT_KEEP = 64 * 1024,    /* output buffers larger than this are freed when drained */
     LINGER_MS = 2000,        /* how long a closing connection drops what still arrives */
-    BORROW_CARRY_MAX = 64,   /* left-over input moved into a borrowed buffer (a frame's head: 14) */
+    BORROW_CARRY_MAX = 256,  /* left-over input moved into a borrowed buffer: a frame's
+                              * head (14), or a control frame that came in part (131) */
     READS_PER_EVENT = 16,    /* bounds one connection's turn so others get theirs */
     TURN_READ_BUDGET = 8 * 1024 * 1024, /* conn_begin_turn */
 };
@@ -337,7 +338,10 @@ static void process_input(conn *c)
     if (c->web) {
         bool finished = conn_web_input(c);
         c->input_waits = c->in_len > 0 && conn_output_full(c);
-        after_input(c, finished, c->in_len > 0 || conn_web_unfinished(c));
+        /* Requests that arrived whole and wait for the client to read are
+         * the server's delay, not a slow sender's: no request clock. */
+        after_input(c, finished,
+                    (c->in_len > 0 && !c->input_waits) || conn_web_unfinished(c));
         park_if_waiting(c);
         return;
     }
@@ -376,7 +380,8 @@ static void process_input(conn *c)
         c->in_len -= pos;
     }
     c->input_waits = c->in_len > 0 && conn_output_full(c);
-    after_input(c, finished_item, c->in_len > 0 || proto_in_body(&c->parser));
+    after_input(c, finished_item,
+                (c->in_len > 0 && !c->input_waits) || proto_in_body(&c->parser));
     park_if_waiting(c);
 }
 

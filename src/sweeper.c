@@ -105,8 +105,15 @@ static int expire_one(const chunkd_config *cfg, const char *token, redis_state *
     return rc;
 }
 
+/* Whether a stop was asked for (sweeper_stop writes stopfd). */
+static bool stop_asked(int stopfd)
+{
+    struct pollfd p = {.fd = stopfd, .events = POLLIN};
+    return stopfd >= 0 && poll(&p, 1, 0) > 0;
+}
+
 int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds,
-                     metrics *m)
+                     metrics *m, int stopfd)
 {
     static _Thread_local candidates c;
     int expired = 0;
@@ -137,7 +144,7 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
         seen += c.n;
         if (c.n > 0)
             after = c.ids[c.n - 1];
-    } while (c.n == SWEEP_BATCH);
+    } while (c.n == SWEEP_BATCH && !stop_asked(stopfd));
     if (expired > 0)
         log_info("event=sweep_done expired=%d candidates=%zu", expired, seen);
     return expired;
@@ -169,7 +176,7 @@ static void *sweeper_main(void *arg)
         if (n != 0)
             break; /* stop requested */
         if (rs && ds)
-            sweeper_run_once(sw->cfg, sw->token, rs, ds, &sw->metrics);
+            sweeper_run_once(sw->cfg, sw->token, rs, ds, &sw->metrics, sw->stopfd);
     }
     rstate_free(rs);
     docstore_free(ds);

@@ -2355,9 +2355,11 @@ static void handle_abort(upload_env *env, session *s, const msg_request *req)
     }
     if (!changed) {
         /* Someone ended it first (a completion, the sweep, chunkctl): the
-         * answer says how it ended, not what was read before. */
+         * answer says how it ended, not what was read before. A row that
+         * neither changed nor ended cannot be told apart from a lost
+         * answer: try again. */
         if (still_uploading(env, s, d.id, &d))
-            send_not_resumable(env, s, &d);
+            send_unavailable(env, s, "the abort changed nothing and the upload goes on");
         return;
     }
     metrics_failed(env->metrics, "aborted");

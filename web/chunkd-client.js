@@ -139,6 +139,7 @@ export class Session {
     this.url = url;
     this.sock = null;
     this.opening = null; // the promise of a connection being opened
+    this.generation = 0; // close() moves it on: a connection opening then is dropped
   }
 
   auth() {
@@ -152,14 +153,21 @@ export class Session {
     // upload and the documents list, say) share it.
     if (!this.opening) {
       const s = new ChunkdSocket(this.url);
-      this.opening = s.open()
+      const generation = this.generation;
+      const opening = s.open()
         .then(() => {
+          if (generation !== this.generation) {
+            // closed (signed out) while it opened: not the session's any more
+            s.close();
+            throw new ConnectionLost('the session was closed');
+          }
           this.sock = s;
           return s;
         })
         .finally(() => {
-          this.opening = null;
+          if (this.opening === opening) this.opening = null;
         });
+      this.opening = opening;
     }
     return this.opening;
   }
@@ -176,5 +184,7 @@ export class Session {
   close() {
     if (this.sock) this.sock.close();
     this.sock = null;
+    this.opening = null;
+    this.generation++;
   }
 }

@@ -11,8 +11,11 @@ const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const RATE_WINDOW_MS = 3000;
 
 // Errors of a new upload that the next try may not meet (the server or a
-// backend was away for a moment).
+// backend was away for a moment), tried again at most OPEN_RETRIES times:
+// an upload whose answer was lost may have left a row that counts against
+// the user's uploads in progress until it expires.
 const TRANSIENT = new Set(['unavailable', 'shutting_down', 'idle_timeout', 'request_timeout']);
+const OPEN_RETRIES = 5;
 
 // Errors after which resuming is the cure: the server's offset is the truth.
 const RESUMABLE = new Set([
@@ -111,6 +114,7 @@ export class UploadJob {
     this.offer = null;      // {documentId, offset} of an unfinished upload of this file
     this.cancelled = false;
     this.serverSha = null;
+    this.openRefusals = 0;  // transient refusals of the new upload so far
   }
 
   set(state, message) {
@@ -240,7 +244,9 @@ export class UploadJob {
         sha256: this.sha256, ...auth,
       });
       if (a.status === 'error') {
-        if (TRANSIENT.has(a.reason)) throw new Retry(a.message);
+        if (TRANSIENT.has(a.reason) && ++this.openRefusals <= OPEN_RETRIES) {
+          throw new Retry(a.message);
+        }
         throw new ServerError(a);
       }
       this.documentId = a.document_id;

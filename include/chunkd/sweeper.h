@@ -27,8 +27,10 @@ sweeper *sweeper_start(const chunkd_config *cfg, const char *node_id, char *err,
 void sweeper_stop(sweeper *sw);
 
 /* One pass: returns how many uploads were expired, or -1 when a backend
- * failed (the reason is logged). token names the sweeper's leases. */
+ * failed (the reason is logged). token names the sweeper's leases. A
+ * pass reads the candidates a page at a time and ends early, between
+ * pages, once stopfd (-1: none) is readable. */
 int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds,
-                     metrics *m);
+                     metrics *m, int stopfd);
 
 #endif

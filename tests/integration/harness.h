@@ -248,6 +248,10 @@ void it_assert_doc_status(int64_t id, const char *status, it_doc *out);
  * server's that writes the row waits for it. One at a time. */
 int it_doc_lock(int64_t id);
 int it_doc_unlock(void);
+/* Waits up to timeout_ms until an UPDATE of documents is under way long
+ * enough to be seen: waiting for a row lock (the server's, held by
+ * it_doc_lock; another program's may count too). 0, or -1. */
+int it_doc_wait_lock_waiter(int timeout_ms);
 /* Ends the locked row 'failed' with reason in the lock's own transaction,
  * then commits it, which lets the row go: as an abort or the expiry sweep
  * that got there first. */
@@ -525,8 +529,8 @@ void it_proxy_hold(it_proxy *p, bool hold);
 int64_t it_proxy_sent(it_proxy *p);
 int64_t it_proxy_received(it_proxy *p);
 /* After `bytes` more of the backend's (-1: never), every connection
- * through the proxy is closed at once, as when the backend goes away;
- * later connections are cut as soon as the backend speaks. */
+ * through the proxy is closed at once, as when the backend goes away, and
+ * so is every one made after, until the next call. */
 void it_proxy_cut_after(it_proxy *p, int64_t bytes);
 /* Closes every connection through it and frees it; NULL does nothing. */
 void it_proxy_stop(it_proxy *p);

@@ -310,6 +310,31 @@ int it_docs_insert(int64_t user_id, int n, bool failed, int64_t *first_id)
     return 0;
 }
 
+int it_doc_wait_lock_waiter(int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        /* the process list, not INNODB_TRX (which needs PROCESS): a
+         * user sees its own threads, and chunkd is the same user here */
+        if (mysql_query(db, "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                            "WHERE STATE = 'Updating' AND INFO LIKE 'UPDATE documents%'") != 0) {
+            fprintf(stderr, "it: reading the lock waits: %s\n", mysql_error(db));
+            return -1;
+        }
+        MYSQL_RES *res = mysql_store_result(db);
+        MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
+        long waiting = row && row[0] ? strtol(row[0], NULL, 10) : 0;
+        mysql_free_result(res);
+        if (waiting > 0)
+            return 0;
+        if (it_now_ms() >= deadline) {
+            fprintf(stderr, "it: no statement waits for a row lock after %d ms\n", timeout_ms);
+            return -1;
+        }
+        it_sleep_ms(10);
+    }
+}
+
 int it_docs_fail_uploading(void)
 {
     if (mysql_query(db, "UPDATE documents SET status = 'failed', failure_reason = 'test_reset' "

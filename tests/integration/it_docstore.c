@@ -102,6 +102,17 @@ static void test_groups_of_every_size(void **state)
     }
     fprintf(stderr, "it: %zu statements kept after groups of 1 to %d rows (%zu fixed)\n",
             docstore_statements(ds), MAX_GROUP, fixed);
+    /* a size whose statement went long ago is prepared again */
+    doc_insert two[2] = {{.user_id = (uint64_t)u.id, .filename = "again.bin", .filesize = 1},
+                         {.user_id = (uint64_t)u.id, .filename = "again.bin", .filesize = 2}};
+    uint64_t ids[2];
+    assert_int_equal(docstore_insert_documents(ds, 2, two, ids), 0);
+    for (int i = 0; i < 2; i++) {
+        it_doc d;
+        assert_int_equal(it_doc_get((int64_t)ids[i], &d), 1);
+        assert_int_equal(d.filesize, i + 1);
+    }
+    assert_true(docstore_statements(ds) <= fixed + PADDED_SIZES + INSERT_SIZES_KEPT);
     docstore_free(ds);
     it_pass();
 }

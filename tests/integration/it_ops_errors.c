@@ -384,8 +384,12 @@ static void test_goodbye_waits_for_a_save(void **state)
         char redis_env[48];
         snprintf(redis_env, sizeof redis_env, "CHUNKD_REDIS_PORT=%d", it_proxy_port(px));
         const char *env[] = {redis_env, NULL};
-        const char *args[] = {"--workers", "1", "--backend-timeout-ms", "1000",
-                              "--shutdown-grace-ms", how == 1 ? "0" : "5000", NULL};
+        /* no sweep: only the upload's traffic goes through the proxy */
+        const char *args[] = {"--workers",           "1",
+                              "--backend-timeout-ms", "1000",
+                              "--shutdown-grace-ms",  how == 1 ? "0" : "5000",
+                              "--sweep-interval-s",   "0",
+                              NULL};
         it_server_opts o = {.args = args, .env = env, .storage_dir = second.storage_dir};
         assert_int_equal(it_server_start(&aux, &o), 0);
         it_test_begin(&aux);
@@ -464,7 +468,8 @@ static void test_shutdown_while_completion_commits(void **state)
     char mysql_env[48];
     snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
     const char *env[] = {mysql_env, NULL};
-    static const char *const args[] = {"--workers", "1", "--shutdown-grace-ms", "0", NULL};
+    static const char *const args[] = {"--workers", "1", "--shutdown-grace-ms", "0",
+                                       "--sweep-interval-s", "0", NULL};
     /* the next instance, on the same storage */
     assert_int_equal(it_server_start(&second, NULL), 0);
     it_server_opts o = {.args = args, .env = env, .storage_dir = second.storage_dir};
@@ -537,7 +542,7 @@ static void test_mysql_gone_mid_result(void **state)
     char mysql_env[48];
     snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
     const char *env[] = {mysql_env, NULL};
-    static const char *const args[] = {"--workers", "1", NULL};
+    static const char *const args[] = {"--workers", "1", "--sweep-interval-s", "0", NULL};
     const char *valgrind = getenv("IT_VALGRIND");
     const char *vg[] = {valgrind, "--error-exitcode=99", "--quiet", NULL};
     it_server_opts o = {.args = args, .env = env, .wrapper = valgrind ? vg : NULL};
@@ -594,7 +599,7 @@ static void test_requests_wait_for_a_reader(void **state)
     snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
     const char *env[] = {mysql_env, NULL};
     static const char *const args[] = {"--workers", "1", "--max-output-buffer", "1048576",
-                                       NULL};
+                                       "--sweep-interval-s", "0", NULL};
     it_server_opts o = {.args = args, .env = env};
     assert_int_equal(it_server_start(&aux, &o), 0);
     it_test_begin(&aux);
@@ -668,7 +673,7 @@ static void test_abort_loses_to_another_ending(void **state)
     char line[128];
     it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
     assert_int_equal(it_sock_send_str(&b, line), 0);
-    it_sleep_ms(300); /* its UPDATE waits for the lock */
+    assert_int_equal(it_doc_wait_lock_waiter(IT_REPLY_TIMEOUT_MS), 0);
     assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
     json_t *r = answer_on(&b);
     it_assert_error(r, 409, "not_resumable");
