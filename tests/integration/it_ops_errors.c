@@ -583,7 +583,8 @@ static void test_mysql_gone_mid_result(void **state)
  * answer (here 600 lists of 1000 documents, about 180 MB; one read of
  * 16 KiB holds 528 of them), and goes on when the client reads. The
  * requests it ran are counted on the way to MySQL (a proxy), one
- * statement each; every answer arrives, in order. */
+ * statement each; every answer arrives, in order, even after longer than
+ * the request timeout. */
 static void test_requests_wait_for_a_reader(void **state)
 {
     (void)state;
@@ -598,8 +599,11 @@ static void test_requests_wait_for_a_reader(void **state)
     char mysql_env[48];
     snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
     const char *env[] = {mysql_env, NULL};
-    static const char *const args[] = {"--workers", "1", "--max-output-buffer", "1048576",
-                                       "--sweep-interval-s", "0", NULL};
+    static const char *const args[] = {"--workers",           "1",
+                                       "--max-output-buffer", "1048576",
+                                       "--request-timeout-ms", "1000",
+                                       "--sweep-interval-s",  "0",
+                                       NULL};
     it_server_opts o = {.args = args, .env = env};
     assert_int_equal(it_server_start(&aux, &o), 0);
     it_test_begin(&aux);
@@ -640,6 +644,9 @@ static void test_requests_wait_for_a_reader(void **state)
             (long long)ran, REQUESTS);
     /* the answers the kernel's socket buffers hold (a few MiB), plus 1 MiB */
     assert_true(ran < 100);
+    /* Longer than the request timeout: requests that wait for the client
+     * to read are not a slow sender's (no 408). */
+    it_sleep_ms(2500);
     for (int i = 0; i < REQUESTS; i++) {
         r = answer_on(&a);
         if (json_array_size(json_object_get(r, "documents")) != DOCS)
