@@ -444,6 +444,16 @@ static MYSQL_STMT *run_once(docstore *ds, int id, size_t rows, MYSQL_BIND *param
     return st;
 }
 
+/* Drops a connection the server has closed (a restart, wait_timeout, a
+ * failover), so that the next statement goes to a new one. */
+static void drop_if_closed(docstore *ds)
+{
+    if (ds->db && connection_closed_by_server(ds->db)) {
+        log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
+        disconnect(ds);
+    }
+}
+
 /* Executes a prepared statement with params bound. A statement that fails
  * because an idle connection was closed under us (server restart,
  * wait_timeout) is retried once on a fresh connection: the failure happened
@@ -465,10 +475,7 @@ static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIN
         unsigned int code;
         return run_once(ds, id, rows, params, &code);
     }
-    if (ds->db && connection_closed_by_server(ds->db)) {
-        log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
-        disconnect(ds);
-    }
+    drop_if_closed(ds);
     for (int attempt = 0; attempt < 2; attempt++) {
         if (connect_db(ds) != 0)
             return NULL;
@@ -571,10 +578,7 @@ static int txn_begin(docstore *ds)
         return -1;
     }
     /* Reconnecting is still safe here, before anything was sent. */
-    if (ds->db && connection_closed_by_server(ds->db)) {
-        log_info("event=mysql_reconnect reason=\"connection closed by the server\"");
-        disconnect(ds);
-    }
+    drop_if_closed(ds);
     if (connect_db(ds) != 0)
         return -1;
     int64_t t0 = metrics_now_us();
@@ -634,9 +638,21 @@ static int insert_rows(docstore *ds, size_t n, const doc_insert *rows, uint64_t 
     unsigned long len[2 * DOCSTORE_BULK_MAX];
     for (size_t i = 0; i < n; i++)
         bind_insert(&p[4 * i], &rows[i], &len[2 * i]);
+    uint64_t step = ds->id_step;
     MYSQL_STMT *st = n == 1 ? execute(ds, ST_INSERT_DOC, p) : execute_rows(ds, ST_INSERT_ROWS, n, p);
     if (!st)
         return -1;
+    if (n > 1 && (!ds->consecutive_ids || ds->id_step != step)) {
+        /* The statement went to a connection made after the choice of one
+         * statement for all (a failover to a server that numbers rows
+         * otherwise): which ids are ours is unknown. Refused; the rows are
+         * left to the expiry sweep. */
+        snprintf(ds->err, sizeof ds->err,
+                 "mysql insert: the server's auto-increment settings changed under a "
+                 "%zu-row insert",
+                 n);
+        return -1;
+    }
     uint64_t first = (uint64_t)mysql_stmt_insert_id(st);
     uint64_t added = (uint64_t)mysql_stmt_affected_rows(st);
     if (first == 0 || added != n) {
@@ -657,8 +673,10 @@ int docstore_insert_documents(docstore *ds, size_t n, const doc_insert *rows, ui
         snprintf(ds->err, sizeof ds->err, "mysql insert: %zu rows, or inside a transaction", n);
         return -1;
     }
-    /* The settings are known once connected; a lost connection is found
-     * (and made again) by the statement itself. */
+    /* The settings are those of the connection the statement will use: a
+     * connection the server closed (a restart, a failover) is made again
+     * here, before the choice, rather than by the statement after it. */
+    drop_if_closed(ds);
     if (connect_db(ds) != 0)
         return -1;
     if (n == 1 || ds->consecutive_ids)

@@ -229,6 +229,9 @@ int64_t it_doc_newest(int64_t user_id);
  * first one's id in *first_id (the others follow it, unless rows of other
  * programs come between). 0, or -1. */
 int it_docs_insert(int64_t user_id, int n, bool failed, int64_t *first_id);
+/* A counter of MariaDB's SHOW GLOBAL STATUS (name as in VARIABLE_NAME,
+ * e.g. "COM_STMT_EXECUTE"), or -1. */
+int64_t it_mysql_global_status(const char *name);
 /* Marks every uploading row failed (test_reset): for a private stack
  * (harness_fault.h) whose expiry sweep must see only the test's rows. */
 int it_docs_fail_uploading(void);

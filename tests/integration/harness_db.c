@@ -335,6 +335,36 @@ int it_doc_wait_lock_waiter(int timeout_ms)
     }
 }
 
+int64_t it_mysql_global_status(const char *name)
+{
+    MYSQL_BIND p[1];
+    unsigned long nlen;
+    bind_str(&p[0], name, &nlen);
+    MYSQL_STMT *st = stmt_exec("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                               "WHERE VARIABLE_NAME = ?",
+                               p);
+    if (!st)
+        return -1;
+    char value[64] = "";
+    unsigned long vlen = 0;
+    MYSQL_BIND r[1];
+    memset(r, 0, sizeof r);
+    r[0].buffer_type = MYSQL_TYPE_STRING;
+    r[0].buffer = value;
+    r[0].buffer_length = sizeof value - 1;
+    r[0].length = &vlen;
+    int64_t out = -1;
+    if (mysql_stmt_bind_result(st, r) == 0 && mysql_stmt_store_result(st) == 0 &&
+        mysql_stmt_fetch(st) == 0) {
+        value[vlen < sizeof value ? vlen : sizeof value - 1] = '\0';
+        out = strtoll(value, NULL, 10);
+    } else {
+        fprintf(stderr, "it: global status %s: %s\n", name, mysql_stmt_error(st));
+    }
+    mysql_stmt_close(st);
+    return out;
+}
+
 int it_docs_fail_uploading(void)
 {
     if (mysql_query(db, "UPDATE documents SET status = 'failed', failure_reason = 'test_reset' "

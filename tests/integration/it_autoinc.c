@@ -46,11 +46,20 @@ static int group_teardown(void **state)
     return 0;
 }
 
+/* What a test does at two points of upload_in_groups (NULL: nothing). */
+typedef struct group_hooks {
+    /* with every connection signed in (then the uploads carry no
+     * credential), before the uploads are sent */
+    void (*signed_in)(void);
+    /* once every upload is answered, before any byte is sent */
+    void (*opened)(void);
+} group_hooks;
+
 /* NCONN connections each send `upload` before any answer is read, so one
  * worker runs them as one group (or a few); then each sends its bytes and
  * completes. Checks every row's fields and every stored file; returns the
  * ids in ids[]. */
-static void upload_in_groups(int64_t ids[NCONN])
+static void upload_in_groups(int64_t ids[NCONN], const group_hooks *hooks)
 {
     it_sock socks[NCONN];
     unsigned char data[NCONN][FILESIZE];
@@ -63,11 +72,21 @@ static void upload_in_groups(int64_t ids[NCONN])
         owner[i] = i % 3 ? &user : &other;
         assert_int_equal(it_sock_connect(&socks[i], srv.port), 0);
     }
+    bool signed_in = hooks && hooks->signed_in;
+    if (signed_in) {
+        for (int i = 0; i < NCONN; i++)
+            it_sock_auth(&socks[i], owner[i]);
+        hooks->signed_in();
+    }
     for (int i = 0; i < NCONN; i++) {
-        json_t *req = json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "action", "upload", "user_id",
-                                (json_int_t)owner[i]->id, "credential", owner[i]->credential,
-                                "filename", names[i], "filesize", (json_int_t)(FILESIZE - i),
-                                "sha256", sha[i]);
+        json_t *req = signed_in
+                          ? json_pack("{s:s, s:s, s:I, s:s}", "action", "upload", "filename",
+                                      names[i], "filesize", (json_int_t)(FILESIZE - i), "sha256",
+                                      sha[i])
+                          : json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "action", "upload",
+                                      "user_id", (json_int_t)owner[i]->id, "credential",
+                                      owner[i]->credential, "filename", names[i], "filesize",
+                                      (json_int_t)(FILESIZE - i), "sha256", sha[i]);
         assert_non_null(req);
         char *line = it_json_line(req);
         json_decref(req);
@@ -83,6 +102,8 @@ static void upload_in_groups(int64_t ids[NCONN])
         for (int k = 0; k < i; k++)
             assert_true(ids[k] != ids[i]);
     }
+    if (hooks && hooks->opened)
+        hooks->opened();
     /* The numbering is only tried when rows share a statement: some group
      * took more than one upload (the server has run nothing else). */
     long long groups = it_admin_metric(admin_port, "chunkd_commit_groups_total{");
@@ -119,11 +140,40 @@ static void upload_in_groups(int64_t ids[NCONN])
 }
 
 /* One worker, so that every connection shares its groups, and the admin
- * endpoint for their count. */
+ * endpoint for their count; env: more settings (NULL: none). */
+static void start_server_with(const char *const *env)
+{
+    assert_int_equal(it_server_start_admin(&srv, &admin_port, env), 0);
+    it_test_begin(&srv);
+}
+
 static void start_server(void)
 {
-    assert_int_equal(it_server_start_admin(&srv, &admin_port, NULL), 0);
-    it_test_begin(&srv);
+    start_server_with(NULL);
+}
+
+/* MariaDB started again with `opts`. */
+static void restart_mysql(const char *opts)
+{
+    assert_int_equal(it_stack_mysql_stop(&stack), 0);
+    assert_int_equal(setenv("CHUNKD_STACK_MYSQL_OPTS", opts, 1), 0);
+    assert_int_equal(it_stack_up(&stack), 0);
+}
+
+static int64_t executes_after_restart;
+
+static void restart_interleaved(void)
+{
+    restart_mysql("--innodb-autoinc-lock-mode=2");
+    executes_after_restart = it_mysql_global_status("COM_STMT_EXECUTE");
+    assert_true(executes_after_restart >= 0);
+}
+
+static int64_t executes_for_group;
+
+static void count_executes(void)
+{
+    executes_for_group = it_mysql_global_status("COM_STMT_EXECUTE") - executes_after_restart;
 }
 
 /* Interleaved lock mode: the ids of one statement may belong to rows of
@@ -133,7 +183,7 @@ static void test_interleaved_lock_mode(void **state)
     (void)state;
     start_server();
     int64_t ids[NCONN];
-    upload_in_groups(ids);
+    upload_in_groups(ids, NULL);
     assert_true(it_log_count(&srv, "event=mysql_rows_inserted_one_by_one "
                                    "innodb_autoinc_lock_mode=2") >= 1);
     it_pass();
@@ -144,17 +194,34 @@ static void test_interleaved_lock_mode(void **state)
 static void test_increment_of_three(void **state)
 {
     (void)state;
-    assert_int_equal(it_stack_mysql_stop(&stack), 0);
-    assert_int_equal(setenv("CHUNKD_STACK_MYSQL_OPTS",
-                            "--auto-increment-increment=3 --auto-increment-offset=2", 1),
-                     0);
-    assert_int_equal(it_stack_up(&stack), 0);
+    restart_mysql("--auto-increment-increment=3 --auto-increment-offset=2");
     start_server();
     int64_t ids[NCONN];
-    upload_in_groups(ids);
+    upload_in_groups(ids, NULL);
     for (int i = 0; i < NCONN; i++)
         assert_int_equal(ids[i] % 3, 2 % 3); /* offset 2, step 3 */
     assert_int_equal(it_log_count(&srv, "event=mysql_rows_inserted_one_by_one"), 0);
+    it_pass();
+}
+
+/* MariaDB restarted in the interleaved lock mode under a chunkd whose
+ * connections had signed in (and with no per-user limit): the group's
+ * INSERT is the first statement after the restart, and chunkd must learn
+ * the new mode before it chooses one statement for the whole group: the
+ * rows go in one by one (a statement each, counted by the server), each
+ * with its own id and fields. */
+static void test_lock_mode_changes_under_the_server(void **state)
+{
+    (void)state;
+    restart_mysql("");
+    static const char *const env[] = {"CHUNKD_MAX_UPLOADS_PER_USER=0", NULL};
+    start_server_with(env);
+    int64_t ids[NCONN];
+    group_hooks hooks = {.signed_in = restart_interleaved, .opened = count_executes};
+    upload_in_groups(ids, &hooks);
+    fprintf(stderr, "it: %lld statements executed for the group's rows\n",
+            (long long)executes_for_group);
+    assert_true(executes_for_group >= NCONN);
     it_pass();
 }
 
@@ -165,6 +232,8 @@ int main(void)
                                         it_own_server_test_teardown),
         cmocka_unit_test_setup_teardown(test_increment_of_three, it_own_servers_test_setup,
                                         it_own_server_test_teardown),
+        cmocka_unit_test_setup_teardown(test_lock_mode_changes_under_the_server,
+                                        it_own_servers_test_setup, it_own_server_test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
