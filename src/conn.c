@@ -323,28 +323,10 @@ bool conn_output_full(const conn *c)
     return pending_out(c) > (size_t)c->owner->cfg->max_output_buffer;
 }
 
-/* Runs every complete item in the input buffer through the session, or
- * those before the answers pass max_output_buffer: a client that sends
- * requests faster than it reads their answers would otherwise have the
- * server queue them all (a list of 1000 documents answers with 300 KB,
- * a line of two bytes with an error of 100). The rest waits in `in`
- * (input_waits) until flush_output has sent enough. */
-static void process_input(conn *c)
+/* The line protocol's items in the input buffer, run through the
+ * session; true when a request was finished. */
+static bool lines_input(conn *c)
 {
-    if (c->transport == CONN_SNIFF && !sniff(c)) {
-        after_input(c, false, c->in_len > 0);
-        return;
-    }
-    if (c->web) {
-        bool finished = conn_web_input(c);
-        c->input_waits = c->in_len > 0 && conn_output_full(c);
-        /* Requests that arrived whole and wait for the client to read are
-         * the server's delay, not a slow sender's: no request clock. */
-        after_input(c, finished,
-                    (c->in_len > 0 && !c->input_waits) || conn_web_unfinished(c));
-        park_if_waiting(c);
-        return;
-    }
     size_t pos = 0;
     bool finished_item = false;
     while (!c->sess.close && !session_parked(&c->sess) &&
@@ -379,9 +361,27 @@ static void process_input(conn *c)
         memmove(c->in, c->in + pos, c->in_len - pos);
         c->in_len -= pos;
     }
+    return finished_item;
+}
+
+/* Runs every complete item in the input buffer through the session, or
+ * those before the answers pass max_output_buffer: a client that sends
+ * requests faster than it reads their answers would otherwise have the
+ * server queue them all (a list of 1000 documents answers with 300 KB,
+ * a line of two bytes with an error of 100). The rest waits in `in`
+ * (input_waits) until flush_output has sent enough. */
+static void process_input(conn *c)
+{
+    if (c->transport == CONN_SNIFF && !sniff(c)) {
+        after_input(c, false, c->in_len > 0);
+        return;
+    }
+    bool finished = c->web ? conn_web_input(c) : lines_input(c);
+    bool in_item = c->web ? conn_web_unfinished(c) : proto_in_body(&c->parser);
     c->input_waits = c->in_len > 0 && conn_output_full(c);
-    after_input(c, finished_item,
-                (c->in_len > 0 && !c->input_waits) || proto_in_body(&c->parser));
+    /* Requests that arrived whole and wait for the client to read are the
+     * server's delay, not a slow sender's: no request clock for them. */
+    after_input(c, finished, (c->in_len > 0 && !c->input_waits) || in_item);
     park_if_waiting(c);
 }
 

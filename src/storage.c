@@ -262,46 +262,50 @@ static int next_copy_name(const char *path, char *out, size_t size)
 
 enum { COPY_NAME_TRIES = 16 };
 
-/* Gives the unnamed file fd a name of its own next to path (into tmp):
- * linkat through /proc, which needs no privilege (open(2), O_TMPFILE). */
-static int name_unnamed_copy(int fd, const char *path, char *tmp, size_t size)
+/* Tries fresh copy names next to path (into tmp) until take() gets one
+ * (take fails with EEXIST when the name is another's): take's result, or
+ * -1 with errno and tmp emptied. */
+static int claim_copy_name(const char *path, char *tmp, size_t size,
+                           int (*take)(const char *name, void *arg), void *arg)
 {
-    char proc[48];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
     for (int i = 0; i < COPY_NAME_TRIES; i++) {
         if (next_copy_name(path, tmp, size) != 0)
             break;
-        if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
-            return 0;
+        int r = take(tmp, arg);
+        if (r >= 0)
+            return r;
         if (errno != EEXIST)
             break;
     }
+    int e = errno;
     tmp[0] = '\0';
+    errno = e;
     return -1;
 }
 
-/* A named copy, where the filesystem has no unnamed files (NFS): made
- * exclusively, so the name is this copy's alone. tmp is set once it
- * exists, for the caller to remove. */
-static int create_named_copy(const char *path, char *tmp, size_t size)
+/* Names the unnamed file *(int *)fd_arg: linkat through /proc, which
+ * needs no privilege (open(2), O_TMPFILE). */
+static int link_unnamed(const char *name, void *fd_arg)
 {
-    for (int i = 0; i < COPY_NAME_TRIES; i++) {
-        if (next_copy_name(path, tmp, size) != 0)
-            break;
-        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, STORAGE_FILE_MODE);
-        if (fd >= 0)
-            return fd;
-        int e = errno;
+    char proc[48];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", *(const int *)fd_arg);
+    return linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW);
+}
+
+/* A named copy, where the filesystem has no unnamed files (NFS), made
+ * exclusively so that the name is this copy's alone; its fd. */
+static int create_named(const char *name, void *unused)
+{
+    (void)unused;
+    int fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, STORAGE_FILE_MODE);
+    if (fd < 0 && (errno == EPERM || errno == EACCES)) {
         /* An open refused after the create (a security module, a
          * scanner's fanotify verdict) leaves the name behind. */
-        if (e == EPERM || e == EACCES)
-            unlink(tmp);
+        int e = errno;
+        unlink(name);
         errno = e;
-        if (e != EEXIST)
-            break;
     }
-    tmp[0] = '\0';
-    return -1;
+    return fd;
 }
 
 int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd, int64_t len,
@@ -319,14 +323,14 @@ int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, STORAGE_FILE_MODE);
     if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
         unnamed = false;
-        fd = create_named_copy(path, tmp, sizeof tmp);
+        fd = claim_copy_name(path, tmp, sizeof tmp, create_named, NULL);
     }
     if (fd < 0)
         return -1;
     if ((!umask_keeps_mode && fchmod(fd, STORAGE_FILE_MODE) != 0) ||
         copy_range(old_fd, fd, len) != 0 || fdatasync(fd) != 0 ||
         (may_rename(arg) != 0 && (errno = ECANCELED)) ||
-        (unnamed && name_unnamed_copy(fd, path, tmp, sizeof tmp) != 0) ||
+        (unnamed && claim_copy_name(path, tmp, sizeof tmp, link_unnamed, &fd) != 0) ||
         rename(tmp, path) != 0) {
         int e = errno;
         close(fd);
