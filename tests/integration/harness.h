@@ -524,6 +524,11 @@ void it_sleep_ms(int ms);
  * thread of its own; NULL on failure (said on stderr). */
 typedef struct it_proxy it_proxy;
 it_proxy *it_proxy_start(int backend_port);
+/* A proxy to the backend whose port the environment variable port_var
+ * (CHUNKD_REDIS_PORT, CHUNKD_MYSQL_PORT) names, and in env_line that
+ * variable pointing at the proxy, for a chunkd's environment. Fails the
+ * test when it cannot. */
+it_proxy *it_proxy_for(const char *port_var, char *env_line, size_t size);
 int it_proxy_port(const it_proxy *p);
 /* hold: the backend's replies stay unread in the proxy's sockets until
  * hold is false again; requests still go through. */

@@ -183,6 +183,18 @@ it_proxy *it_proxy_start(int backend_port)
     return p;
 }
 
+it_proxy *it_proxy_for(const char *port_var, char *env_line, size_t size)
+{
+    const char *port = getenv(port_var);
+    if (!port)
+        fail_msg("it: %s is not set", port_var);
+    it_proxy *px = it_proxy_start(atoi(port));
+    if (!px)
+        fail_msg("it: no proxy for %s", port_var);
+    snprintf(env_line, size, "%s=%d", port_var, px->port);
+    return px;
+}
+
 int it_proxy_port(const it_proxy *p)
 {
     return p->port;

@@ -3,7 +3,7 @@
  * inserted and completed row for row, and the connection keeps a bounded
  * number of prepared statements whatever the sizes (a server's
  * max_prepared_stmt_count is shared by all its clients). */
-#include "harness.h"
+#include "harness_core.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,16 +18,7 @@ static char workdir[IT_DIR_MAX];
 static int group_setup(void **state)
 {
     (void)state;
-    if (it_init("it_docstore") != 0 || it_tmpdir("docstore", workdir, sizeof workdir) != 0)
-        return -1;
-    config_defaults(&cfg);
-    char *argv[] = {"it_docstore", "--storage-dir", workdir, NULL};
-    char err[256];
-    if (config_load(&cfg, 3, argv, err, sizeof err) != 0) {
-        fprintf(stderr, "it: config: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return it_core_setup("it_docstore", &cfg, workdir);
 }
 
 static int group_teardown(void **state)

@@ -501,18 +501,6 @@ static void test_expiry_two_instances(void **state)
     it_pass();
 }
 
-/* A proxy to the private Redis whose replies a test holds; the env line
- * that points chunkd at it goes in env_line. */
-static it_proxy *redis_proxy(char *env_line, size_t size)
-{
-    const char *port = getenv("CHUNKD_REDIS_PORT");
-    assert_non_null(port);
-    it_proxy *px = it_proxy_start(atoi(port));
-    assert_non_null(px);
-    snprintf(env_line, size, "CHUNKD_REDIS_PORT=%d", it_proxy_port(px));
-    return px;
-}
-
 /* Waits up to timeout_ms for the row to be failed with reason `expired`. */
 static void wait_expired(int64_t id, int timeout_ms)
 {
@@ -535,7 +523,7 @@ static void test_expiry_after_a_lease_gap(void **state)
     (void)state;
     assert_int_equal(it_docs_fail_uploading(), 0); /* the sweep sees this test's rows only */
     char redis_env[48];
-    it_proxy *px = redis_proxy(redis_env, sizeof redis_env);
+    it_proxy *px = it_proxy_for("CHUNKD_REDIS_PORT", redis_env, sizeof redis_env);
     const char *env[] = {redis_env, NULL};
     static const char *const args[] = {"--workers", "1", "--upload-expiry-s", "1",
                                        "--sweep-interval-s", "1", "--lease-ttl-ms", "500", NULL};

@@ -58,6 +58,13 @@ static int test_teardown(void **state)
     return 0;
 }
 
+/* Starts aux (opts may be NULL) and begins the test on it. */
+static void start_aux(const it_server_opts *o)
+{
+    assert_int_equal(it_server_start(&aux, o), 0);
+    it_test_begin(&aux);
+}
+
 /* The next answer on b (fails the test when none comes). */
 static json_t *answer_on(it_sock *b)
 {
@@ -130,8 +137,7 @@ static void test_idle_timeout(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "1", "--idle-timeout-ms", "1000", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
 
     /* a busy connection is not idle */
     it_sock busy, quiet;
@@ -160,8 +166,7 @@ static void test_shutting_down(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "2", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     it_sock a, b;
     assert_int_equal(it_sock_connect(&a, aux.port), 0);
     it_sock_auth(&a, &u1);
@@ -192,8 +197,7 @@ static void test_lease_lost(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     it_sock a, b;
     assert_int_equal(it_sock_connect(&a, aux.port), 0);
     assert_int_equal(it_sock_connect(&b, aux.port), 0);
@@ -242,8 +246,7 @@ static int64_t upload_one_chunk(const char *const *args, it_sock *a, const char 
                                 char sha[65])
 {
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     assert_int_equal(it_sock_connect(a, aux.port), 0);
     it_sock_auth(a, &u1);
     unsigned char body[1000];
@@ -371,18 +374,14 @@ static void resume_and_finish(it_sock *b, int64_t id, int64_t at, const unsigned
 static void test_goodbye_waits_for_a_save(void **state)
 {
     (void)state;
-    const char *redis_port = getenv("CHUNKD_REDIS_PORT");
-    assert_non_null(redis_port);
     char sha[65];
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     for (int how = 0; how < 3; how++) {
         bool late = how == 2;
         /* the next instance, on the same storage */
         assert_int_equal(it_server_start(&second, NULL), 0);
-        it_proxy *px = it_proxy_start(atoi(redis_port));
-        assert_non_null(px);
         char redis_env[48];
-        snprintf(redis_env, sizeof redis_env, "CHUNKD_REDIS_PORT=%d", it_proxy_port(px));
+        it_proxy *px = it_proxy_for("CHUNKD_REDIS_PORT", redis_env, sizeof redis_env);
         const char *env[] = {redis_env, NULL};
         /* no sweep: only the upload's traffic goes through the proxy */
         const char *args[] = {"--workers",           "1",
@@ -391,8 +390,7 @@ static void test_goodbye_waits_for_a_save(void **state)
                               "--sweep-interval-s",   "0",
                               NULL};
         it_server_opts o = {.args = args, .env = env, .storage_dir = second.storage_dir};
-        assert_int_equal(it_server_start(&aux, &o), 0);
-        it_test_begin(&aux);
+        start_aux(&o);
         it_sock a;
         assert_int_equal(it_sock_connect(&a, aux.port), 0);
         it_sock_auth(&a, &u1);
@@ -461,20 +459,15 @@ static void test_goodbye_waits_for_a_save(void **state)
 static void test_shutdown_while_completion_commits(void **state)
 {
     (void)state;
-    const char *mysql_port = getenv("CHUNKD_MYSQL_PORT");
-    assert_non_null(mysql_port);
-    it_proxy *px = it_proxy_start(atoi(mysql_port));
-    assert_non_null(px);
     char mysql_env[48];
-    snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
+    it_proxy *px = it_proxy_for("CHUNKD_MYSQL_PORT", mysql_env, sizeof mysql_env);
     const char *env[] = {mysql_env, NULL};
     static const char *const args[] = {"--workers", "1", "--shutdown-grace-ms", "0",
                                        "--sweep-interval-s", "0", NULL};
     /* the next instance, on the same storage */
     assert_int_equal(it_server_start(&second, NULL), 0);
     it_server_opts o = {.args = args, .env = env, .storage_dir = second.storage_dir};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     char sha[65];
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     it_sock a;
@@ -531,23 +524,18 @@ static void test_shutdown_while_completion_commits(void **state)
 static void test_mysql_gone_mid_result(void **state)
 {
     (void)state;
-    const char *mysql_port = getenv("CHUNKD_MYSQL_PORT");
-    assert_non_null(mysql_port);
     enum { DOCS = 100 };
     it_user u;
     assert_int_equal(it_user_create(&u), 0);
     assert_int_equal(it_docs_insert(u.id, DOCS, true, NULL), 0);
-    it_proxy *px = it_proxy_start(atoi(mysql_port));
-    assert_non_null(px);
     char mysql_env[48];
-    snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
+    it_proxy *px = it_proxy_for("CHUNKD_MYSQL_PORT", mysql_env, sizeof mysql_env);
     const char *env[] = {mysql_env, NULL};
     static const char *const args[] = {"--workers", "1", "--sweep-interval-s", "0", NULL};
     const char *valgrind = getenv("IT_VALGRIND");
     const char *vg[] = {valgrind, "--error-exitcode=99", "--quiet", NULL};
     it_server_opts o = {.args = args, .env = env, .wrapper = valgrind ? vg : NULL};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     it_sock a;
     assert_int_equal(it_sock_connect(&a, aux.port), 0);
     it_sock_auth(&a, &u);
@@ -588,16 +576,12 @@ static void test_mysql_gone_mid_result(void **state)
 static void test_requests_wait_for_a_reader(void **state)
 {
     (void)state;
-    const char *mysql_port = getenv("CHUNKD_MYSQL_PORT");
-    assert_non_null(mysql_port);
     enum { DOCS = 1000, REQUESTS = 600 };
     it_user u;
     assert_int_equal(it_user_create(&u), 0);
     assert_int_equal(it_docs_insert(u.id, DOCS, true, NULL), 0);
-    it_proxy *px = it_proxy_start(atoi(mysql_port));
-    assert_non_null(px);
     char mysql_env[48];
-    snprintf(mysql_env, sizeof mysql_env, "CHUNKD_MYSQL_PORT=%d", it_proxy_port(px));
+    it_proxy *px = it_proxy_for("CHUNKD_MYSQL_PORT", mysql_env, sizeof mysql_env);
     const char *env[] = {mysql_env, NULL};
     static const char *const args[] = {"--workers",           "1",
                                        "--max-output-buffer", "1048576",
@@ -605,8 +589,7 @@ static void test_requests_wait_for_a_reader(void **state)
                                        "--sweep-interval-s",  "0",
                                        NULL};
     it_server_opts o = {.args = args, .env = env};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     it_sock a;
     assert_int_equal(it_sock_connect(&a, aux.port), 0);
     it_sock_auth(&a, &u);
@@ -667,8 +650,7 @@ static void test_requests_wait_for_a_reader(void **state)
 static void test_abort_loses_to_another_ending(void **state)
 {
     (void)state;
-    assert_int_equal(it_server_start(&aux, NULL), 0);
-    it_test_begin(&aux);
+    start_aux(NULL);
     char sha[65];
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     int64_t id = closed_partial_upload(data);
@@ -713,8 +695,7 @@ static void test_slow_resume_outlives_its_lease(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     char sha[65];
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     /* 0: nobody meanwhile; 1: another writer holds the lease; 2: another
@@ -814,8 +795,7 @@ static void test_two_fenced_copies_at_once(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "2", "--lease-ttl-ms", "500", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     char sha[65];
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     int64_t id = closed_partial_upload(data);
@@ -861,8 +841,7 @@ static void test_storage_refuses_an_open(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "2", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     char sha[65];
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     for (int fenced = 0; fenced < 2; fenced++) {
@@ -933,8 +912,7 @@ static void test_storage_volume_unreadable(void **state)
     (void)state;
     const char *fault = getenv("IT_SYSCALL_FAULT_BIN");
     assert_non_null(fault);
-    assert_int_equal(it_server_start(&aux, NULL), 0);
-    it_test_begin(&aux);
+    start_aux(NULL);
     char sha[65];
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     int64_t begun = closed_partial_upload(data);
@@ -1032,8 +1010,7 @@ static void test_too_many_connections(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "2", "--max-connections", "2", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     it_sock c1, c2, c3;
     assert_int_equal(it_sock_connect(&c1, aux.port), 0);
     it_assert_open(&c1);
@@ -1115,8 +1092,7 @@ static void start_on_4m_tmpfs(void)
         skip();
     static const char *const args[] = {"--workers", "1", "--min-free-bytes", "0", NULL};
     it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
 }
 
 /* Admission: with 4 MiB free, a 3 MiB upload is admitted and a further
@@ -1280,8 +1256,7 @@ static void test_admission_on_a_clobbered_key(void **state)
     (void)state;
     static const char *const args[] = {"--workers", "1", NULL};
     it_server_opts o = {.args = args};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
     char rkey[256];
     it_redis_reserved_key(aux.storage_dir, rkey, sizeof rkey);
     assert_int_equal(it_redis_set(rkey, "not a hash"), 0);
@@ -1332,8 +1307,7 @@ static void test_insufficient_storage(void **state)
      * test_admission_refuses_early); here the disk must fill mid-upload. */
     static const char *const args[] = {"--workers", "1", "--storage-admission", "0", NULL};
     it_server_opts o = {.args = args, .storage_dir = tmpfs_dir};
-    assert_int_equal(it_server_start(&aux, &o), 0);
-    it_test_begin(&aux);
+    start_aux(&o);
 
     const int64_t size = 4 * IT_MiB;
     char sha[65];

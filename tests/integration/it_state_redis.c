@@ -3,7 +3,7 @@
  * upload's lease, so a writer busy while the upload was ended (the lease
  * broken, the state deleted) cannot bring the state back. The document ids
  * are far above any the stack's MySQL hands out. */
-#include "harness.h"
+#include "harness_core.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,15 +20,8 @@ static uint64_t next_id;
 static int group_setup(void **state)
 {
     (void)state;
-    if (it_init("it_state_redis") != 0 || it_tmpdir("rstate", workdir, sizeof workdir) != 0)
+    if (it_core_setup("it_state_redis", &cfg, workdir) != 0)
         return -1;
-    config_defaults(&cfg);
-    char *argv[] = {"it_state_redis", "--storage-dir", workdir, NULL};
-    char err[256];
-    if (config_load(&cfg, 3, argv, err, sizeof err) != 0) {
-        fprintf(stderr, "it: config: %s\n", err);
-        return -1;
-    }
     rs = rstate_new(&cfg);
     next_id = 900000000000000ull + (uint64_t)getpid() * 100;
     return rs ? 0 : -1;

@@ -353,16 +353,27 @@ static int other_copies(bool make)
     return 0;
 }
 
+/* COPY_DOC's file, COPY_SIZE zero bytes, open; its fstat in *st. -1 on
+ * failure. */
+static int zero_document(struct stat *st)
+{
+    static const unsigned char zeros[COPY_SIZE];
+    int fd = storage_create(root, COPY_DOC);
+    if (fd >= 0 &&
+        (storage_pwrite_all(fd, zeros, COPY_SIZE, 0) != STORAGE_OK || fstat(fd, st) != 0)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 /* In the child: every name taken (the copy tries a few, then gives up
  * with EEXIST, touching none of them), then the copies as usual. */
 static int copies_without_tmpfile(void)
 {
-    static unsigned char data[COPY_SIZE];
-    int old_fd = storage_create(root, COPY_DOC);
-    CHECK(old_fd >= 0);
-    CHECK(storage_pwrite_all(old_fd, data, COPY_SIZE, 0) == STORAGE_OK);
     struct stat before;
-    CHECK(fstat(old_fd, &before) == 0);
+    int old_fd = zero_document(&before);
+    CHECK(old_fd >= 0);
     CHECK(other_copies(true) == 0);
     char at_rename[512];
     errno = 0;
@@ -379,6 +390,47 @@ static int copies_without_tmpfile(void)
     return copy_refused_then_taken(true);
 }
 
+/* Runs body in a child whose system call nr fails with err, when its
+ * argument 2 has a bit of arg2_bits (0: every call), by a seccomp filter;
+ * fails the test unless body returned 0 there. */
+static void in_child_failing(long nr, uint32_t arg2_bits, int err, int (*body)(void))
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct sock_filter prog[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 3),
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+            BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, arg2_bits ? arg2_bits : 0xffffffffu, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (uint32_t)err),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        /* with arg2_bits 0, a call whose argument 2 is 0 must fail too */
+        if (!arg2_bits)
+            prog[3] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JA, 0, 0, 0);
+        struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0)
+            _exit(2);
+        _exit(body() == 0 ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static int filter_refuses_tmpfile(void)
+{
+    char dir[256];
+    file_path(dir, sizeof dir, "");
+    errno = 0;
+    /* the filter must work, or the test would prove nothing */
+    CHECK(open(dir, O_TMPFILE | O_RDWR, 0600) == -1 && errno == EOPNOTSUPP);
+    return copies_without_tmpfile();
+}
+
 /* A filesystem without unnamed files (NFS): open(O_TMPFILE) answers
  * EOPNOTSUPP there, here by a seccomp filter in a child. The copy is then
  * a named file of its own, and neither a refused nor a taken copy leaves
@@ -386,32 +438,32 @@ static int copies_without_tmpfile(void)
 static void test_replace_with_copy_without_tmpfile(void **state)
 {
     (void)state;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        struct sock_filter prog[] = {
-            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 0, 3),
-            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
-            BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, __O_TMPFILE & ~O_DIRECTORY, 0, 1),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        };
-        struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0)
-            _exit(2);
-        char dir[256];
-        file_path(dir, sizeof dir, "");
-        errno = 0;
-        if (open(dir, O_TMPFILE | O_RDWR, 0600) != -1 || errno != EOPNOTSUPP)
-            _exit(3); /* the filter does not work: the test would prove nothing */
-        _exit(copies_without_tmpfile() == 0 ? 0 : 1);
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    in_child_failing(SYS_openat, __O_TMPFILE & ~O_DIRECTORY, EOPNOTSUPP, filter_refuses_tmpfile);
+}
+
+/* The unnamed copy cannot be given its name (linkat fails with EIO): the
+ * copy fails with that errno, and the document's file and bucket are as
+ * they were. */
+static int copy_cannot_be_named(void)
+{
+    struct stat before;
+    int old_fd = zero_document(&before);
+    CHECK(old_fd >= 0);
+    char names[512];
+    errno = 0;
+    CHECK(storage_replace_with_copy(root, COPY_DOC, old_fd, COPY_LEN, say_yes, names) == -1);
+    CHECK(errno == EIO);
+    CHECK(storage_is_current(root, COPY_DOC, &before) == 1);
+    CHECK(bucket_names(names, sizeof names) == 0);
+    CHECK(strcmp(names, "7.data ") == 0);
+    CHECK(close(old_fd) == 0);
+    return 0;
+}
+
+static void test_replace_with_copy_unnamed_for_good(void **state)
+{
+    (void)state;
+    in_child_failing(SYS_linkat, 0, EIO, copy_cannot_be_named);
 }
 
 static void test_errors_classified(void **state)
@@ -511,6 +563,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_with_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_with_copy_without_tmpfile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_with_copy_unnamed_for_good, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_classified, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_follows_rel_path, setup, teardown),
