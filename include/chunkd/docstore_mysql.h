@@ -93,6 +93,7 @@ int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, uint64_t aft
                                 void *arg);
 /* How many of the user's documents are 'uploading'. */
 int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count);
+/* The reason of the last call that failed; a call that succeeds leaves it. */
 const char *docstore_error(const docstore *ds);
 /* Statements prepared on the connection now: at most ST_COUNT + 7 + 16
  * whatever the group sizes (docstore_mysql.c, rows_stmt). */

@@ -12,9 +12,12 @@
 /* Moves the row from 'uploading' to 'failed' with reason. Only the caller
  * whose update changed the row (*changed) then ends it in Redis (the lease
  * marked ended, the state gone: rstate_end) and removes the file, so a
- * document that someone else completed meanwhile is never touched. Returns -1 when MySQL could not be updated (nothing
- * removed; docstore_error says why); failures to remove are logged, since
- * the row already says 'failed' and the sweep and TTLs clean up the rest. */
+ * document that someone else completed meanwhile is never touched. An
+ * UPDATE whose answer was lost is told by reading the row again: failed
+ * now, the clean-up runs (and *changed says whether for this reason).
+ * Returns -1 when MySQL could not be updated (nothing removed;
+ * docstore_error says why). Failures to remove are logged: the Redis keys
+ * expire (their TTLs), a file stays until an operator removes it. */
 int lifecycle_fail_upload(docstore *ds, redis_state *rs, const char *storage_dir, uint64_t doc,
                           const char *reason, bool *changed);
 

@@ -540,6 +540,10 @@ int64_t it_proxy_received(it_proxy *p);
  * through the proxy is closed at once, as when the backend goes away, and
  * so is every one made after, until the next call. */
 void it_proxy_cut_after(it_proxy *p, int64_t bytes);
+/* Closes every connection through it now, dropping the replies it holds
+ * (an answer lost after its statement ran); connections made after pass.
+ * Returns once they are closed. */
+void it_proxy_cut_now(it_proxy *p);
 /* Closes every connection through it and frees it; NULL does nothing. */
 void it_proxy_stop(it_proxy *p);
 

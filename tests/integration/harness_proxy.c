@@ -27,6 +27,7 @@ struct it_proxy {
     atomic_llong sent;          /* client-to-backend bytes forwarded */
     atomic_llong received;      /* backend-to-client bytes forwarded */
     atomic_llong budget;        /* backend-to-client bytes left before the cut; -1: no cut */
+    atomic_bool cut_now;        /* close every connection there is, then clear */
     int client[PROXY_MAX_PAIRS]; /* the thread's alone; -1 free */
     int backend[PROXY_MAX_PAIRS];
     pthread_t thread;
@@ -123,6 +124,13 @@ static void *proxy_main(void *arg)
             char drain[64];
             (void)!read(p->wake[0], drain, sizeof drain);
         }
+        /* before anything is forwarded: a reply held stays unsent */
+        if (atomic_load(&p->cut_now)) {
+            for (int i = 0; i < PROXY_MAX_PAIRS; i++)
+                if (p->client[i] >= 0)
+                    close_pair(p, i);
+            atomic_store(&p->cut_now, false);
+        }
         if (fds[1].revents & POLLIN)
             accept_pair(p);
         for (int k = 2; k < n; k++) {
@@ -155,6 +163,7 @@ it_proxy *it_proxy_start(int backend_port)
     for (int i = 0; i < PROXY_MAX_PAIRS; i++)
         p->client[i] = p->backend[i] = -1;
     atomic_init(&p->hold, false);
+    atomic_init(&p->cut_now, false);
     atomic_init(&p->stop, false);
     atomic_init(&p->sent, 0);
     atomic_init(&p->received, 0);
@@ -225,6 +234,14 @@ void it_proxy_cut_after(it_proxy *p, int64_t bytes)
 {
     atomic_store(&p->budget, bytes < 0 ? -1 : bytes);
     wake(p);
+}
+
+void it_proxy_cut_now(it_proxy *p)
+{
+    atomic_store(&p->cut_now, true);
+    wake(p);
+    for (int waited = 0; atomic_load(&p->cut_now) && waited < 5000; waited += 2)
+        it_sleep_ms(2);
 }
 
 void it_proxy_stop(it_proxy *p)

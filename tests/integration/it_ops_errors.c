@@ -681,6 +681,63 @@ static void test_abort_loses_to_another_ending(void **state)
     it_pass();
 }
 
+/* An abort whose UPDATE committed but whose answer from MySQL was lost
+ * (the connection cut, through a proxy, with the OK held in it): the row
+ * is read again on a new connection, and since it is failed for this
+ * reason the abort answers as done and removes the file and the Redis
+ * state, which no later sweep would (it lists uploading rows only). */
+static void test_abort_whose_answer_is_lost(void **state)
+{
+    (void)state;
+    char mysql_env[48];
+    it_proxy *px = it_proxy_for("CHUNKD_MYSQL_PORT", mysql_env, sizeof mysql_env);
+    const char *env[] = {mysql_env, NULL};
+    static const char *const args[] = {"--workers", "1", NULL};
+    it_server_opts o = {.args = args, .env = env};
+    start_aux(&o);
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    int64_t id = closed_partial_upload(data);
+    free(data);
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&aux, id, path, sizeof path);
+    assert_int_equal(it_file_size(path), HELD_SENT);
+
+    assert_int_equal(it_doc_lock(id), 0);
+    it_sock b;
+    assert_int_equal(it_sock_connect(&b, aux.port), 0);
+    it_sock_auth(&b, &u1);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
+    assert_int_equal(it_sock_send_str(&b, line), 0);
+    assert_int_equal(it_doc_wait_lock_waiter(IT_REPLY_TIMEOUT_MS), 0);
+    /* the abort's UPDATE waits for the row; its answer will be held */
+    it_proxy_hold(px, true);
+    off_t mark = it_log_size(&aux);
+    assert_int_equal(it_doc_unlock(), 0);
+    it_doc d;
+    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+    while (it_doc_get(id, &d) == 1 && strcmp(d.status, "uploading") == 0 &&
+           it_now_ms() < deadline)
+        it_sleep_ms(5);
+    it_proxy_cut_now(px);
+    it_proxy_hold(px, false);
+
+    json_t *r = answer_on(&b);
+    it_assert_ok(r, "abort");
+    json_decref(r);
+    it_assert_doc_status(id, "failed", &d);
+    assert_string_equal(d.failure_reason, "aborted");
+    assert_int_equal(it_log_wait(&aux, mark, "event=fail_read_back", IT_REPLY_TIMEOUT_MS), 0);
+    assert_int_equal(it_file_size(path), -1);
+    assert_int_equal(it_redis_exists(id), 0);
+    it_assert_open(&b);
+    it_sock_close(&b);
+    it_assert_server_stops_cleanly(&aux);
+    it_proxy_stop(px);
+    it_pass();
+}
+
 /* A resume slower than the lease (held here inside its open() of the file
  * by an open gate, for longer than a 500 ms lease): it takes the lapsed
  * lease again and goes on, since nobody had it meanwhile. Had another
@@ -1380,6 +1437,8 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_storage_refuses_an_open, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_abort_loses_to_another_ending, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_abort_whose_answer_is_lost, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_storage_volume_unreadable, test_setup,
                                         test_teardown),
