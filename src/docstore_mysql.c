@@ -254,9 +254,18 @@ static int open_connection(docstore *ds)
         snprintf(ds->err, sizeof ds->err, "mysql connect: %s (%u)", mysql_error(ds->db), code);
         return -1;
     }
-    /* Timestamps leave the server as UTC; make the session agree. */
-    if (mysql_query(ds->db, "SET time_zone = '+00:00'") != 0)
-        return db_fail(ds, "set time_zone");
+    /* Timestamps leave the server as UTC; make the session agree. A row
+     * lock is waited for a second less than this side waits for an answer
+     * (at least not at all): a statement given up on here (CR_SERVER_LOST,
+     * outcome unknown) must not commit later, behind a lock, with nobody
+     * to act on it (lifecycle.c: read_back); the server's own timeout
+     * (1205) rolls it back and says so. */
+    unsigned int lock_wait_s = timeout_s > 1 ? timeout_s - 1 : 0;
+    char session_sql[96];
+    snprintf(session_sql, sizeof session_sql,
+             "SET time_zone = '+00:00', innodb_lock_wait_timeout = %u", lock_wait_s);
+    if (mysql_query(ds->db, session_sql) != 0)
+        return db_fail(ds, "set session");
     if (read_id_allocation(ds) != 0)
         return -1;
     for (int i = 0; i < ST_COUNT; i++) {

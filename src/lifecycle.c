@@ -14,8 +14,12 @@
  * row. So the row is read again (on a new connection): 1 when it is failed
  * now, whoever failed it, and the clean-up is due (*changed when for the
  * same reason: the caller answers as if this call had, which is what the
- * row says); 0 when someone else ended it otherwise (completed); -1 when
- * it is still uploading or cannot be read, with the UPDATE's error kept. */
+ * row says: a caller that failed it for the same reason meanwhile counts
+ * it too); 0 when someone else ended it otherwise (completed); -1 when it
+ * is still uploading (docstore_error: the UPDATE's) or cannot be read (the
+ * read's: the first thing to fix). A statement cannot commit after being
+ * given up on while waiting for a row lock: the server's lock wait is set
+ * shorter than ours (docstore_mysql.c, open_connection). */
 static int read_back(docstore *ds, uint64_t doc, const char *reason, bool *changed)
 {
     char why[256];

@@ -153,8 +153,9 @@ static int end_upload(fail_ctx *c, const char *reason, bool json, char *err, siz
         return 1;
     bool changed = false;
     if (lifecycle_fail_upload(c->ds, c->rs, c->cfg->storage_dir, c->id, reason, &changed) != 0) {
-        snprintf(err, errlen, "failing document %" PRIu64 ": %s; nothing changed", c->id,
-                 docstore_error(c->ds));
+        snprintf(err, errlen,
+                 "failing document %" PRIu64 ": %s; 'chunkctl show %" PRIu64 "' tells its status",
+                 c->id, docstore_error(c->ds), c->id);
         return 1;
     }
     if (!changed) {

@@ -542,8 +542,8 @@ int64_t it_proxy_received(it_proxy *p);
 void it_proxy_cut_after(it_proxy *p, int64_t bytes);
 /* Closes every connection through it now, dropping the replies it holds
  * (an answer lost after its statement ran); connections made after pass.
- * Returns once they are closed. */
-void it_proxy_cut_now(it_proxy *p);
+ * 0 once they are closed, -1 if the proxy's thread did not within 5 s. */
+int it_proxy_cut_now(it_proxy *p);
 /* Closes every connection through it and frees it; NULL does nothing. */
 void it_proxy_stop(it_proxy *p);
 

@@ -124,12 +124,14 @@ static void *proxy_main(void *arg)
             char drain[64];
             (void)!read(p->wake[0], drain, sizeof drain);
         }
-        /* before anything is forwarded: a reply held stays unsent */
+        /* before anything is forwarded: a reply held stays unsent; then a
+         * new poll set, since this one's slots may be reused by accepts */
         if (atomic_load(&p->cut_now)) {
             for (int i = 0; i < PROXY_MAX_PAIRS; i++)
                 if (p->client[i] >= 0)
                     close_pair(p, i);
             atomic_store(&p->cut_now, false);
+            continue;
         }
         if (fds[1].revents & POLLIN)
             accept_pair(p);
@@ -140,6 +142,8 @@ static void *proxy_main(void *arg)
             bool to_backend = where[k] < PROXY_MAX_PAIRS;
             if (p->client[i] < 0)
                 continue; /* closed by its other side this turn */
+            if (!to_backend && atomic_load(&p->hold))
+                continue; /* held since this poll began */
             bool ok = to_backend ? forward(p->client[i], p->backend[i], &p->sent, NULL)
                                  : forward(p->backend[i], p->client[i], &p->received, &p->budget);
             if (!ok)
@@ -236,12 +240,13 @@ void it_proxy_cut_after(it_proxy *p, int64_t bytes)
     wake(p);
 }
 
-void it_proxy_cut_now(it_proxy *p)
+int it_proxy_cut_now(it_proxy *p)
 {
     atomic_store(&p->cut_now, true);
     wake(p);
     for (int waited = 0; atomic_load(&p->cut_now) && waited < 5000; waited += 2)
         it_sleep_ms(2);
+    return atomic_load(&p->cut_now) ? -1 : 0;
 }
 
 void it_proxy_stop(it_proxy *p)

@@ -643,6 +643,20 @@ static void test_requests_wait_for_a_reader(void **state)
     it_pass();
 }
 
+/* Locks the row of document id (it_doc_lock), then sends its abort on b,
+ * a new connection of u1's, and returns once the abort's UPDATE waits for
+ * the row. */
+static void abort_waiting_for_the_row(it_sock *b, int64_t id)
+{
+    assert_int_equal(it_doc_lock(id), 0);
+    assert_int_equal(it_sock_connect(b, aux.port), 0);
+    it_sock_auth(b, &u1);
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
+    assert_int_equal(it_sock_send_str(b, line), 0);
+    assert_int_equal(it_doc_wait_lock_waiter(IT_REPLY_TIMEOUT_MS), 0);
+}
+
 /* An abort that loses to another ending of the upload (the row locked,
  * then failed elsewhere while the abort's UPDATE waits for it): the
  * answer is not_resumable with the status the row has now, and what the
@@ -655,14 +669,8 @@ static void test_abort_loses_to_another_ending(void **state)
     unsigned char *data = it_random_payload(HELD_SIZE, sha);
     int64_t id = closed_partial_upload(data);
     free(data);
-    assert_int_equal(it_doc_lock(id), 0);
     it_sock b;
-    assert_int_equal(it_sock_connect(&b, aux.port), 0);
-    it_sock_auth(&b, &u1);
-    char line[128];
-    it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
-    assert_int_equal(it_sock_send_str(&b, line), 0);
-    assert_int_equal(it_doc_wait_lock_waiter(IT_REPLY_TIMEOUT_MS), 0);
+    abort_waiting_for_the_row(&b, id);
     assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
     json_t *r = answer_on(&b);
     it_assert_error(r, 409, "not_resumable");
@@ -703,14 +711,8 @@ static void test_abort_whose_answer_is_lost(void **state)
     it_upload_path(&aux, id, path, sizeof path);
     assert_int_equal(it_file_size(path), HELD_SENT);
 
-    assert_int_equal(it_doc_lock(id), 0);
     it_sock b;
-    assert_int_equal(it_sock_connect(&b, aux.port), 0);
-    it_sock_auth(&b, &u1);
-    char line[128];
-    it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
-    assert_int_equal(it_sock_send_str(&b, line), 0);
-    assert_int_equal(it_doc_wait_lock_waiter(IT_REPLY_TIMEOUT_MS), 0);
+    abort_waiting_for_the_row(&b, id);
     /* the abort's UPDATE waits for the row; its answer will be held */
     it_proxy_hold(px, true);
     off_t mark = it_log_size(&aux);
@@ -720,7 +722,7 @@ static void test_abort_whose_answer_is_lost(void **state)
     while (it_doc_get(id, &d) == 1 && strcmp(d.status, "uploading") == 0 &&
            it_now_ms() < deadline)
         it_sleep_ms(5);
-    it_proxy_cut_now(px);
+    assert_int_equal(it_proxy_cut_now(px), 0);
     it_proxy_hold(px, false);
 
     json_t *r = answer_on(&b);
@@ -735,6 +737,49 @@ static void test_abort_whose_answer_is_lost(void **state)
     it_sock_close(&b);
     it_assert_server_stops_cleanly(&aux);
     it_proxy_stop(px);
+    it_pass();
+}
+
+/* An abort whose UPDATE waits for a row lock longer than chunkd waits for
+ * MySQL (--backend-timeout-ms 2000): the session's lock wait, a second
+ * shorter, ends the statement on the server first (1205, rolled back), so
+ * the abort answers 503 and nothing of it commits once the lock goes. The
+ * upload goes on, and the abort sent again ends it. */
+static void test_abort_outwaited_by_a_row_lock(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--backend-timeout-ms", "2000", NULL};
+    it_server_opts o = {.args = args};
+    start_aux(&o);
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    int64_t id = closed_partial_upload(data);
+    free(data);
+    it_sock b;
+    abort_waiting_for_the_row(&b, id);
+    json_t *r = answer_on(&b);
+    it_assert_error(r, 503, "unavailable");
+    json_decref(r);
+    assert_int_equal(it_doc_unlock(), 0);
+    /* a statement this side gave up on would commit now */
+    it_sleep_ms(1000);
+    it_assert_doc_status(id, "uploading", NULL);
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&aux, id, path, sizeof path);
+    assert_int_equal(it_file_size(path), HELD_SENT);
+
+    char line[128];
+    it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
+    assert_int_equal(it_sock_send_str(&b, line), 0);
+    r = answer_on(&b);
+    it_assert_ok(r, "abort");
+    json_decref(r);
+    it_doc d;
+    it_assert_doc_status(id, "failed", &d);
+    assert_string_equal(d.failure_reason, "aborted");
+    assert_int_equal(it_file_size(path), -1);
+    it_sock_close(&b);
+    it_assert_server_stops_cleanly(&aux);
     it_pass();
 }
 
@@ -1439,6 +1484,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_abort_loses_to_another_ending, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_abort_whose_answer_is_lost, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_abort_outwaited_by_a_row_lock, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_storage_volume_unreadable, test_setup,
                                         test_teardown),
