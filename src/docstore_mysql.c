@@ -24,6 +24,7 @@ enum stmt_id {
     ST_LIST_DOCS,
     ST_STALE_DOCS,
     ST_COUNT_UPLOADING,
+    ST_RECENTLY_FAILED,
     ST_COUNT
 };
 
@@ -50,6 +51,9 @@ static const char *const stmt_sql[ST_COUNT] = {
                       "AND id > ? ORDER BY id LIMIT ?",
     [ST_COUNT_UPLOADING] = "SELECT COUNT(*) FROM documents WHERE user_id = ? "
                            "AND status = 'uploading'",
+    [ST_RECENTLY_FAILED] = "SELECT " DOC_COLUMNS " FROM documents WHERE status = 'failed' "
+                           "AND updated_at >= CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND "
+                           "AND id > ? ORDER BY id LIMIT ?",
 };
 
 /* Not prepared at connect: statements for a given number of rows,
@@ -96,7 +100,7 @@ static bool connection_closed_by_server(MYSQL *db)
 static bool idempotent(enum stmt_id id)
 {
     return id == ST_GET_USER || id == ST_GET_DOC || id == ST_LIST_DOCS || id == ST_STALE_DOCS ||
-           id == ST_COUNT_UPLOADING;
+           id == ST_COUNT_UPLOADING || id == ST_RECENTLY_FAILED;
 }
 
 
@@ -926,18 +930,32 @@ int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
     return fetch_docs(ds, st, fn, arg);
 }
 
+/* A page of a listing keyed by seconds and paged by id. */
+static int list_page(docstore *ds, enum stmt_id id, int64_t seconds, uint64_t after_id,
+                     int64_t limit, int (*fn)(void *arg, const doc_row *row), void *arg)
+{
+    MYSQL_BIND p[3];
+    bind_i64(&p[0], &seconds);
+    bind_u64(&p[1], &after_id);
+    bind_i64(&p[2], &limit);
+    MYSQL_STMT *st = execute(ds, id, p);
+    if (!st)
+        return -1;
+    return fetch_docs(ds, st, fn, arg);
+}
+
 int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, uint64_t after_id,
                                 int64_t limit, int (*fn)(void *arg, const doc_row *row),
                                 void *arg)
 {
-    MYSQL_BIND p[3];
-    bind_i64(&p[0], &older_than_s);
-    bind_u64(&p[1], &after_id);
-    bind_i64(&p[2], &limit);
-    MYSQL_STMT *st = execute(ds, ST_STALE_DOCS, p);
-    if (!st)
-        return -1;
-    return fetch_docs(ds, st, fn, arg);
+    return list_page(ds, ST_STALE_DOCS, older_than_s, after_id, limit, fn, arg);
+}
+
+int docstore_list_recently_failed(docstore *ds, int64_t within_s, uint64_t after_id,
+                                  int64_t limit, int (*fn)(void *arg, const doc_row *row),
+                                  void *arg)
+{
+    return list_page(ds, ST_RECENTLY_FAILED, within_s, after_id, limit, fn, arg);
 }
 
 int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count)

@@ -19,7 +19,15 @@
 #include "chunkd/storage.h"
 #include "chunkd/util.h"
 
-enum { SWEEP_BATCH = 500 };
+enum {
+    SWEEP_BATCH = 500,
+    /* How far back the first leftover pass after a start looks, and how
+     * much later passes add to the time since the last one that worked:
+     * a failure's UPDATE stamps its row before it commits, and the two
+     * clocks (chunkd's, MySQL's) run apart a little. */
+    LEFTOVER_LOOKBACK_S = 3600,
+    LEFTOVER_MARGIN_S = 60,
+};
 
 struct sweeper {
     const chunkd_config *cfg;
@@ -150,6 +158,39 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
     return expired;
 }
 
+int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t within_s, int stopfd)
+{
+    static _Thread_local candidates c;
+    int removed = 0;
+    uint64_t after = 0;
+    do {
+        c.n = 0;
+        if (docstore_list_recently_failed(ds, within_s, after, SWEEP_BATCH, collect, &c) != 0) {
+            log_warn("event=leftover_sweep_failed error=\"%s\"", docstore_error(ds));
+            return -1;
+        }
+        for (size_t i = 0; i < c.n; i++) {
+            uint64_t id = c.ids[i];
+            if (storage_file_mtime_ms(cfg->storage_dir, id) < 0) {
+                if (errno != ENOENT) /* looked at again by the next pass */
+                    log_warn("event=leftover_unreadable doc=%" PRIu64 " error=\"%s\"", id,
+                             strerror(errno));
+                continue;
+            }
+            if (storage_remove(cfg->storage_dir, id) != 0) {
+                log_warn("event=leftover_not_removed doc=%" PRIu64 " error=\"%s\"", id,
+                         strerror(errno));
+                continue;
+            }
+            log_info("event=leftover_removed doc=%" PRIu64, id);
+            removed++;
+        }
+        if (c.n > 0)
+            after = c.ids[c.n - 1];
+    } while (c.n == SWEEP_BATCH && !stop_asked(stopfd));
+    return removed;
+}
+
 static void *sweeper_main(void *arg)
 {
     sweeper *sw = arg;
@@ -164,6 +205,7 @@ static void *sweeper_main(void *arg)
         docstore_set_metrics(ds, &sw->metrics);
     struct pollfd pfd = {.fd = sw->stopfd, .events = POLLIN};
     int interval_ms = (int)(sw->cfg->sweep_interval_s * 1000);
+    int64_t leftovers_done_ms = 0; /* when the last leftover pass that worked began */
     for (;;) {
         int n = poll(&pfd, 1, interval_ms);
         if (n < 0 && errno == EINTR)
@@ -175,8 +217,16 @@ static void *sweeper_main(void *arg)
         }
         if (n != 0)
             break; /* stop requested */
-        if (rs && ds)
+        if (rs && ds) {
             sweeper_run_once(sw->cfg, sw->token, rs, ds, &sw->metrics, sw->stopfd);
+            int64_t now = util_mono_ms();
+            int64_t within_s = leftovers_done_ms
+                                   ? (now - leftovers_done_ms) / 1000 + LEFTOVER_MARGIN_S
+                                   : LEFTOVER_LOOKBACK_S;
+            if (!stop_asked(sw->stopfd) &&
+                sweeper_remove_leftovers(sw->cfg, ds, within_s, sw->stopfd) >= 0)
+                leftovers_done_ms = now;
+        }
     }
     rstate_free(rs);
     docstore_free(ds);

@@ -91,6 +91,12 @@ int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
 int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, uint64_t after_id,
                                 int64_t limit, int (*fn)(void *arg, const doc_row *row),
                                 void *arg);
+/* Documents made 'failed' in the last within_s seconds, with an id above
+ * after_id, lowest first, at most limit: where the sweep looks for files
+ * that a failure could not remove (docs/OPERATIONS.md, leftovers). */
+int docstore_list_recently_failed(docstore *ds, int64_t within_s, uint64_t after_id,
+                                  int64_t limit, int (*fn)(void *arg, const doc_row *row),
+                                  void *arg);
 /* How many of the user's documents are 'uploading'. */
 int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count);
 /* The reason of the last call that failed; a call that succeeds leaves it. */

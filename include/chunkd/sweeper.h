@@ -5,7 +5,8 @@
  * never delays a connection. Safe with several instances sweeping at once:
  * the sweeper takes an upload's lease before expiring it (an upload being
  * written is never touched), and only the instance whose conditional UPDATE
- * moved the row to 'failed' removes anything. */
+ * moved the row to 'failed' removes anything, but for the leftovers of
+ * failed uploads (sweeper_remove_leftovers). */
 #ifndef CHUNKD_SWEEPER_H
 #define CHUNKD_SWEEPER_H
 
@@ -32,5 +33,16 @@ void sweeper_stop(sweeper *sw);
  * pages, once stopfd (-1: none) is readable. */
 int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds,
                      metrics *m, int stopfd);
+
+/* After each pass, the files of uploads failed in the last within_s
+ * seconds that are still there are removed: a failure whose removal did
+ * not work (EIO, a bucket out of reach) or whose UPDATE's answer was lost
+ * leaves one, and no later pass of the expiry sweep lists a failed row. A
+ * failed row outlives no file, and removing one twice is harmless, so
+ * instances need not agree on who does it. Returns how many it removed,
+ * or -1 when MySQL failed (logged). Pages end early as in
+ * sweeper_run_once. */
+int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t within_s,
+                             int stopfd);
 
 #endif

@@ -627,6 +627,29 @@ static void test_expiry_pages_past_live_uploads(void **state)
     assert_int_equal(it_docs_fail_uploading(), 0);
 }
 
+/* The bucket folder that holds the file at path, swapped for a plain file
+ * (made at <bucket>.plain) at once, or back when `back`: a sweep between
+ * a rename and a create would see no file at all, which is a verdict
+ * (ENOENT: nothing was written). The file cannot be looked at meanwhile
+ * (ENOTDIR). */
+static void swap_bucket(const char *path, bool back)
+{
+    char bucket[IT_PATH_MAX + 64], plain[IT_PATH_MAX + 80];
+    snprintf(bucket, sizeof bucket, "%s", path);
+    char *slash = strrchr(bucket, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    snprintf(plain, sizeof plain, "%s.plain", bucket);
+    if (!back) {
+        int fd = open(plain, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(close(fd), 0);
+    }
+    assert_int_equal(renameat2(AT_FDCWD, plain, AT_FDCWD, bucket, RENAME_EXCHANGE), 0);
+    if (back)
+        assert_int_equal(unlink(plain), 0);
+}
+
 /* An upload older than the expiry whose file cannot be looked at (here its
  * bucket folder swapped for a plain file: ENOTDIR; on a server, EIO or a
  * stale NFS handle) may still be written: the sweep leaves it and says so.
@@ -637,31 +660,53 @@ static void test_expiry_skips_a_file_it_cannot_see(void **state)
     assert_int_equal(it_docs_fail_uploading(), 0);
     start_sweeping_server("3"); /* the file is hidden well before */
     int64_t id = abandoned_upload("hidden.bin");
-
-    char path[IT_PATH_MAX + 64], bucket[IT_PATH_MAX + 64], plain[IT_PATH_MAX + 80];
+    char path[IT_PATH_MAX + 64];
     it_upload_path(&srv, id, path, sizeof path);
-    snprintf(bucket, sizeof bucket, "%s", path);
-    char *slash = strrchr(bucket, '/');
-    assert_non_null(slash);
-    *slash = '\0';
-    snprintf(plain, sizeof plain, "%s.plain", bucket);
-    int fd = open(plain, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(close(fd), 0);
-    /* Swapped at once: a sweep between a rename and a create would see no
-     * file at all, which is a verdict (ENOENT: nothing was written). */
     off_t mark = it_log_size(&srv);
-    assert_int_equal(renameat2(AT_FDCWD, plain, AT_FDCWD, bucket, RENAME_EXCHANGE), 0);
+    swap_bucket(path, false);
     char needle[96];
     it_line(needle, sizeof needle, "event=expiry_skipped doc=%lld ", (long long)id);
     int seen = it_log_wait(&srv, mark, needle, 10000);
     it_assert_doc_status(id, "uploading", NULL);
-    assert_int_equal(renameat2(AT_FDCWD, plain, AT_FDCWD, bucket, RENAME_EXCHANGE), 0);
-    assert_int_equal(unlink(plain), 0);
+    swap_bucket(path, true);
     assert_int_equal(seen, 0);
     assert_int_equal(it_file_size(path), CHUNK);
 
     wait_expired(id, 10000);
+    assert_int_equal(it_file_size(path), -1);
+    it_assert_server_stops_cleanly(&srv);
+}
+
+/* An upload aborted while its file could not be reached (its bucket
+ * swapped for a plain file: remove_failed) leaves the file behind a failed
+ * row, which no expiry sweep lists; the sweep's leftover pass removes it
+ * once it can. */
+static void test_sweep_removes_what_a_failure_left(void **state)
+{
+    (void)state;
+    start_sweeping_server("3600");
+    int64_t id = abandoned_upload("left.bin");
+    char path[IT_PATH_MAX + 64];
+    it_upload_path(&srv, id, path, sizeof path);
+    off_t mark = it_log_size(&srv);
+    swap_bucket(path, false);
+    assert_int_equal(it_sock_connect(&sock_a, srv.port), 0);
+    it_sock_auth(&sock_a, &user);
+    char line[128], needle[96];
+    it_line(line, sizeof line, "{\"action\":\"abort\",\"document_id\":%lld}\n", (long long)id);
+    assert_int_equal(it_sock_send_str(&sock_a, line), 0);
+    json_t *r = NULL;
+    int got = it_sock_read_json(&sock_a, IT_REPLY_TIMEOUT_MS, &r);
+    swap_bucket(path, true);
+    assert_int_equal(got, IT_READ_OK);
+    it_assert_ok(r, "abort");
+    json_decref(r);
+    it_line(needle, sizeof needle, "event=remove_failed doc=%lld ", (long long)id);
+    assert_int_equal(it_log_wait(&srv, mark, needle, 1000), 0);
+    it_assert_doc_status(id, "failed", NULL);
+
+    it_line(needle, sizeof needle, "event=leftover_removed doc=%lld", (long long)id);
+    assert_int_equal(it_log_wait(&srv, mark, needle, 10000), 0);
     assert_int_equal(it_file_size(path), -1);
     it_assert_server_stops_cleanly(&srv);
 }
@@ -708,6 +753,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expiry_skips_a_file_it_cannot_see, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_sweep_stops_between_pages, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_removes_what_a_failure_left, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_pages_past_live_uploads, test_setup,
                                         test_teardown),
