@@ -351,14 +351,19 @@ int storage_replace_with_copy(const char *root, uint64_t document_id, int old_fd
     return fd;
 }
 
-int storage_remove(const char *root, uint64_t document_id)
+int storage_remove_existing(const char *root, uint64_t document_id)
 {
     char path[PATH_MAX];
     if (full_path(root, document_id, path, sizeof path) != 0)
         return -1;
-    if (unlink(path) != 0 && errno != ENOENT)
-        return -1;
-    return 0;
+    if (unlink(path) == 0)
+        return 1;
+    return errno == ENOENT ? 0 : -1;
+}
+
+int storage_remove(const char *root, uint64_t document_id)
+{
+    return storage_remove_existing(root, document_id) < 0 ? -1 : 0;
 }
 
 int storage_is_current(const char *root, uint64_t document_id, const struct stat *open_file)

@@ -26,7 +26,7 @@ enum {
      * a failure's UPDATE stamps its row before it commits, and the two
      * clocks (chunkd's, MySQL's) run apart a little. */
     LEFTOVER_LOOKBACK_S = 3600,
-    LEFTOVER_MARGIN_S = 60,
+    LEFTOVER_MARGIN_S = 60, /* and backend_timeout_ms: a lock wait's length */
 };
 
 struct sweeper {
@@ -158,11 +158,13 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
     return expired;
 }
 
-int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t within_s, int stopfd)
+int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t within_s, int stopfd,
+                             size_t *kept)
 {
     static _Thread_local candidates c;
     int removed = 0;
     uint64_t after = 0;
+    *kept = 0;
     do {
         c.n = 0;
         if (docstore_list_recently_failed(ds, within_s, after, SWEEP_BATCH, collect, &c) != 0) {
@@ -171,19 +173,15 @@ int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t wit
         }
         for (size_t i = 0; i < c.n; i++) {
             uint64_t id = c.ids[i];
-            if (storage_file_mtime_ms(cfg->storage_dir, id) < 0) {
-                if (errno != ENOENT) /* looked at again by the next pass */
-                    log_warn("event=leftover_unreadable doc=%" PRIu64 " error=\"%s\"", id,
-                             strerror(errno));
-                continue;
-            }
-            if (storage_remove(cfg->storage_dir, id) != 0) {
+            int r = storage_remove_existing(cfg->storage_dir, id);
+            if (r < 0) {
                 log_warn("event=leftover_not_removed doc=%" PRIu64 " error=\"%s\"", id,
                          strerror(errno));
-                continue;
+                (*kept)++;
+            } else if (r == 1) {
+                log_info("event=leftover_removed doc=%" PRIu64, id);
+                removed++;
             }
-            log_info("event=leftover_removed doc=%" PRIu64, id);
-            removed++;
         }
         if (c.n > 0)
             after = c.ids[c.n - 1];
@@ -219,12 +217,17 @@ static void *sweeper_main(void *arg)
             break; /* stop requested */
         if (rs && ds) {
             sweeper_run_once(sw->cfg, sw->token, rs, ds, &sw->metrics, sw->stopfd);
+            /* The mark moves only past a pass that left nothing it found:
+             * a file out of reach stays in the next pass's window. */
             int64_t now = util_mono_ms();
-            int64_t within_s = leftovers_done_ms
-                                   ? (now - leftovers_done_ms) / 1000 + LEFTOVER_MARGIN_S
-                                   : LEFTOVER_LOOKBACK_S;
+            int64_t within_s = leftovers_done_ms ? (now - leftovers_done_ms) / 1000 +
+                                                       LEFTOVER_MARGIN_S +
+                                                       sw->cfg->backend_timeout_ms / 1000
+                                                 : LEFTOVER_LOOKBACK_S;
+            size_t kept = 0;
             if (!stop_asked(sw->stopfd) &&
-                sweeper_remove_leftovers(sw->cfg, ds, within_s, sw->stopfd) >= 0)
+                sweeper_remove_leftovers(sw->cfg, ds, within_s, sw->stopfd, &kept) >= 0 &&
+                kept == 0)
                 leftovers_done_ms = now;
         }
     }

@@ -68,7 +68,11 @@ int storage_sync_dir_path(const char *dir);
  * (syncer.h); -1 with errno. */
 int storage_open_dir(const char *root, uint64_t document_id);
 
+/* Removes the document's file: 0 when it is gone (or was not there), -1
+ * with errno. */
 int storage_remove(const char *root, uint64_t document_id);
+/* The same, telling apart: 1 removed, 0 not there, -1 with errno. */
+int storage_remove_existing(const char *root, uint64_t document_id);
 
 /* Fencing: replaces the document's file by a fresh copy of its first len
  * bytes (from old_fd), synced and renamed into place. Anyone still holding

@@ -40,9 +40,10 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
  * leaves one, and no later pass of the expiry sweep lists a failed row. A
  * failed row outlives no file, and removing one twice is harmless, so
  * instances need not agree on who does it. Returns how many it removed,
- * or -1 when MySQL failed (logged). Pages end early as in
- * sweeper_run_once. */
-int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t within_s,
-                             int stopfd);
+ * with in *kept how many it found but could not remove (logged; the
+ * thread looks again at the next pass), or -1 when MySQL failed (logged).
+ * Pages end early as in sweeper_run_once. */
+int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t within_s, int stopfd,
+                             size_t *kept);
 
 #endif

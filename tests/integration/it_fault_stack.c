@@ -705,7 +705,7 @@ static void test_sweep_removes_what_a_failure_left(void **state)
     assert_int_equal(it_log_wait(&srv, mark, needle, 1000), 0);
     it_assert_doc_status(id, "failed", NULL);
 
-    it_line(needle, sizeof needle, "event=leftover_removed doc=%lld", (long long)id);
+    it_line(needle, sizeof needle, "event=leftover_removed doc=%lld\n", (long long)id);
     assert_int_equal(it_log_wait(&srv, mark, needle, 10000), 0);
     assert_int_equal(it_file_size(path), -1);
     it_assert_server_stops_cleanly(&srv);
