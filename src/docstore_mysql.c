@@ -46,12 +46,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                     "WHERE id = ? AND status = 'uploading'",
     [ST_LIST_DOCS] = "SELECT " DOC_COLUMNS " FROM documents WHERE user_id = ? "
                      "ORDER BY id DESC LIMIT ?",
-    [ST_STALE_DOCS] = "SELECT " DOC_COLUMNS " FROM documents WHERE status = 'uploading' "
+    [ST_STALE_DOCS] = "SELECT id FROM documents WHERE status = 'uploading' "
                       "AND created_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND "
                       "AND id > ? ORDER BY id LIMIT ?",
     [ST_COUNT_UPLOADING] = "SELECT COUNT(*) FROM documents WHERE user_id = ? "
                            "AND status = 'uploading'",
-    [ST_RECENTLY_FAILED] = "SELECT " DOC_COLUMNS " FROM documents WHERE status = 'failed' "
+    [ST_RECENTLY_FAILED] = "SELECT id FROM documents WHERE status = 'failed' "
                            "AND updated_at >= CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND "
                            "AND id > ? ORDER BY id LIMIT ?",
 };
@@ -762,15 +762,12 @@ static void doc_finish_row(doc_binds *db, doc_row *row)
     format_time(&db->completed, db->null[11], row->completed_at);
 }
 
-/* Fetches rows of a DOC_COLUMNS query, handing each to fn. */
-static int fetch_docs(docstore *ds, MYSQL_STMT *st, int (*fn)(void *, const doc_row *),
+/* Binds r to st's result, then calls each(arg) after every row fetched;
+ * a non-zero from each ends it with -1 (each has said why in ds->err). */
+static int fetch_rows(docstore *ds, MYSQL_STMT *st, MYSQL_BIND *r, int (*each)(void *),
                       void *arg)
 {
-    doc_row row;
-    doc_binds db;
-    memset(&row, 0, sizeof row);
-    doc_bind_result(&db, &row);
-    if (mysql_stmt_bind_result(st, db.b) != 0)
+    if (mysql_stmt_bind_result(st, r) != 0)
         return result_fail(ds, st, "bind result");
     int rc = 0;
     for (;;) {
@@ -779,15 +776,44 @@ static int fetch_docs(docstore *ds, MYSQL_STMT *st, int (*fn)(void *, const doc_
             break;
         if (f == 1)
             return result_fail(ds, st, "fetch");
-        doc_finish_row(&db, &row);
-        if (fn(arg, &row) != 0) {
-            snprintf(ds->err, sizeof ds->err, "out of memory building the answer");
+        if (each(arg) != 0) {
             rc = -1;
             break;
         }
     }
     mysql_stmt_free_result(st);
     return rc;
+}
+
+typedef struct docs_fetch {
+    docstore *ds;
+    doc_binds db;
+    doc_row row;
+    int (*fn)(void *, const doc_row *);
+    void *arg;
+} docs_fetch;
+
+static int each_doc(void *arg)
+{
+    docs_fetch *f = arg;
+    doc_finish_row(&f->db, &f->row);
+    if (f->fn(f->arg, &f->row) == 0)
+        return 0;
+    snprintf(f->ds->err, sizeof f->ds->err, "out of memory building the answer");
+    return -1;
+}
+
+/* Fetches rows of a DOC_COLUMNS query, handing each to fn. */
+static int fetch_docs(docstore *ds, MYSQL_STMT *st, int (*fn)(void *, const doc_row *),
+                      void *arg)
+{
+    docs_fetch f;
+    memset(&f, 0, sizeof f);
+    f.ds = ds;
+    f.fn = fn;
+    f.arg = arg;
+    doc_bind_result(&f.db, &f.row);
+    return fetch_rows(ds, st, f.db.b, each_doc, &f);
 }
 
 static int copy_row(void *arg, const doc_row *row)
@@ -930,32 +956,50 @@ int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
     return fetch_docs(ds, st, fn, arg);
 }
 
-/* A page of a listing keyed by seconds and paged by id. */
-static int list_page(docstore *ds, enum stmt_id id, int64_t seconds, uint64_t after_id,
-                     int64_t limit, int (*fn)(void *arg, const doc_row *row), void *arg)
+typedef struct ids_fetch {
+    uint64_t got;
+    uint64_t *ids;
+    size_t max;
+    size_t *n;
+} ids_fetch;
+
+static int each_id(void *arg)
 {
-    MYSQL_BIND p[3];
+    ids_fetch *f = arg;
+    if (*f->n < f->max)
+        f->ids[(*f->n)++] = f->got;
+    return 0;
+}
+
+/* A page of ids of a listing keyed by seconds and paged by id: at most
+ * max, in ids[0..*n). */
+static int list_ids(docstore *ds, enum stmt_id id, int64_t seconds, uint64_t after_id,
+                    uint64_t *ids, size_t max, size_t *n)
+{
+    *n = 0;
+    int64_t limit = (int64_t)max;
+    MYSQL_BIND p[3], r[1];
     bind_i64(&p[0], &seconds);
     bind_u64(&p[1], &after_id);
     bind_i64(&p[2], &limit);
     MYSQL_STMT *st = execute(ds, id, p);
     if (!st)
         return -1;
-    return fetch_docs(ds, st, fn, arg);
+    ids_fetch f = {.ids = ids, .max = max, .n = n};
+    bind_u64(&r[0], &f.got);
+    return fetch_rows(ds, st, r, each_id, &f);
 }
 
 int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, uint64_t after_id,
-                                int64_t limit, int (*fn)(void *arg, const doc_row *row),
-                                void *arg)
+                                uint64_t *ids, size_t max, size_t *n)
 {
-    return list_page(ds, ST_STALE_DOCS, older_than_s, after_id, limit, fn, arg);
+    return list_ids(ds, ST_STALE_DOCS, older_than_s, after_id, ids, max, n);
 }
 
 int docstore_list_recently_failed(docstore *ds, int64_t within_s, uint64_t after_id,
-                                  int64_t limit, int (*fn)(void *arg, const doc_row *row),
-                                  void *arg)
+                                  uint64_t *ids, size_t max, size_t *n)
 {
-    return list_page(ds, ST_RECENTLY_FAILED, within_s, after_id, limit, fn, arg);
+    return list_ids(ds, ST_RECENTLY_FAILED, within_s, after_id, ids, max, n);
 }
 
 int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count)

@@ -42,14 +42,6 @@ typedef struct candidates {
     size_t n;
 } candidates;
 
-static int collect(void *arg, const doc_row *row)
-{
-    candidates *c = arg;
-    if (c->n < SWEEP_BATCH)
-        c->ids[c->n++] = row->id;
-    return 0;
-}
-
 /* Latest sign of life: the last chunk saved in Redis or the file's mtime
  * (a chunk being written touches the file before Redis hears of it). */
 static int last_activity_ms(const chunkd_config *cfg, redis_state *rs, uint64_t id,
@@ -131,12 +123,11 @@ int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *r
      * that are still alive (slow ones, resumed over days) stay candidates,
      * and would otherwise hide every row behind the first page. */
     do {
-        c.n = 0;
         /* Rows are listed first and handled after: a MySQL connection
          * cannot run an UPDATE while a SELECT's rows are still being
          * fetched. */
-        if (docstore_list_stale_uploads(ds, cfg->upload_expiry_s, after, SWEEP_BATCH, collect,
-                                        &c) != 0) {
+        if (docstore_list_stale_uploads(ds, cfg->upload_expiry_s, after, c.ids, SWEEP_BATCH,
+                                        &c.n) != 0) {
             log_warn("event=sweep_failed error=\"%s\"", docstore_error(ds));
             return -1;
         }
@@ -166,8 +157,7 @@ int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t wit
     uint64_t after = 0;
     *kept = 0;
     do {
-        c.n = 0;
-        if (docstore_list_recently_failed(ds, within_s, after, SWEEP_BATCH, collect, &c) != 0) {
+        if (docstore_list_recently_failed(ds, within_s, after, c.ids, SWEEP_BATCH, &c.n) != 0) {
             log_warn("event=leftover_sweep_failed error=\"%s\"", docstore_error(ds));
             return -1;
         }

@@ -85,18 +85,16 @@ int docstore_fail_document(docstore *ds, uint64_t document_id, const char *reaso
 /* Calls fn for each of the user's documents, newest first, at most limit. */
 int docstore_list_documents(docstore *ds, uint64_t user_id, int64_t limit,
                             int (*fn)(void *arg, const doc_row *row), void *arg);
-/* Uploads still 'uploading' that were created more than older_than_s ago,
- * with an id above after_id, oldest first, at most limit: candidates for
- * the expiry sweep, a page at a time. */
+/* Ids of uploads still 'uploading' that were created more than
+ * older_than_s ago, above after_id, lowest first, at most max (ids[0..*n)):
+ * candidates for the expiry sweep, a page at a time. */
 int docstore_list_stale_uploads(docstore *ds, int64_t older_than_s, uint64_t after_id,
-                                int64_t limit, int (*fn)(void *arg, const doc_row *row),
-                                void *arg);
-/* Documents made 'failed' in the last within_s seconds, with an id above
- * after_id, lowest first, at most limit: where the sweep looks for files
+                                uint64_t *ids, size_t max, size_t *n);
+/* Ids of documents made 'failed' in the last within_s seconds, above
+ * after_id, lowest first, at most max: where the sweep looks for files
  * that a failure could not remove (docs/OPERATIONS.md, leftovers). */
 int docstore_list_recently_failed(docstore *ds, int64_t within_s, uint64_t after_id,
-                                  int64_t limit, int (*fn)(void *arg, const doc_row *row),
-                                  void *arg);
+                                  uint64_t *ids, size_t max, size_t *n);
 /* How many of the user's documents are 'uploading'. */
 int docstore_count_uploading(docstore *ds, uint64_t user_id, int64_t *count);
 /* The reason of the last call that failed; a call that succeeds leaves it. */
