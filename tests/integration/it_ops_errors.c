@@ -299,6 +299,16 @@ static int64_t closed_partial_upload(const unsigned char *data)
     return id;
 }
 
+/* closed_partial_upload of random bytes that the test has no use for. */
+static int64_t closed_random_upload(void)
+{
+    char sha[65];
+    unsigned char *data = it_random_payload(HELD_SIZE, sha);
+    int64_t id = closed_partial_upload(data);
+    free(data);
+    return id;
+}
+
 /* Waits until the resume sent a moment ago of the document at path is
  * held in its open() of the file (an open gate, hold_fd). fenced: the
  * resume fences, and its bucket is marked: that open is let through, and
@@ -665,10 +675,7 @@ static void test_abort_loses_to_another_ending(void **state)
 {
     (void)state;
     start_aux(NULL);
-    char sha[65];
-    unsigned char *data = it_random_payload(HELD_SIZE, sha);
-    int64_t id = closed_partial_upload(data);
-    free(data);
+    int64_t id = closed_random_upload();
     it_sock b;
     abort_waiting_for_the_row(&b, id);
     assert_int_equal(it_doc_end_and_unlock("ended elsewhere"), 0);
@@ -703,10 +710,7 @@ static void test_abort_whose_answer_is_lost(void **state)
     static const char *const args[] = {"--workers", "1", NULL};
     it_server_opts o = {.args = args, .env = env};
     start_aux(&o);
-    char sha[65];
-    unsigned char *data = it_random_payload(HELD_SIZE, sha);
-    int64_t id = closed_partial_upload(data);
-    free(data);
+    int64_t id = closed_random_upload();
     char path[IT_PATH_MAX + 64];
     it_upload_path(&aux, id, path, sizeof path);
     assert_int_equal(it_file_size(path), HELD_SENT);
@@ -751,10 +755,7 @@ static void test_abort_outwaited_by_a_row_lock(void **state)
     static const char *const args[] = {"--workers", "1", "--backend-timeout-ms", "2000", NULL};
     it_server_opts o = {.args = args};
     start_aux(&o);
-    char sha[65];
-    unsigned char *data = it_random_payload(HELD_SIZE, sha);
-    int64_t id = closed_partial_upload(data);
-    free(data);
+    int64_t id = closed_random_upload();
     it_sock b;
     abort_waiting_for_the_row(&b, id);
     json_t *r = answer_on(&b);
