@@ -470,8 +470,10 @@ static void drop_if_closed(docstore *ds)
 /* Executes a prepared statement with params bound. A statement that fails
  * because an idle connection was closed under us (server restart,
  * wait_timeout) is retried once on a fresh connection: the failure happened
- * before the server saw it. */
-static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIND *params)
+ * before the server saw it. `checked`: the caller has just looked at the
+ * connection (drop_if_closed), so it is not looked at again. */
+static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIND *params,
+                                    bool checked)
 {
     /* A server restart or wait_timeout closes an idle connection. A
      * writing statement sent into it would fail in a way that leaves its
@@ -488,7 +490,8 @@ static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIN
         unsigned int code;
         return run_once(ds, id, rows, params, &code);
     }
-    drop_if_closed(ds);
+    if (!checked)
+        drop_if_closed(ds);
     for (int attempt = 0; attempt < 2; attempt++) {
         if (connect_db(ds) != 0)
             return NULL;
@@ -507,10 +510,11 @@ static MYSQL_STMT *execute_retrying(docstore *ds, int id, size_t rows, MYSQL_BIN
 }
 
 /* execute_retrying, timed and with failures counted. */
-static MYSQL_STMT *execute_rows(docstore *ds, int id, size_t rows, MYSQL_BIND *params)
+static MYSQL_STMT *execute_rows(docstore *ds, int id, size_t rows, MYSQL_BIND *params,
+                                bool checked)
 {
     int64_t t0 = metrics_now_us();
-    MYSQL_STMT *st = execute_retrying(ds, id, rows, params);
+    MYSQL_STMT *st = execute_retrying(ds, id, rows, params, checked);
     metrics_observe_us(ds->m, H_MYSQL, metrics_now_us() - t0);
     if (!st)
         metrics_add(ds->m, M_MYSQL_ERRORS, 1);
@@ -519,7 +523,7 @@ static MYSQL_STMT *execute_rows(docstore *ds, int id, size_t rows, MYSQL_BIND *p
 
 static MYSQL_STMT *execute(docstore *ds, enum stmt_id id, MYSQL_BIND *params)
 {
-    return execute_rows(ds, id, 1, params);
+    return execute_rows(ds, id, 1, params, false);
 }
 
 void docstore_set_metrics(docstore *ds, metrics *m)
@@ -652,7 +656,9 @@ static int insert_rows(docstore *ds, size_t n, const doc_insert *rows, uint64_t 
     for (size_t i = 0; i < n; i++)
         bind_insert(&p[4 * i], &rows[i], &len[2 * i]);
     uint64_t step = ds->id_step;
-    MYSQL_STMT *st = n == 1 ? execute(ds, ST_INSERT_DOC, p) : execute_rows(ds, ST_INSERT_ROWS, n, p);
+    /* docstore_insert_documents has just looked at the connection */
+    MYSQL_STMT *st = n == 1 ? execute_rows(ds, ST_INSERT_DOC, 1, p, true)
+                            : execute_rows(ds, ST_INSERT_ROWS, n, p, true);
     if (!st)
         return -1;
     if (n > 1 && (!ds->consecutive_ids || ds->id_step != step)) {
@@ -878,7 +884,7 @@ static int complete_rows(docstore *ds, size_t n, const uint64_t *ids, const char
         bind_in_str(&p[2 * m + 2 * i + 1], paths[r], &len[2 * i + 1]);
         bind_u64(&p[4 * m + i], (uint64_t *)&ids[r]);
     }
-    MYSQL_STMT *st = execute_rows(ds, ST_COMPLETE_ROWS, m, p);
+    MYSQL_STMT *st = execute_rows(ds, ST_COMPLETE_ROWS, m, p, false);
     if (!st)
         return -1;
     my_ulonglong r = mysql_stmt_affected_rows(st);
