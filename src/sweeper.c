@@ -112,71 +112,103 @@ static bool stop_asked(int stopfd)
     return stopfd >= 0 && poll(&p, 1, 0) > 0;
 }
 
-int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds,
-                     metrics *m, int stopfd)
+/* One of the sweep's listings: a page of ids keyed by seconds. */
+typedef int (*list_fn)(docstore *ds, int64_t seconds, uint64_t after_id, uint64_t *ids,
+                       size_t max, size_t *n);
+
+/* Calls each(id, arg) for every id list gives for `seconds`, a page at a
+ * time, on from the last id: rows that stay candidates (uploads still
+ * alive past the expiry, files out of reach) would otherwise hide every
+ * row behind the first page. Ends between pages once stopfd is readable,
+ * or at once with -1 when list fails (logged as `what`) or each returns
+ * -1. Rows are listed first and handled after: a MySQL connection cannot
+ * run an UPDATE while a SELECT's rows are still being fetched. 0, with the
+ * ids seen in *seen. */
+static int each_page(docstore *ds, list_fn list, int64_t seconds, int stopfd, const char *what,
+                     int (*each)(uint64_t id, void *arg), void *arg, size_t *seen)
 {
     static _Thread_local candidates c;
-    int expired = 0;
-    size_t seen = 0;
     uint64_t after = 0;
-    /* A page at a time, on from the last id: uploads older than the expiry
-     * that are still alive (slow ones, resumed over days) stay candidates,
-     * and would otherwise hide every row behind the first page. */
+    *seen = 0;
     do {
-        /* Rows are listed first and handled after: a MySQL connection
-         * cannot run an UPDATE while a SELECT's rows are still being
-         * fetched. */
-        if (docstore_list_stale_uploads(ds, cfg->upload_expiry_s, after, c.ids, SWEEP_BATCH,
-                                        &c.n) != 0) {
-            log_warn("event=sweep_failed error=\"%s\"", docstore_error(ds));
+        if (list(ds, seconds, after, c.ids, SWEEP_BATCH, &c.n) != 0) {
+            log_warn("event=%s error=\"%s\"", what, docstore_error(ds));
             return -1;
         }
-        for (size_t i = 0; i < c.n; i++) {
-            int r = expire_one(cfg, token, rs, ds, m, c.ids[i]);
-            if (r < 0) {
-                log_warn("event=sweep_failed doc=%" PRIu64 " redis=\"%s\" mysql=\"%s\"",
-                         c.ids[i], rstate_error(rs), docstore_error(ds));
+        for (size_t i = 0; i < c.n; i++)
+            if (each(c.ids[i], arg) < 0)
                 return -1;
-            }
-            expired += r;
-        }
-        seen += c.n;
+        *seen += c.n;
         if (c.n > 0)
             after = c.ids[c.n - 1];
     } while (c.n == SWEEP_BATCH && !stop_asked(stopfd));
-    if (expired > 0)
-        log_info("event=sweep_done expired=%d candidates=%zu", expired, seen);
-    return expired;
+    return 0;
+}
+
+typedef struct expiry_pass {
+    const chunkd_config *cfg;
+    const char *token;
+    redis_state *rs;
+    docstore *ds;
+    metrics *m;
+    int expired;
+} expiry_pass;
+
+static int expire_listed(uint64_t id, void *arg)
+{
+    expiry_pass *p = arg;
+    int r = expire_one(p->cfg, p->token, p->rs, p->ds, p->m, id);
+    if (r < 0) {
+        log_warn("event=sweep_failed doc=%" PRIu64 " redis=\"%s\" mysql=\"%s\"", id,
+                 rstate_error(p->rs), docstore_error(p->ds));
+        return -1;
+    }
+    p->expired += r;
+    return 0;
+}
+
+int sweeper_run_once(const chunkd_config *cfg, const char *token, redis_state *rs, docstore *ds,
+                     metrics *m, int stopfd)
+{
+    expiry_pass p = {.cfg = cfg, .token = token, .rs = rs, .ds = ds, .m = m};
+    size_t seen = 0;
+    if (each_page(ds, docstore_list_stale_uploads, cfg->upload_expiry_s, stopfd, "sweep_failed",
+                  expire_listed, &p, &seen) != 0)
+        return -1;
+    if (p.expired > 0)
+        log_info("event=sweep_done expired=%d candidates=%zu", p.expired, seen);
+    return p.expired;
+}
+
+typedef struct leftover_pass {
+    const char *storage_dir;
+    int removed;
+    size_t kept;
+} leftover_pass;
+
+static int remove_listed(uint64_t id, void *arg)
+{
+    leftover_pass *p = arg;
+    int r = storage_remove_existing(p->storage_dir, id);
+    if (r < 0) {
+        log_warn("event=leftover_not_removed doc=%" PRIu64 " error=\"%s\"", id, strerror(errno));
+        p->kept++;
+    } else if (r == 1) {
+        log_info("event=leftover_removed doc=%" PRIu64, id);
+        p->removed++;
+    }
+    return 0;
 }
 
 int sweeper_remove_leftovers(const chunkd_config *cfg, docstore *ds, int64_t within_s, int stopfd,
                              size_t *kept)
 {
-    static _Thread_local candidates c;
-    int removed = 0;
-    uint64_t after = 0;
-    *kept = 0;
-    do {
-        if (docstore_list_recently_failed(ds, within_s, after, c.ids, SWEEP_BATCH, &c.n) != 0) {
-            log_warn("event=leftover_sweep_failed error=\"%s\"", docstore_error(ds));
-            return -1;
-        }
-        for (size_t i = 0; i < c.n; i++) {
-            uint64_t id = c.ids[i];
-            int r = storage_remove_existing(cfg->storage_dir, id);
-            if (r < 0) {
-                log_warn("event=leftover_not_removed doc=%" PRIu64 " error=\"%s\"", id,
-                         strerror(errno));
-                (*kept)++;
-            } else if (r == 1) {
-                log_info("event=leftover_removed doc=%" PRIu64, id);
-                removed++;
-            }
-        }
-        if (c.n > 0)
-            after = c.ids[c.n - 1];
-    } while (c.n == SWEEP_BATCH && !stop_asked(stopfd));
-    return removed;
+    leftover_pass p = {.storage_dir = cfg->storage_dir};
+    size_t seen = 0;
+    int rc = each_page(ds, docstore_list_recently_failed, within_s, stopfd,
+                       "leftover_sweep_failed", remove_listed, &p, &seen);
+    *kept = p.kept;
+    return rc != 0 ? -1 : p.removed;
 }
 
 static void *sweeper_main(void *arg)
