@@ -259,6 +259,9 @@ int it_doc_wait_lock_waiter(int timeout_ms);
  * then commits it, which lets the row go: as an abort or the expiry sweep
  * that got there first. */
 int it_doc_end_and_unlock(const char *reason);
+/* The same, ending it 'completed' with this hash and path: as a completion
+ * that got there first. */
+int it_doc_complete_and_unlock(const char *sha256, const char *file_path);
 /* Waits until a statement that begins with prefix runs on another
  * connection as the harness's user (a server's statement waiting for a
  * lock stays there); 0, or -1 after timeout_ms. Any connection's: which

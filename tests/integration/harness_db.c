@@ -375,30 +375,47 @@ int it_docs_fail_uploading(void)
     return 0;
 }
 
+/* An uploading row ended by hand, as another program would; the last
+ * parameter is the row's id. */
+static const char fail_sql[] = "UPDATE documents SET status = 'failed', failure_reason = ? "
+                               "WHERE id = ? AND status = 'uploading'";
+static const char complete_sql[] = "UPDATE documents SET status = 'completed', sha256 = ?, "
+                                   "file_path = ?, completed_at = CURRENT_TIMESTAMP(3) "
+                                   "WHERE id = ? AND status = 'uploading'";
+
+typedef struct row_end {
+    MYSQL_BIND p[3];
+    unsigned long len[2];
+    int64_t doc;
+} row_end;
+
+static void bind_fail(row_end *e, int64_t id, const char *reason)
+{
+    e->doc = id;
+    bind_str(&e->p[0], reason, &e->len[0]);
+    bind_i64(&e->p[1], &e->doc);
+}
+
+static void bind_complete(row_end *e, int64_t id, const char *sha256, const char *file_path)
+{
+    e->doc = id;
+    bind_str(&e->p[0], sha256, &e->len[0]);
+    bind_str(&e->p[1], file_path, &e->len[1]);
+    bind_i64(&e->p[2], &e->doc);
+}
+
 int it_doc_end_behind_server(int64_t id, const char *reason)
 {
-    int64_t doc = id;
-    MYSQL_BIND p[2];
-    unsigned long rlen;
-    bind_str(&p[0], reason, &rlen);
-    bind_i64(&p[1], &doc);
-    return end_uploading_row("UPDATE documents SET status = 'failed', failure_reason = ? "
-                             "WHERE id = ? AND status = 'uploading'",
-                             p, id);
+    row_end e;
+    bind_fail(&e, id, reason);
+    return end_uploading_row(fail_sql, e.p, id);
 }
 
 int it_doc_complete_behind_server(int64_t id, const char *sha256, const char *file_path)
 {
-    int64_t doc = id;
-    MYSQL_BIND p[3];
-    unsigned long slen, plen;
-    bind_str(&p[0], sha256, &slen);
-    bind_str(&p[1], file_path, &plen);
-    bind_i64(&p[2], &doc);
-    return end_uploading_row("UPDATE documents SET status = 'completed', sha256 = ?, "
-                             "file_path = ?, completed_at = CURRENT_TIMESTAMP(3) "
-                             "WHERE id = ? AND status = 'uploading'",
-                             p, id);
+    row_end e;
+    bind_complete(&e, id, sha256, file_path);
+    return end_uploading_row(complete_sql, e.p, id);
 }
 
 int it_doc_set_file_path(int64_t id, const char *file_path)
@@ -1009,19 +1026,14 @@ int it_doc_lock(int64_t id)
     return 0;
 }
 
-int it_doc_end_and_unlock(const char *reason)
+/* Runs sql (an UPDATE of the locked row with params p, the row's id the
+ * last) in the lock's own transaction, commits it and lets the row go. */
+static int update_and_unlock(const char *sql, MYSQL_BIND *p)
 {
     if (!lock_db)
         return -1;
-    int64_t doc = lock_id;
-    MYSQL_BIND p[2];
-    unsigned long rlen;
-    bind_str(&p[0], reason, &rlen);
-    bind_i64(&p[1], &doc);
-    static const char sql[] = "UPDATE documents SET status = 'failed', failure_reason = ? "
-                              "WHERE id = ? AND status = 'uploading'";
     MYSQL_STMT *st = mysql_stmt_init(lock_db);
-    bool ok = st && mysql_stmt_prepare(st, sql, sizeof sql - 1) == 0 &&
+    bool ok = st && mysql_stmt_prepare(st, sql, strlen(sql)) == 0 &&
               mysql_stmt_bind_param(st, p) == 0 && mysql_stmt_execute(st) == 0 &&
               mysql_stmt_affected_rows(st) == 1 && mysql_query(lock_db, "COMMIT") == 0;
     if (!ok)
@@ -1032,6 +1044,20 @@ int it_doc_end_and_unlock(const char *reason)
     mysql_close(lock_db); /* rolls back whatever did not commit */
     lock_db = NULL;
     return ok ? 0 : -1;
+}
+
+int it_doc_end_and_unlock(const char *reason)
+{
+    row_end e;
+    bind_fail(&e, lock_id, reason);
+    return update_and_unlock(fail_sql, e.p);
+}
+
+int it_doc_complete_and_unlock(const char *sha256, const char *file_path)
+{
+    row_end e;
+    bind_complete(&e, lock_id, sha256, file_path);
+    return update_and_unlock(complete_sql, e.p);
 }
 
 int it_doc_unlock(void)

@@ -696,49 +696,93 @@ static void test_abort_loses_to_another_ending(void **state)
     it_pass();
 }
 
-/* An abort whose UPDATE committed but whose answer from MySQL was lost
- * (the connection cut, through a proxy, with the OK held in it): the row
- * is read again on a new connection, and since it is failed for this
- * reason the abort answers as done and removes the file and the Redis
- * state, which no later sweep would (it lists uploading rows only). */
+/* An abort whose UPDATE ran but whose answer from MySQL was lost (the
+ * connection cut, through a proxy, with the answer held in it): the row is
+ * read again on a new connection.
+ * - failed by this abort: the abort answers as done and removes the file
+ *   and the Redis state, which no expiry sweep would (it lists uploading
+ *   rows only);
+ * - completed first by someone else (the UPDATE changed nothing): the
+ *   answer says so, and the document's file stays;
+ * - failed, but the read-back's connection is cut too: 503, and the
+ *   sweep's leftover pass removes the file once MySQL is back. */
 static void test_abort_whose_answer_is_lost(void **state)
 {
     (void)state;
+    enum { FAILED, COMPLETED, UNREAD, CASES };
     char mysql_env[48];
     it_proxy *px = it_proxy_for("CHUNKD_MYSQL_PORT", mysql_env, sizeof mysql_env);
     const char *env[] = {mysql_env, NULL};
-    static const char *const args[] = {"--workers", "1", NULL};
+    static const char *const args[] = {"--workers", "1", "--sweep-interval-s", "1", NULL};
     it_server_opts o = {.args = args, .env = env};
     start_aux(&o);
-    int64_t id = closed_random_upload();
-    char path[IT_PATH_MAX + 64];
-    it_upload_path(&aux, id, path, sizeof path);
-    assert_int_equal(it_file_size(path), HELD_SENT);
+    for (int c = 0; c < CASES; c++) {
+        int64_t id = closed_random_upload();
+        char path[IT_PATH_MAX + 64];
+        it_upload_path(&aux, id, path, sizeof path);
+        assert_int_equal(it_file_size(path), HELD_SENT);
 
-    it_sock b;
-    abort_waiting_for_the_row(&b, id);
-    /* the abort's UPDATE waits for the row; its answer will be held */
-    it_proxy_hold(px, true);
-    off_t mark = it_log_size(&aux);
-    assert_int_equal(it_doc_unlock(), 0);
-    it_doc d;
-    int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
-    while (it_doc_get(id, &d) == 1 && strcmp(d.status, "uploading") == 0 &&
-           it_now_ms() < deadline)
-        it_sleep_ms(5);
-    assert_int_equal(it_proxy_cut_now(px), 0);
-    it_proxy_hold(px, false);
-
-    json_t *r = answer_on(&b);
-    it_assert_ok(r, "abort");
-    json_decref(r);
-    it_assert_doc_status(id, "failed", &d);
-    assert_string_equal(d.failure_reason, "aborted");
-    assert_int_equal(it_log_wait(&aux, mark, "event=fail_read_back", IT_REPLY_TIMEOUT_MS), 0);
-    assert_int_equal(it_file_size(path), -1);
-    assert_int_equal(it_redis_exists(id), 0);
-    it_assert_open(&b);
-    it_sock_close(&b);
+        it_sock b;
+        abort_waiting_for_the_row(&b, id);
+        /* the abort's UPDATE waits for the row; its answer will be held */
+        it_proxy_hold(px, true);
+        off_t mark = it_log_size(&aux);
+        it_doc d;
+        if (c == COMPLETED) {
+            static const char some_sha[] =
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            char rel[48]; /* as a completion writes it: other programs read it */
+            it_data_rel_path(id, rel, sizeof rel);
+            assert_int_equal(it_doc_complete_and_unlock(some_sha, rel), 0);
+        } else {
+            assert_int_equal(it_doc_unlock(), 0);
+            int64_t deadline = it_now_ms() + IT_REPLY_TIMEOUT_MS;
+            while (it_doc_get(id, &d) == 1 && strcmp(d.status, "uploading") == 0 &&
+                   it_now_ms() < deadline)
+                it_sleep_ms(5);
+        }
+        json_t *r = NULL;
+        if (c == UNREAD) {
+            it_proxy_cut_after(px, 0); /* this connection, and every new one */
+            r = answer_on(&b);
+            it_proxy_cut_after(px, -1);
+            it_proxy_hold(px, false);
+        } else {
+            assert_int_equal(it_proxy_cut_now(px), 0);
+            it_proxy_hold(px, false); /* for the read-back's new connection */
+            r = answer_on(&b);
+        }
+        if (c == FAILED) {
+            it_assert_ok(r, "abort");
+            assert_int_equal(it_log_wait(&aux, mark, "event=fail_read_back", 1000), 0);
+        } else if (c == COMPLETED) {
+            it_assert_error(r, 409, "not_resumable");
+            assert_string_equal(it_json_str(r, "document_status"), "completed");
+        } else {
+            it_assert_error(r, 503, "unavailable");
+            assert_int_equal(it_log_wait(&aux, mark, "event=fail_not_read_back", 1000), 0);
+        }
+        json_decref(r);
+        if (c == COMPLETED) {
+            it_assert_doc_status(id, "completed", NULL);
+            assert_int_equal(it_file_size(path), HELD_SENT);
+        } else {
+            it_assert_doc_status(id, "failed", &d);
+            assert_string_equal(d.failure_reason, "aborted");
+        }
+        if (c == UNREAD) {
+            char needle[96];
+            it_line(needle, sizeof needle, "event=leftover_removed doc=%lld\n", (long long)id);
+            assert_int_equal(it_log_wait(&aux, mark, needle, IT_REPLY_TIMEOUT_MS), 0);
+        }
+        if (c != COMPLETED) {
+            assert_int_equal(it_file_size(path), -1);
+            if (c == FAILED)
+                assert_int_equal(it_redis_exists(id), 0);
+        }
+        it_assert_open(&b);
+        it_sock_close(&b);
+    }
     it_assert_server_stops_cleanly(&aux);
     it_proxy_stop(px);
     it_pass();
